@@ -1,0 +1,191 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from spar.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class IterationStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ITERATION_STAGE_UNSPECIFIED: _ClassVar[IterationStage]
+    ITERATION_STAGE_PROMPTS: _ClassVar[IterationStage]
+    ITERATION_STAGE_SAMPLE: _ClassVar[IterationStage]
+    ITERATION_STAGE_JUDGE: _ClassVar[IterationStage]
+    ITERATION_STAGE_SEARCH: _ClassVar[IterationStage]
+    ITERATION_STAGE_BUILD_DATA: _ClassVar[IterationStage]
+    ITERATION_STAGE_TRAIN: _ClassVar[IterationStage]
+    ITERATION_STAGE_EVALUATE: _ClassVar[IterationStage]
+    ITERATION_STAGE_ROLLOUT: _ClassVar[IterationStage]
+    ITERATION_STAGE_RECORD: _ClassVar[IterationStage]
+    ITERATION_STAGE_DONE: _ClassVar[IterationStage]
+
+class IterationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ITERATION_STATE_UNSPECIFIED: _ClassVar[IterationState]
+    ITERATION_STATE_RUNNING: _ClassVar[IterationState]
+    ITERATION_STATE_SUCCEEDED: _ClassVar[IterationState]
+    ITERATION_STATE_REJECTED: _ClassVar[IterationState]
+    ITERATION_STATE_FAILED: _ClassVar[IterationState]
+ITERATION_STAGE_UNSPECIFIED: IterationStage
+ITERATION_STAGE_PROMPTS: IterationStage
+ITERATION_STAGE_SAMPLE: IterationStage
+ITERATION_STAGE_JUDGE: IterationStage
+ITERATION_STAGE_SEARCH: IterationStage
+ITERATION_STAGE_BUILD_DATA: IterationStage
+ITERATION_STAGE_TRAIN: IterationStage
+ITERATION_STAGE_EVALUATE: IterationStage
+ITERATION_STAGE_ROLLOUT: IterationStage
+ITERATION_STAGE_RECORD: IterationStage
+ITERATION_STAGE_DONE: IterationStage
+ITERATION_STATE_UNSPECIFIED: IterationState
+ITERATION_STATE_RUNNING: IterationState
+ITERATION_STATE_SUCCEEDED: IterationState
+ITERATION_STATE_REJECTED: IterationState
+ITERATION_STATE_FAILED: IterationState
+
+class StartIterationRequest(_message.Message):
+    __slots__ = ("prompts_path", "num_prompts")
+    PROMPTS_PATH_FIELD_NUMBER: _ClassVar[int]
+    NUM_PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    prompts_path: str
+    num_prompts: int
+    def __init__(self, prompts_path: _Optional[str] = ..., num_prompts: _Optional[int] = ...) -> None: ...
+
+class IterationCounts(_message.Message):
+    __slots__ = ("prompts", "samples", "negatives", "searches", "refined", "dpo_pairs", "sft_records")
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVES_FIELD_NUMBER: _ClassVar[int]
+    SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    REFINED_FIELD_NUMBER: _ClassVar[int]
+    DPO_PAIRS_FIELD_NUMBER: _ClassVar[int]
+    SFT_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    prompts: int
+    samples: int
+    negatives: int
+    searches: int
+    refined: int
+    dpo_pairs: int
+    sft_records: int
+    def __init__(self, prompts: _Optional[int] = ..., samples: _Optional[int] = ..., negatives: _Optional[int] = ..., searches: _Optional[int] = ..., refined: _Optional[int] = ..., dpo_pairs: _Optional[int] = ..., sft_records: _Optional[int] = ...) -> None: ...
+
+class EvalMetrics(_message.Message):
+    __slots__ = ("prompt_level_strict", "prompt_level_loose", "instruction_level_strict", "instruction_level_loose", "prompts")
+    PROMPT_LEVEL_STRICT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_LEVEL_LOOSE_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTION_LEVEL_STRICT_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTION_LEVEL_LOOSE_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    prompt_level_strict: float
+    prompt_level_loose: float
+    instruction_level_strict: float
+    instruction_level_loose: float
+    prompts: int
+    def __init__(self, prompt_level_strict: _Optional[float] = ..., prompt_level_loose: _Optional[float] = ..., instruction_level_strict: _Optional[float] = ..., instruction_level_loose: _Optional[float] = ..., prompts: _Optional[int] = ...) -> None: ...
+
+class StageTiming(_message.Message):
+    __slots__ = ("stage", "duration")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    stage: IterationStage
+    duration: _duration_pb2.Duration
+    def __init__(self, stage: _Optional[_Union[IterationStage, str]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class Iteration(_message.Message):
+    __slots__ = ("number", "state", "stage", "counts", "actor_candidate", "refiner_candidate", "baseline_eval", "candidate_eval", "search_cost", "timings", "error", "started_at", "finished_at")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    REFINER_CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_EVAL_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_EVAL_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_COST_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    state: IterationState
+    stage: IterationStage
+    counts: IterationCounts
+    actor_candidate: _common_pb2.AdapterVersion
+    refiner_candidate: _common_pb2.AdapterVersion
+    baseline_eval: EvalMetrics
+    candidate_eval: EvalMetrics
+    search_cost: _common_pb2.SearchCost
+    timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
+    error: str
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[IterationState, str]] = ..., stage: _Optional[_Union[IterationStage, str]] = ..., counts: _Optional[_Union[IterationCounts, _Mapping]] = ..., actor_candidate: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner_candidate: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., baseline_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., candidate_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., search_cost: _Optional[_Union[_common_pb2.SearchCost, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class WatchIterationRequest(_message.Message):
+    __slots__ = ("number",)
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    def __init__(self, number: _Optional[int] = ...) -> None: ...
+
+class IterationEvent(_message.Message):
+    __slots__ = ("iteration", "message")
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    iteration: Iteration
+    message: str
+    def __init__(self, iteration: _Optional[_Union[Iteration, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class GetStateRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReplicaState(_message.Message):
+    __slots__ = ("target", "role", "active", "reachable")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    role: str
+    active: str
+    reachable: bool
+    def __init__(self, target: _Optional[str] = ..., role: _Optional[str] = ..., active: _Optional[str] = ..., reachable: _Optional[bool] = ...) -> None: ...
+
+class CoordinatorState(_message.Message):
+    __slots__ = ("actor", "actor_previous", "refiner", "refiner_previous", "iterations", "replicas")
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    REFINER_FIELD_NUMBER: _ClassVar[int]
+    REFINER_PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    actor: _common_pb2.AdapterVersion
+    actor_previous: _common_pb2.AdapterVersion
+    refiner: _common_pb2.AdapterVersion
+    refiner_previous: _common_pb2.AdapterVersion
+    iterations: _containers.RepeatedCompositeFieldContainer[Iteration]
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaState]
+    def __init__(self, actor: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., actor_previous: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner_previous: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., iterations: _Optional[_Iterable[_Union[Iteration, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaState, _Mapping]]] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("role", "name")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    name: str
+    def __init__(self, role: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class RollbackResponse(_message.Message):
+    __slots__ = ("active", "replicas")
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    active: _common_pb2.AdapterVersion
+    replicas: int
+    def __init__(self, active: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., replicas: _Optional[int] = ...) -> None: ...
