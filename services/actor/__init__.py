@@ -1,0 +1,1 @@
+"""The actor service: generation with the served policy and adapter hosting."""

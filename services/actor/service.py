@@ -1,0 +1,101 @@
+"""gRPC handlers of ``spar.v1.Actor``: thin translation between protobuf and the engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+
+from spar.config import Settings
+from spar.engine.protocol import GenerationRequest, Usage
+from spar.metrics import Metrics
+from spar.runtime import EngineRuntime
+from spar.sampling import generation_request, messages_from
+from spar.v1 import actor_pb2 as pb
+from spar.v1 import actor_pb2_grpc as pb_grpc
+from spar.v1 import common_pb2
+
+FINISH = {
+    "stop": common_pb2.FINISH_REASON_STOP,
+    "length": common_pb2.FINISH_REASON_LENGTH,
+    "abort": common_pb2.FINISH_REASON_ABORT,
+}
+
+
+def usage_message(u: Usage) -> common_pb2.Usage:
+    return common_pb2.Usage(
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        cached_prompt_tokens=u.cached_prompt_tokens,
+    )
+
+
+class ActorService(pb_grpc.ActorServicer):
+    def __init__(self, runtime: EngineRuntime, settings: Settings, metrics: Metrics) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.metrics = metrics
+
+    def _request(self, request: pb.GenerateRequest) -> GenerationRequest:
+        return generation_request(
+            messages_from(request.prompt, request.messages),
+            request.sampling,
+            limits=self.settings.limits,
+            defaults=self.settings.sampling,
+            raw=request.raw_prompt,
+            request_id=request.request_id or uuid.uuid4().hex,
+        )
+
+    def _count(self, usage: Usage) -> None:
+        self.metrics.prompt_tokens.labels(self.metrics.service).inc(usage.prompt_tokens)
+        self.metrics.generated_tokens.labels(self.metrics.service).inc(usage.completion_tokens)
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateResponse:
+        req = self._request(request)
+        engine = self.runtime.engine
+        async with self.runtime.host.lease(request.adapter) as version:
+            req = dataclasses.replace(req, adapter=version.ref if version else None)
+            result = await engine.generate(req)
+        self._count(result.usage)
+        return pb.GenerateResponse(
+            completions=[
+                pb.Completion(
+                    index=s.index,
+                    text=s.text,
+                    finish_reason=FINISH[s.finish_reason],
+                    completion_tokens=s.completion_tokens,
+                )
+                for s in result.samples
+            ],
+            usage=usage_message(result.usage),
+            adapter=version.name if version else "",
+            request_id=req.request_id,
+        )
+
+    async def GenerateStream(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateStreamResponse]:
+        req = self._request(request)
+        engine = self.runtime.engine
+        async with self.runtime.host.lease(request.adapter) as version:
+            req = dataclasses.replace(req, adapter=version.ref if version else None)
+            name = version.name if version else ""
+            stream = engine.stream(req)
+            try:
+                async for delta in stream:
+                    if delta.usage is not None:
+                        self._count(delta.usage)
+                    yield pb.GenerateStreamResponse(
+                        index=delta.index,
+                        delta=delta.text,
+                        finish_reason=FINISH[delta.finish_reason] if delta.finish_reason else 0,
+                        usage=usage_message(delta.usage) if delta.usage else None,
+                        adapter=name,
+                        request_id=req.request_id,
+                    )
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,59 @@
+"""Flags and output helpers shared by every subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from spar.config import DEFAULT_PORTS, Settings
+
+EXIT_ERROR = 1
+
+
+def print_json(obj: Any) -> None:
+    """Prints one JSON document (protobuf messages keep their field names)."""
+    if isinstance(obj, Message):
+        obj = MessageToDict(obj, preserving_proto_field_name=True)
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, overridden by the serve flags that were given."""
+    overrides: dict[str, Any] = {}
+    for key in ("host", "port", "metrics_port", "model"):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = value
+    return Settings(**overrides)
+
+
+def default_target(role: str) -> str:
+    return os.environ.get(f"SPAR_{role.upper()}_TARGET", f"127.0.0.1:{DEFAULT_PORTS[role][0]}")
+
+
+def add_serve_flags(p: argparse.ArgumentParser) -> None:
+    """The address flags every ``spar <service> serve`` takes."""
+    p.add_argument("--host", help="address to bind (default 127.0.0.1, SPAR_HOST)")
+    p.add_argument("--port", type=int, help="gRPC port (default: the service's, SPAR_PORT)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Prometheus port; 0 picks a free one, -1 turns it off (SPAR_METRICS_PORT)",
+    )
+    p.add_argument("--model", help="Hugging Face model folder (default: the prepared SmolLM2)")
+
+
+def add_client_flags(p: argparse.ArgumentParser, role: str) -> None:
+    """--target, --json and --timeout of every command that calls a service."""
+    p.add_argument(
+        "--target",
+        default=default_target(role),
+        help=f"HOST:PORT of the {role} (default %(default)s, SPAR_{role.upper()}_TARGET)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--timeout", type=float, default=None, help="deadline in seconds")

@@ -1,0 +1,40 @@
+"""``spar model prepare``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from spar.commands.flags import EXIT_ERROR, print_json, settings_from
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from spar.model import ModelPrepareError, check_model_loads, prepare_default_model
+
+    settings = settings_from(args)
+    try:
+        if settings.model:
+            path = settings.model_path()
+            check_model_loads(path)
+            created = False
+        else:
+            prepared = prepare_default_model(settings.cache_dir)
+            path, created = prepared.path, prepared.created
+    except ModelPrepareError as exc:
+        print(f"spar: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print_json({"path": str(path), "created": created})
+    else:
+        print(f"{'prepared' if created else 'ready'}: {path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    model = sub.add_parser("model", help="the served model").add_subparsers(
+        dest="model_command", required=True
+    )
+    prep = model.add_parser("prepare", help="download and convert the default model (idempotent)")
+    prep.add_argument("--model", help="check this Hugging Face folder instead")
+    prep.add_argument("--json", action="store_true", help="print one JSON document")
+    prep.set_defaults(func=cmd_prepare)

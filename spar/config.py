@@ -1,0 +1,129 @@
+"""The one settings model of spar (pydantic settings, environment prefix ``SPAR_``).
+
+Nested fields are set with a double underscore, e.g. ``SPAR_ENGINE__MAX_MODEL_LEN=4096``
+or ``SPAR_LIMITS__MAX_N=8``. CLI flags override the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+Role = Literal["actor", "refiner", "trainer", "coordinator"]
+
+#: Default gRPC and metrics ports of each service (the embedded default uses them all).
+DEFAULT_PORTS: dict[str, tuple[int, int]] = {
+    "actor": (50051, 9401),
+    "refiner": (50052, 9402),
+    "trainer": (50053, 9403),
+    "coordinator": (50054, 9404),
+}
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "spar"
+
+
+class EngineSettings(BaseModel):
+    """Settings of the vLLM engine of the actor and the refiner."""
+
+    dtype: str = "float32"
+    """Weights and activations dtype. float32 on CPU (bf16 is 2.5x slower on AVX2)."""
+    max_model_len: int = 2048
+    """Context length: prompt plus generated tokens of one sample."""
+    enforce_eager: bool = True
+    """Skip graph compilation (it costs minutes at every start on CPU for ~10%)."""
+    kv_cache_gib: float = 2.0
+    """KV cache size on CPU (``VLLM_CPU_KVCACHE_SPACE``)."""
+    gpu_memory_utilization: float = 0.9
+    """Share of GPU memory vLLM may use (GPU only)."""
+    enable_prefix_caching: bool = True
+    """Reuse KV blocks of shared prompt prefixes (judge and refine prompts share a lot)."""
+    max_lora_rank: int = 64
+    """Largest LoRA rank an adapter may have."""
+    max_loras: int = 4
+    """Adapters usable in one batch (active, previous, staged candidate, one spare)."""
+    max_cpu_loras: int = 8
+    """Adapters kept loaded in host memory."""
+    seed: int = 0
+    """Engine seed; sampling of the whole engine is reproducible from it."""
+    max_num_seqs: int = 64
+    """Sequences scheduled together."""
+
+
+class Limits(BaseModel):
+    """Request limits enforced by the servers (bad requests get INVALID_ARGUMENT)."""
+
+    max_n: int = 16
+    """Samples per Generate request."""
+    max_tokens: int = 1024
+    """Largest max_tokens a request may ask for."""
+    default_max_tokens: int = 256
+    """max_tokens when a request leaves it unset."""
+    max_prompt_chars: int = 32_000
+    """Longest prompt (all messages together) in characters, checked before tokenising."""
+    max_stop_strings: int = 8
+    """Stop strings per request."""
+    max_message_bytes: int = 16 * 1024 * 1024
+    """Largest gRPC message the servers accept or send."""
+
+
+class SamplingDefaults(BaseModel):
+    """Sampling settings a request gets when it leaves them unset."""
+
+    temperature: float = 0.9
+    """The paper's actor sampling temperature."""
+    top_p: float = 0.9
+    """The paper's actor nucleus mass."""
+
+
+class Settings(BaseSettings):
+    """Settings of every spar process."""
+
+    model_config = SettingsConfigDict(env_prefix="SPAR_", env_nested_delimiter="__", extra="ignore")
+
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    """Where the default model, staged adapters and engine caches live."""
+    model: str = ""
+    """Hugging Face model folder; empty means the default model, prepared in cache_dir."""
+    host: str = "127.0.0.1"
+    """Address the gRPC server binds to."""
+    port: int | None = None
+    """gRPC port; unset means the service's default port, 0 a free port."""
+    metrics_port: int | None = None
+    """Prometheus metrics HTTP port; unset means the service's default, 0 a free port,
+    -1 turns the metrics endpoint off."""
+    log_level: str = "INFO"
+    """Python log level of spar's loggers."""
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    limits: Limits = Field(default_factory=Limits)
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
+    grace_period_s: float = 10.0
+    """How long in-flight requests may run after SIGTERM before they are cancelled."""
+
+    def default_model_dir(self) -> Path:
+        return self.cache_dir / "models" / DEFAULT_MODEL_NAME
+
+    def model_path(self) -> Path:
+        """The model folder to serve."""
+        return Path(self.model).expanduser() if self.model else self.default_model_dir()
+
+    def adapters_dir(self) -> Path:
+        """Local copies of staged adapters."""
+        return self.cache_dir / "adapters"
+
+    def address(self, role: Role) -> tuple[str, int, int]:
+        """(host, grpc port, metrics port) of a service, defaults filled in."""
+        port, metrics = DEFAULT_PORTS[role]
+        return (
+            self.host,
+            port if self.port is None else self.port,
+            metrics if self.metrics_port is None else self.metrics_port,
+        )

@@ -1,0 +1,1 @@
+"""The engine boundary: services talk only to :class:`spar.engine.protocol.Engine`."""

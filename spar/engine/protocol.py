@@ -1,0 +1,126 @@
+"""The one narrow protocol between services and an inference engine.
+
+Services build :class:`GenerationRequest` objects and never touch engine internals;
+:mod:`spar.engine.vllm_engine` implements the protocol over vLLM's ``AsyncLLM``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """A loaded adapter as the engine knows it. ``engine_id`` is never reused."""
+
+    name: str
+    engine_id: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt, n samples. ``messages`` get the chat template unless ``raw``."""
+
+    messages: Sequence[Message]
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: Sequence[str] = ()
+    seed: int | None = None
+    adapter: AdapterRef | None = None
+    raw: bool = False
+    request_id: str = ""
+    clamp_to_context: bool = False
+    """Lower max_tokens to what fits after the prompt instead of refusing the request."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    index: int
+    text: str
+    finish_reason: FinishReason
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    samples: list[Sample]
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """New text of one sample. ``usage`` is set on the stream's last delta only."""
+
+    index: int
+    text: str
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass
+class EngineInfo:
+    model: str
+    max_model_len: int
+    max_lora_rank: int
+    device: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """What a service may ask of an engine. Errors are :class:`spar.errors.SparError`."""
+
+    @property
+    def info(self) -> EngineInfo: ...
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        """Tokens of the rendered prompt (raises InvalidArgument when it cannot fit)."""
+        ...
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        """All samples, when finished. Cancelling the awaiting task aborts the work."""
+        ...
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        """Deltas as they are produced. Closing the iterator aborts the work."""
+        ...
+
+    async def add_adapter(self, adapter: AdapterRef) -> None:
+        """Loads an adapter; raises FailedPrecondition when the files are unusable."""
+        ...
+
+    async def remove_adapter(self, adapter: AdapterRef) -> None: ...
+
+    async def list_adapters(self) -> set[int]:
+        """engine_ids of the adapters loaded now."""
+        ...
+
+    async def unfinished_requests(self) -> int:
+        """Requests the engine is still working on (used to prove aborts happen)."""
+        ...
+
+    async def check_health(self) -> None:
+        """Raises Unavailable when the engine is dead."""
+        ...
+
+    def shutdown(self) -> None: ...

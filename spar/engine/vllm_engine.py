@@ -1,0 +1,293 @@
+"""The Engine protocol over vLLM's ``AsyncLLM`` (CPU build in CI, CUDA build on GPUs).
+
+Only this module imports vLLM. Environment variables that vLLM reads at import time are
+set in :func:`configure_environment`, which must run before the first ``import vllm``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from spar.config import Settings
+from spar.engine.protocol import (
+    AdapterRef,
+    EngineInfo,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    Sample,
+    StreamDelta,
+    Usage,
+)
+from spar.errors import FailedPrecondition, InvalidArgument, SparError, Unavailable
+
+log = logging.getLogger(__name__)
+
+_FINISH: dict[str | None, FinishReason] = {"stop": "stop", "length": "length", "abort": "abort"}
+
+
+def configure_environment(settings: Settings) -> None:
+    """Sets the environment vLLM reads at import time (no-op for keys already set)."""
+    cache = settings.cache_dir
+    defaults = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": f"{settings.engine.kv_cache_gib:g}",
+        # vLLM reserves a core for itself by default; on small machines it then idles.
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_CACHE_ROOT": str(cache / "vllm"),
+        "TORCHINDUCTOR_CACHE_DIR": str(cache / "torchinductor"),
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_DO_NOT_TRACK": "1",
+        "VLLM_CONFIGURE_LOGGING": os.environ.get("VLLM_CONFIGURE_LOGGING", "1"),
+        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+
+
+class VllmEngine:
+    """An ``AsyncLLM`` with LoRA enabled, prefix caching on and a chat-template renderer."""
+
+    def __init__(self, llm: Any, tokenizer: Any, info: EngineInfo, is_cpu: bool) -> None:
+        self._llm = llm
+        self._tokenizer = tokenizer
+        self._info = info
+        self._is_cpu = is_cpu
+
+    @classmethod
+    def start(cls, settings: Settings, model_path: Path | None = None) -> VllmEngine:
+        """Starts the engine (blocking, ~35 s on CPU). Call from a worker thread in servers."""
+        configure_environment(settings)
+        from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        path = model_path or settings.model_path()
+        if not (path / "config.json").is_file():
+            raise FailedPrecondition(
+                f"model folder {path} does not exist or has no config.json; run "
+                "`spar model prepare` (default model) or set SPAR_MODEL / --model to a "
+                "Hugging Face model folder"
+            )
+        e = settings.engine
+        is_cpu = bool(current_platform.is_cpu())
+        args = AsyncEngineArgs(
+            model=str(path),
+            dtype=e.dtype,
+            max_model_len=e.max_model_len,
+            enforce_eager=e.enforce_eager,
+            enable_prefix_caching=e.enable_prefix_caching,
+            enable_lora=True,
+            max_lora_rank=e.max_lora_rank,
+            max_loras=e.max_loras,
+            max_cpu_loras=e.max_cpu_loras,
+            max_num_seqs=e.max_num_seqs,
+            seed=e.seed,
+            disable_log_stats=True,
+            **({} if is_cpu else {"gpu_memory_utilization": e.gpu_memory_utilization}),
+        )
+        llm = AsyncLLM.from_engine_args(args)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        info = EngineInfo(
+            model=str(path),
+            max_model_len=e.max_model_len,
+            max_lora_rank=e.max_lora_rank,
+            device="cpu" if is_cpu else "cuda",
+        )
+        return cls(llm, tokenizer, info, is_cpu)
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    # -- prompts ---------------------------------------------------------------------
+
+    def _render(self, request: GenerationRequest) -> list[int]:
+        if request.raw:
+            text = "".join(m.content for m in request.messages)
+            ids: list[int] = self._tokenizer(text).input_ids
+            return ids
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        try:
+            text = self._tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        except Exception as exc:  # jinja errors of a model's template
+            raise InvalidArgument(
+                f"the model's chat template rejected the messages: {exc}"
+            ) from exc
+        ids = self._tokenizer(text, add_special_tokens=False).input_ids
+        return ids
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        return len(self._render(request))
+
+    def _prepare(self, request: GenerationRequest, delta: bool) -> tuple[Any, Any, int]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        ids = self._render(request)
+        limit = self._info.max_model_len
+        room = limit - len(ids)
+        if room <= 0:
+            raise InvalidArgument(
+                f"the prompt is {len(ids)} tokens; the model's context is {limit} tokens. "
+                "Shorten the prompt."
+            )
+        max_tokens = request.max_tokens
+        if max_tokens > room:
+            if not request.clamp_to_context:
+                raise InvalidArgument(
+                    f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the "
+                    f"model's context of {limit} tokens; lower max_tokens to at most {room} "
+                    "or shorten the prompt."
+                )
+            max_tokens = room
+        if request.seed is not None and self._is_cpu:
+            # vLLM-CPU 0.32 crashes the engine on per-request generators
+            # ("CPU Generator does not use offset"); refuse instead of dying.
+            raise InvalidArgument(
+                "a per-request seed is not supported by the CPU engine (vLLM-CPU 0.32); "
+                "leave sampling.seed unset: the engine itself is seeded (SPAR_ENGINE__SEED)."
+            )
+        params = SamplingParams(
+            n=request.n,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=max_tokens,
+            stop=list(request.stop) or None,
+            seed=request.seed,
+            output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY,
+        )
+        return TokensPrompt(prompt_token_ids=ids), params, len(ids)
+
+    def _lora(self, adapter: AdapterRef | None) -> Any:
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest(adapter.name, adapter.engine_id, str(adapter.path))
+
+    # -- generation ------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        prompt, params, n_prompt = self._prepare(request, delta=False)
+        rid = request.request_id or uuid.uuid4().hex
+        final = None
+        try:
+            async for out in self._llm.generate(
+                prompt, params, rid, lora_request=self._lora(request.adapter)
+            ):
+                final = out
+        except SparError:
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            await self._abort(rid)
+            raise
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        if final is None:
+            raise Unavailable("the engine returned no output; it may be shutting down")
+        samples = [
+            Sample(
+                index=o.index,
+                text=o.text,
+                finish_reason=_FINISH.get(o.finish_reason, "stop"),
+                completion_tokens=len(o.token_ids),
+            )
+            for o in sorted(final.outputs, key=lambda o: o.index)
+        ]
+        usage = Usage(
+            prompt_tokens=n_prompt,
+            completion_tokens=sum(s.completion_tokens for s in samples),
+            cached_prompt_tokens=int(final.num_cached_tokens or 0),
+        )
+        return GenerationResult(samples=samples, usage=usage)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        prompt, params, n_prompt = self._prepare(request, delta=True)
+        rid = request.request_id or uuid.uuid4().hex
+        tokens = [0] * request.n
+        finished = False
+        try:
+            async for out in self._llm.generate(
+                prompt, params, rid, lora_request=self._lora(request.adapter)
+            ):
+                for i, o in enumerate(out.outputs):
+                    tokens[o.index] += len(o.token_ids)
+                    last = out.finished and i == len(out.outputs) - 1
+                    usage = (
+                        Usage(n_prompt, sum(tokens), int(out.num_cached_tokens or 0))
+                        if last
+                        else None
+                    )
+                    reason = _FINISH.get(o.finish_reason) if o.finish_reason else None
+                    if o.text or reason or usage:
+                        yield StreamDelta(o.index, o.text, reason, usage)
+                finished = out.finished
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except SparError:
+            raise
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        finally:
+            if not finished:
+                await self._abort(rid)
+
+    async def _abort(self, request_id: str) -> None:
+        try:
+            await asyncio.shield(self._llm.abort(request_id))
+        except Exception:  # the engine may already be gone; nothing left to abort then
+            log.debug("abort of %s failed", request_id, exc_info=True)
+
+    # -- adapters --------------------------------------------------------------------
+
+    async def add_adapter(self, adapter: AdapterRef) -> None:
+        try:
+            ok = await self._llm.add_lora(self._lora(adapter))
+        except Exception as exc:
+            raise FailedPrecondition(
+                f"the engine could not load adapter {adapter.name!r}: {exc}"
+            ) from exc
+        if ok is False:
+            raise FailedPrecondition(f"the engine refused to load adapter {adapter.name!r}")
+
+    async def remove_adapter(self, adapter: AdapterRef) -> None:
+        try:
+            await self._llm.remove_lora(adapter.engine_id)
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+
+    async def list_adapters(self) -> set[int]:
+        return set(await self._llm.list_loras())
+
+    async def unfinished_requests(self) -> int:
+        return int(self._llm.output_processor.get_num_unfinished_requests())
+
+    async def check_health(self) -> None:
+        try:
+            await self._llm.check_health()
+        except Exception as exc:
+            raise Unavailable(f"the engine is not healthy: {exc}") from exc
+
+    def shutdown(self) -> None:
+        self._llm.shutdown()
+
+
+def _engine_error(exc: Exception) -> SparError:
+    name = type(exc).__name__
+    if name in {"EngineDeadError", "EngineGenerateError"}:
+        return Unavailable(f"the engine failed ({name}: {exc}); the server must restart")
+    if isinstance(exc, ValueError):
+        return InvalidArgument(str(exc))
+    return Unavailable(f"engine error: {name}: {exc}")

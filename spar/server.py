@@ -1,0 +1,194 @@
+"""Shared gRPC server plumbing: status mapping, metrics, deadlines, health, reflection.
+
+Handlers raise :class:`spar.errors.SparError`; :class:`ServiceInterceptor` turns that
+into a gRPC status, records request metrics, and bounds every handler by the client's
+deadline (so the engine work of an expired request is aborted, not left running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from spar.errors import SparError
+from spar.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext
+
+
+def _deadline(context: Context) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else max(remaining, 0.0)
+
+
+class _Call:
+    """Bookkeeping of one RPC: metrics, and the status to abort with."""
+
+    def __init__(self, metrics: Metrics, method: str) -> None:
+        self.metrics = metrics
+        self.method = method
+        self.code = grpc.StatusCode.OK
+        self.start = time.perf_counter()
+        metrics.in_flight.labels(metrics.service, method).inc()
+
+    async def fail(self, exc: BaseException, context: Context) -> None:
+        """Aborts the RPC with the status that exc stands for (raises AbortError)."""
+        if isinstance(exc, SparError):
+            self.code = exc.code
+            await context.abort(exc.code, exc.message)
+        if isinstance(exc, TimeoutError):
+            self.code = grpc.StatusCode.DEADLINE_EXCEEDED
+            await context.abort(self.code, "the request's deadline passed; work was aborted")
+        log.exception("unexpected error in %s", self.method, exc_info=exc)
+        self.code = grpc.StatusCode.INTERNAL
+        await context.abort(self.code, f"internal error: {type(exc).__name__}: {exc}")
+
+    def finish(self, context: Context, exc: BaseException | None) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            self.code = grpc.StatusCode.CANCELLED
+        elif isinstance(exc, grpc.aio.AbortError):
+            code = context.code()
+            self.code = code if isinstance(code, grpc.StatusCode) else self.code
+        m = self.metrics
+        m.in_flight.labels(m.service, self.method).dec()
+        m.requests.labels(m.service, self.method, self.code.name).inc()
+        m.latency.labels(m.service, self.method).observe(time.perf_counter() - self.start)
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith("/spar."):
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method), **kwargs
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, method), **kwargs
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary, method), **kwargs
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._stream(handler.stream_stream, method), **kwargs
+        )
+
+    def _unary(self, fn: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Any]:
+        async def behaviour(request: Any, context: Context) -> Any:
+            call = _Call(self.metrics, method)
+            error: BaseException | None = None
+            try:
+                async with asyncio.timeout(_deadline(context)):
+                    return await fn(request, context)
+            except (asyncio.CancelledError, grpc.aio.AbortError) as exc:
+                error = exc
+                raise
+            except Exception as exc:
+                error = exc
+                await call.fail(exc, context)
+            finally:
+                call.finish(context, error)
+
+        return behaviour
+
+    def _stream(self, fn: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., Any]:
+        async def behaviour(request: Any, context: Context) -> AsyncIterator[Any]:
+            call = _Call(self.metrics, method)
+            error: BaseException | None = None
+            try:
+                async with asyncio.timeout(_deadline(context)):
+                    async for item in fn(request, context):
+                        yield item
+            except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit) as exc:
+                error = exc
+                raise
+            except Exception as exc:
+                error = exc
+                await call.fail(exc, context)
+            finally:
+                call.finish(context, error)
+
+        return behaviour
+
+
+class GrpcServer:
+    """A grpc.aio server with health, reflection, metrics and graceful shutdown."""
+
+    def __init__(self, metrics: Metrics, *, max_message_bytes: int) -> None:
+        self.metrics = metrics
+        self.server = grpc.aio.server(
+            interceptors=[ServiceInterceptor(metrics)],
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._services: list[str] = []
+        self._stopping = asyncio.Event()
+
+    def add_services(self, full_names: Sequence[str]) -> None:
+        """Registers fully qualified service names for health and reflection."""
+        self._services.extend(full_names)
+
+    async def start(self, host: str, port: int) -> int:
+        names = [*self._services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], self.server)
+        bound = self.server.add_insecure_port(f"{host}:{port}")
+        if bound == 0:
+            raise OSError(f"cannot bind {host}:{port}: the address is in use or not local")
+        await self.set_serving(False)
+        await self.server.start()
+        return int(bound)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self._services]:
+            await self.health.set(name, status)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+
+    async def wait_for_stop_signal(self) -> None:
+        await self._stopping.wait()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuses new requests at once; in-flight ones get grace_s to finish."""
+        await self.set_serving(False)
+        await self.server.stop(grace_s)

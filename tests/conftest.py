@@ -1,0 +1,73 @@
+"""Shared fixtures: settings for tests, the prepared default model, one actor per session.
+
+Every server binds 127.0.0.1 on a free port (port 0), so test runs never collide.
+The engine is the real vLLM engine with the real default model; starting one costs
+~40 s on CPU, so each kind of server exists once per test session.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from spar.config import EngineSettings, Settings
+from spar.model import prepare_default_model
+
+
+def _user_cache() -> Path:
+    return Settings().cache_dir
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    """The default model, prepared once into the user's cache (idempotent)."""
+    return prepare_default_model(_user_cache()).path
+
+
+@pytest.fixture(scope="session")
+def settings(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for servers under test: the real model, a private cache, free ports."""
+    cache = tmp_path_factory.mktemp("spar-cache")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    return Settings(
+        cache_dir=cache,
+        model=str(model_path),
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0,
+        engine=EngineSettings(kv_cache_gib=1.0, max_lora_rank=16, max_num_seqs=32),
+        grace_period_s=2.0,
+    )
+
+
+@pytest.fixture(scope="session")
+async def actor_server(settings: Settings) -> AsyncIterator[object]:
+    """One real actor replica for the session (gRPC on 127.0.0.1, real vLLM engine).
+
+    Started without waiting for the engine, so the health state before warm-up is
+    recorded in ``startup_health`` for the health-transition test.
+    """
+    from services.actor.server import ActorServer
+    from spar.client import AsyncActorClient
+
+    server = ActorServer(settings)
+    engine_task = await server.start(wait_ready=False)
+    assert engine_task is not None
+    async with AsyncActorClient(f"127.0.0.1:{server.port}") as client:
+        server.startup_health = await client.health()  # type: ignore[attr-defined]
+        try:
+            await client.generate("hi", max_tokens=1)
+            server.startup_generate_error = None  # type: ignore[attr-defined]
+        except Exception as exc:
+            server.startup_generate_error = exc  # type: ignore[attr-defined]
+    await engine_task
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+def actor_target(actor_server: object) -> str:
+    return f"127.0.0.1:{actor_server.port}"  # type: ignore[attr-defined]
