@@ -7,6 +7,7 @@ set in :func:`configure_environment`, which must run before the first ``import v
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import uuid
@@ -281,7 +282,14 @@ class VllmEngine:
             raise Unavailable(f"the engine is not healthy: {exc}") from exc
 
     def shutdown(self) -> None:
+        if self._llm is None:
+            return
         self._llm.shutdown()
+        # Drop the engine now: its __del__ shuts down again, and at interpreter exit
+        # (modules half torn down) that second call prints a TypeError.
+        llm, self._llm = self._llm, None
+        del llm
+        gc.collect()
 
 
 def _engine_error(exc: Exception) -> SparError:
