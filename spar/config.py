@@ -84,6 +84,78 @@ class SamplingDefaults(BaseModel):
     """The paper's actor nucleus mass."""
 
 
+class RefinerSettings(BaseModel):
+    """Settings of the refiner: judge, tree search, budgets and admission (``SPAR_REFINER__*``)."""
+
+    actor_target: str = f"127.0.0.1:{DEFAULT_PORTS['actor'][0]}"
+    """HOST:PORT (or a gRPC target such as ``dns:///actor:50051``) of the actor service."""
+    judge_kind: Literal["llm", "verifier", "hybrid"] = "hybrid"
+    """Judge of requests that leave it unset; hybrid is the LLM judge when a request has
+    no verifiable constraints."""
+    judge_samples: int = 5
+    """LLM judge samples (votes) per judgement (the paper's 5)."""
+    judge_temperature: float = 0.7
+    """Sampling temperature of the judge samples (the paper's 0.7)."""
+    judge_top_p: float = 1.0
+    """Nucleus mass of the judge samples."""
+    judge_max_tokens: int = 256
+    """Tokens per judge sample; the critique must end with its final line within it."""
+    tie_policy: Literal["resample", "undecided"] = "resample"
+    """A tied vote draws more samples (resample) or is reported undecided at once."""
+    tie_resample_rounds: int = 2
+    """Extra rounds of judge samples a tie may draw before it is reported undecided."""
+    tie_resample_samples: int = 2
+    """Judge samples drawn per tie re-sample round."""
+    refine_temperature: float = 0.7
+    """Sampling temperature of refinements."""
+    refine_top_p: float = 1.0
+    """Nucleus mass of refinements."""
+    refine_max_tokens: int = 384
+    """Tokens per refinement (reflection plus the refined output)."""
+    parse_retries: int = 1
+    """Extra refine requests for samples without a parseable refined output."""
+    judge_template: str = ""
+    """Judge prompt with {instruction} and {response}; empty means the built-in one."""
+    refine_template: str = ""
+    """Refine turn (continues the judge conversation); empty means the built-in one."""
+    strategy: Literal["bfs", "dfs"] = "bfs"
+    """Search strategy of requests that leave it unset."""
+    selection: Literal["greedy", "proportional"] = "greedy"
+    """Node selection of requests that leave it unset."""
+    branch: int = 3
+    """Children per expanded node (the paper's 3)."""
+    keep_top: int = 2
+    """Children kept per BFS level (the paper's 2)."""
+    max_depth: int = 3
+    """Tree depth (the paper's 3)."""
+    end_gate: float = 0.5
+    """A search stops at the first level whose best child has a value above this."""
+    default_max_nodes: int = 12
+    """Node budget of requests that leave it unset."""
+    default_max_generated_tokens: int = 16_384
+    """Generated-token budget (judge and refine) of requests that leave it unset."""
+    default_max_wall_time_s: float = 120.0
+    """Wall-time budget of requests that leave it unset."""
+    max_nodes_limit: int = 64
+    """Largest node budget a request may ask for."""
+    max_generated_tokens_limit: int = 131_072
+    """Largest generated-token budget a request may ask for."""
+    max_wall_time_limit_s: float = 600.0
+    """Largest wall-time budget a request may ask for."""
+    max_branch: int = 8
+    """Largest branch a request may ask for."""
+    max_keep_top: int = 8
+    """Largest keep_top a request may ask for."""
+    max_depth_limit: int = 6
+    """Largest max_depth a request may ask for."""
+    max_judge_samples: int = 16
+    """Largest judge sample count a request may ask for."""
+    max_concurrent_searches: int = 4
+    """Searches (Refine, RefineStream, Answer) that run at once."""
+    max_queue: int = 16
+    """Searches that may wait for a slot; more get RESOURCE_EXHAUSTED."""
+
+
 class Settings(BaseSettings):
     """Settings of every spar process."""
 
@@ -105,6 +177,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     limits: Limits = Field(default_factory=Limits)
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
+    refiner: RefinerSettings = Field(default_factory=RefinerSettings)
     grace_period_s: float = 10.0
     """How long in-flight requests may run after SIGTERM before they are cancelled."""
 

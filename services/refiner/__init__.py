@@ -1,0 +1,1 @@
+"""The refiner service: judging, tree-search refinement and refined answers."""

@@ -1,0 +1,218 @@
+"""Tree search against a scripted engine: order, batching, selection, gate, budgets, cache."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.refiner.cost import Budget, Meter
+from services.refiner.judge import Judge, JudgeConfig
+from services.refiner.search import Node, SearchConfig, SearchEvent, SearchResult, TreeSearch
+from tests.unit.refiner_script import PROMPTS, Script, no, yes
+
+
+def votes(k_yes: int, k: int = 5) -> list[str]:
+    """Judge samples whose vote has value k_yes / k."""
+    return [yes()] * k_yes + [no()] * (k - k_yes)
+
+
+def make_search(
+    script: Script,
+    *,
+    budget: Budget | None = None,
+    events: list[SearchEvent] | None = None,
+    judge_max_tokens: int = 16,
+    **config: object,
+) -> TreeSearch:
+    meter = Meter(script, budget or Budget.unlimited())
+    judge = Judge(
+        "llm",
+        "inst",
+        (),
+        prompts=PROMPTS,
+        config=JudgeConfig(samples=5, max_tokens=judge_max_tokens, tie_resample_rounds=0),
+        generate=meter.for_phase("judge"),
+        check=lambda _i, _r, _c: [],
+    )
+    options = {"refine_max_tokens": 16, **config}
+    return TreeSearch(
+        "inst",
+        "r",
+        judge=judge,
+        meter=meter,
+        prompts=PROMPTS,
+        config=SearchConfig(**options),  # type: ignore[arg-type]
+        on_event=events.append if events is not None else None,
+    )
+
+
+def names(nodes: list[Node]) -> list[str]:
+    return [n.response for n in nodes]
+
+
+async def test_bfs_level_by_level_keep_top_and_end_gate() -> None:
+    script = Script(judge={"r.1": votes(2), "r.2": votes(1), "r.2.2": votes(4)})
+    events: list[SearchEvent] = []
+    result = await make_search(script, events=events).run()
+    assert result.outcome == "refined"
+    assert names(result.trace) == ["r", "r.2", "r.2.2"]
+    assert result.best.value == pytest.approx(0.8)
+    # Level 1 expands the root; level 2 expands the two best children (r.1, r.2), not r.3.
+    assert script.refined() == ["r", "r.1", "r.2"]
+    # The whole second level went to the engine together: both refine requests were in
+    # flight at once, and so were all six judge requests of their children.
+    level2 = [c for c in script.calls if c.kind == "refine" and c.subject != "r"]
+    assert level2[1].in_flight_at_start >= 1
+    assert script.max_in_flight >= 6
+    assert result.cost.nodes_expanded == 9
+    kinds = [(e.kind, e.node.response) for e in events]
+    assert kinds.count(("judged", "r")) == 1
+    for node in result.tree[1:]:
+        assert kinds.index(("expanded", node.response)) < kinds.index(("judged", node.response))
+
+
+async def test_bfs_never_sends_one_call_at_a_time() -> None:
+    script = Script(delay=0.05)
+    result = await make_search(script, max_depth=2).run()
+    assert result.outcome == "exhausted"
+    # root judge + (refine + 3 judges) + 2 x (refine + 3 judges) run in 4 waves, not 13.
+    starts = sorted({round(c.started, 2) for c in script.calls})
+    assert len(script.calls) == 13
+    assert len(starts) <= 5
+
+
+async def test_exhausted_returns_best_found_or_the_original() -> None:
+    script = Script(judge={"r.1.3": votes(2)})
+    result = await make_search(script, max_depth=2).run()
+    assert result.outcome == "exhausted"
+    assert names(result.trace) == ["r", "r.1", "r.1.3"]
+    script = Script()
+    result = await make_search(script, max_depth=1).run()
+    assert result.outcome == "exhausted" and result.best.id == 0 and names(result.trace) == ["r"]
+
+
+async def test_already_passing_searches_nothing() -> None:
+    script = Script(judge={"r": votes(3)})
+    result = await make_search(script).run()
+    assert result.outcome == "already_passing"
+    assert script.refined() == [] and result.cost.nodes_expanded == 0
+    assert result.cost.judge_samples == 5
+
+
+async def test_end_gate_is_strict_and_configurable() -> None:
+    script = Script(judge={"r.1": votes(2)})  # value 0.4
+    result = await make_search(script, max_depth=1, end_gate=0.4).run()
+    assert result.outcome == "exhausted"
+    script = Script(judge={"r.1": votes(2)})
+    result = await make_search(script, max_depth=1, end_gate=0.3).run()
+    assert result.outcome == "refined" and result.best.response == "r.1"
+
+
+async def test_dfs_visits_best_child_first() -> None:
+    script = Script(judge={"r.1": votes(1), "r.2": votes(2), "r.1.3": votes(5)})
+    result = await make_search(script, strategy="dfs", max_depth=2).run()
+    # r's children ranked r.2 (0.4) > r.1 (0.2) > r.3: r.2's subtree first, then r.1's,
+    # whose third child passes; r.3 is never expanded.
+    assert script.refined() == ["r", "r.2", "r.1"]
+    assert result.outcome == "refined"
+    assert names(result.trace) == ["r", "r.1", "r.1.3"]
+
+
+async def test_node_budget_bounds_expansion() -> None:
+    script = Script()
+    result = await make_search(script, budget=Budget(4, 10**9, 60.0)).run()
+    assert result.cost.nodes_expanded == 4
+    assert result.outcome == "exhausted"
+    # Level 2: the first kept child gets the one node left; the other is not expanded.
+    assert script.refined() == ["r", "r.1"]
+    assert [c.n for c in script.calls if c.kind == "refine"] == [3, 1]
+
+
+async def test_token_budget_is_never_exceeded() -> None:
+    for limit in (0, 79, 80, 150, 200, 333, 1000):
+        script = Script(tokens_per_sample=4)
+        result = await make_search(script, budget=Budget(100, limit, 60.0)).run()
+        assert script.generated == result.cost.generated_tokens
+        # Reservations are worst cases (n x max_tokens = 5 x 16 per judge request), so the
+        # spent tokens stay within the budget even with concurrent requests.
+        assert script.generated <= limit
+        if limit < 80:
+            assert result.outcome == "exhausted" and script.calls == []
+        assert result.outcome in {"exhausted", "refined"}
+
+
+async def test_wall_time_budget_ends_with_deadline_and_cancels_work() -> None:
+    script = Script(delay=0.2)
+    result = await make_search(script, budget=Budget(100, 10**9, 0.5)).run()
+    assert result.outcome == "deadline"
+    assert result.wall_time_s < 0.9
+    assert result.best.id == 0
+    await asyncio.sleep(0.05)
+    assert script.in_flight == 0  # nothing left running
+
+
+async def test_identical_responses_are_judged_once() -> None:
+    script = Script(refine={"r": lambda k: "Final Refined Output: [[start]] same [[end]]"})
+    result = await make_search(script, max_depth=1).run()
+    assert names(result.tree) == ["r", "same", "same", "same"]
+    assert script.judged().count("same") == 1
+    assert all(n.judgement is not None for n in result.tree)
+    assert result.cost.judge_samples == 10
+
+
+async def test_unparseable_refinements_are_retried_and_counted() -> None:
+    outputs = {1: "no markers", 2: "Final Refined Output: [[start]] [[end]]", 3: "ok [[start]] r.a"}
+
+    def refine(k: int) -> str:
+        return outputs.get(k, f"[[start]] r.{k}")
+
+    script = Script(refine={"r": refine})
+    result = await make_search(script, max_depth=1).run()
+    assert names(result.tree) == ["r", "r.a", "r.4", "r.5"]
+    assert result.cost.unparseable_refinements == 2
+    assert [c.n for c in script.calls if c.kind == "refine"] == [3, 2]
+
+    script = Script(refine={"r": lambda k: "garbage"})
+    result = await make_search(script, max_depth=3, parse_retries=2).run()
+    assert result.cost.nodes_expanded == 0 and result.cost.unparseable_refinements == 9
+    assert result.outcome == "exhausted" and len(script.refined()) == 3
+
+
+async def test_unparseable_judge_samples_are_counted() -> None:
+    script = Script(judge={"r": ["hmm", no()]})
+    result = await make_search(script, max_depth=1).run()
+    assert result.cost.unparseable_judgements >= 2
+    assert result.tree[0].judgement is not None
+    assert result.tree[0].judgement.vote.unparseable == 3
+
+
+def run_proportional(seed: int) -> list[str]:
+    search = make_search(Script(), selection="proportional", seed=seed)
+    nodes = [Node(i, 0, 1, f"n{i}") for i in range(3)]
+    for node, value in zip(nodes, (0.9, 0.05, 0.0), strict=True):
+        node.judgement = _judgement(value)
+    return names(search._select(nodes, 1))
+
+
+def _judgement(value: float) -> object:
+    from services.refiner.judge import Judgement
+
+    return Judgement(kind="llm", verdict="fail", value=value, critique="")
+
+
+def test_proportional_selection_is_seeded_and_value_weighted() -> None:
+    picks = [run_proportional(seed)[0] for seed in range(200)]
+    assert picks == [run_proportional(seed)[0] for seed in range(200)]
+    assert picks.count("n0") > 150
+    assert picks.count("n1") >= 1  # not greedy
+
+
+async def test_cost_matches_what_the_engine_generated() -> None:
+    script = Script(judge={"r.2.1": votes(5)}, tokens_per_sample=3)
+    result: SearchResult = await make_search(script).run()
+    cost = result.cost
+    assert cost.judge.completion_tokens + cost.refine.completion_tokens == script.generated
+    assert cost.judge.requests + cost.refine.requests == len(script.calls)
+    assert cost.judge_samples == sum(c.n for c in script.calls if c.kind == "judge")
+    assert cost.nodes_expanded == len(result.tree) - 1
