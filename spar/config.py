@@ -156,6 +156,39 @@ class RefinerSettings(BaseModel):
     """Searches that may wait for a slot; more get RESOURCE_EXHAUSTED."""
 
 
+class TrainerSettings(BaseModel):
+    """Settings of the trainer service: where artifacts and jobs live, limits, defaults."""
+
+    store_dir: str = ""
+    """Artifact store folder (a PersistentVolume in Kubernetes); empty: cache_dir/store."""
+    state_dir: str = ""
+    """Datasets, job records and job scratch space; empty: cache_dir/trainer."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where jobs train: CUDA in bf16 when a GPU is there (auto), else CPU in float32."""
+    threads: int = 0
+    """torch threads of a CPU job; 0 means torch's default (one per core)."""
+    base_models: list[str] = Field(default_factory=list)
+    """Model folders a job may name besides the configured model."""
+    max_record_bytes: int = 256 * 1024
+    """Largest dataset record (canonical JSON) in bytes."""
+    max_dataset_records: int = 100_000
+    """Records one dataset may hold."""
+    max_dataset_bytes: int = 256 * 1024 * 1024
+    """Largest dataset (canonical JSON Lines) in bytes."""
+    max_queued_jobs: int = 32
+    """Jobs that may wait; more get RESOURCE_EXHAUSTED."""
+    default_max_length: int = 1024
+    """Longest tokenized example when a job leaves max_length unset."""
+    max_length_limit: int = 8192
+    """Largest max_length a job may ask for."""
+    max_lora_rank: int = 64
+    """Largest LoRA rank a job may ask for (keep it within the engines' max_lora_rank)."""
+    max_epochs: int = 100
+    """Most passes over the data a job may ask for."""
+    fetch_chunk_bytes: int = 1024 * 1024
+    """Bytes per FetchAdapter chunk."""
+
+
 class Settings(BaseSettings):
     """Settings of every spar process."""
 
@@ -178,6 +211,7 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
     refiner: RefinerSettings = Field(default_factory=RefinerSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     grace_period_s: float = 10.0
     """How long in-flight requests may run after SIGTERM before they are cancelled."""
 
@@ -191,6 +225,22 @@ class Settings(BaseSettings):
     def adapters_dir(self) -> Path:
         """Local copies of staged adapters."""
         return self.cache_dir / "adapters"
+
+    def store_dir(self) -> Path:
+        """The trainer's artifact store folder."""
+        return (
+            Path(self.trainer.store_dir).expanduser()
+            if self.trainer.store_dir
+            else (self.cache_dir / "store")
+        )
+
+    def trainer_state_dir(self) -> Path:
+        """The trainer's datasets, job records and job scratch space."""
+        return (
+            Path(self.trainer.state_dir).expanduser()
+            if self.trainer.state_dir
+            else (self.cache_dir / "trainer")
+        )
 
     def address(self, role: Role) -> tuple[str, int, int]:
         """(host, grpc port, metrics port) of a service, defaults filled in."""
