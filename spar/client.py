@@ -9,14 +9,22 @@ status code and message.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from spar.errors import SparError, from_status
-from spar.v1 import actor_pb2, actor_pb2_grpc, adapter_host_pb2, adapter_host_pb2_grpc, common_pb2
+from spar.errors import InvalidArgument, SparError, from_status
+from spar.v1 import (
+    actor_pb2,
+    actor_pb2_grpc,
+    adapter_host_pb2,
+    adapter_host_pb2_grpc,
+    common_pb2,
+    refiner_pb2,
+    refiner_pb2_grpc,
+)
 
 T = TypeVar("T")
 
@@ -96,7 +104,7 @@ class ActorClient:
     def close(self) -> None:
         self.channel.close()
 
-    def _call(self, fn: Callable[..., T], request: Any, timeout: float | None) -> T:
+    def _call(self, fn: Callable[..., Any], request: Any, timeout: float | None) -> Any:
         try:
             return fn(request, timeout=timeout if timeout is not None else self.timeout)
         except grpc.RpcError as exc:
@@ -105,7 +113,10 @@ class ActorClient:
     def generate(
         self, prompt: str = "", *, timeout: float | None = None, **kwargs: Any
     ) -> actor_pb2.GenerateResponse:
-        return self._call(self.actor.Generate, generate_request(prompt, **kwargs), timeout)
+        reply: actor_pb2.GenerateResponse = self._call(
+            self.actor.Generate, generate_request(prompt, **kwargs), timeout
+        )
+        return reply
 
     def generate_stream(
         self, prompt: str = "", *, timeout: float | None = None, **kwargs: Any
@@ -122,19 +133,31 @@ class ActorClient:
         self, name: str, local_path: str = "", *, store_target: str = "", digest: str = ""
     ) -> adapter_host_pb2.StageAdapterResponse:
         req = stage_request(name, local_path, store_target=store_target, digest=digest)
-        return self._call(self.adapters.StageAdapter, req, None)
+        reply: adapter_host_pb2.StageAdapterResponse = self._call(
+            self.adapters.StageAdapter, req, None
+        )
+        return reply
 
     def activate_adapter(self, name: str) -> adapter_host_pb2.ActivateAdapterResponse:
         req = adapter_host_pb2.ActivateAdapterRequest(name=name)
-        return self._call(self.adapters.ActivateAdapter, req, None)
+        reply: adapter_host_pb2.ActivateAdapterResponse = self._call(
+            self.adapters.ActivateAdapter, req, None
+        )
+        return reply
 
     def retire_adapter(self, name: str) -> adapter_host_pb2.RetireAdapterResponse:
         req = adapter_host_pb2.RetireAdapterRequest(name=name)
-        return self._call(self.adapters.RetireAdapter, req, None)
+        reply: adapter_host_pb2.RetireAdapterResponse = self._call(
+            self.adapters.RetireAdapter, req, None
+        )
+        return reply
 
     def list_adapters(self) -> adapter_host_pb2.ListHostedAdaptersResponse:
         req = adapter_host_pb2.ListHostedAdaptersRequest()
-        return self._call(self.adapters.ListAdapters, req, None)
+        reply: adapter_host_pb2.ListHostedAdaptersResponse = self._call(
+            self.adapters.ListAdapters, req, None
+        )
+        return reply
 
     def health(self, service: str = "", timeout: float | None = 5.0) -> str:
         """SERVING, NOT_SERVING, ... of the server (or one of its services)."""
@@ -220,6 +243,300 @@ class AsyncActorClient:
         reply: adapter_host_pb2.ListHostedAdaptersResponse = await self._call(
             self.adapters.ListAdapters, req, None
         )
+        return reply
+
+    async def health(self, service: str = "", timeout: float | None = 5.0) -> str:
+        req = health_pb2.HealthCheckRequest(service=service)
+        reply = await self._call(self.health_stub.Check, req, timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+# -- refiner -------------------------------------------------------------------------
+
+ConstraintSpec = tuple[str, Mapping[str, Any]] | common_pb2.VerifiableConstraint
+_E = TypeVar("_E")
+
+JUDGE_KINDS = {
+    "": common_pb2.JUDGE_KIND_UNSPECIFIED,
+    "llm": common_pb2.JUDGE_KIND_LLM,
+    "verifier": common_pb2.JUDGE_KIND_VERIFIER,
+    "hybrid": common_pb2.JUDGE_KIND_HYBRID,
+}
+STRATEGIES = {
+    "": common_pb2.SEARCH_STRATEGY_UNSPECIFIED,
+    "bfs": common_pb2.SEARCH_STRATEGY_BFS,
+    "dfs": common_pb2.SEARCH_STRATEGY_DFS,
+}
+SELECTIONS = {
+    "": common_pb2.NODE_SELECTION_UNSPECIFIED,
+    "greedy": common_pb2.NODE_SELECTION_GREEDY,
+    "proportional": common_pb2.NODE_SELECTION_PROPORTIONAL,
+}
+TIE_POLICIES = {
+    "": refiner_pb2.TIE_POLICY_UNSPECIFIED,
+    "resample": refiner_pb2.TIE_POLICY_RESAMPLE,
+    "undecided": refiner_pb2.TIE_POLICY_UNDECIDED,
+}
+
+
+def _choice(table: Mapping[str, _E], value: str, what: str) -> _E:
+    if value not in table:
+        raise InvalidArgument(
+            f"{what} {value!r} is unknown; use one of {sorted(k for k in table if k)}"
+        )
+    return table[value]
+
+
+def constraint_messages(
+    constraints: Sequence[ConstraintSpec],
+) -> list[common_pb2.VerifiableConstraint]:
+    """(instruction id, kwargs) pairs as VerifiableConstraint messages."""
+    out = []
+    for c in constraints:
+        if isinstance(c, common_pb2.VerifiableConstraint):
+            out.append(c)
+            continue
+        instruction_id, kwargs = c
+        msg = common_pb2.VerifiableConstraint(instruction_id=instruction_id)
+        msg.kwargs.update(dict(kwargs))
+        out.append(msg)
+    return out
+
+
+def search_options(
+    *,
+    strategy: str = "",
+    selection: str = "",
+    branch: int | None = None,
+    keep_top: int | None = None,
+    max_depth: int | None = None,
+    end_gate: float | None = None,
+    judge_samples: int | None = None,
+) -> common_pb2.SearchOptions:
+    o = common_pb2.SearchOptions(
+        strategy=_choice(STRATEGIES, strategy, "strategy"),
+        selection=_choice(SELECTIONS, selection, "selection"),
+    )
+    if branch is not None:
+        o.branch = branch
+    if keep_top is not None:
+        o.keep_top = keep_top
+    if max_depth is not None:
+        o.max_depth = max_depth
+    if end_gate is not None:
+        o.end_gate = end_gate
+    if judge_samples is not None:
+        o.judge_samples = judge_samples
+    return o
+
+
+def search_budget(
+    *, max_nodes: int = 0, max_generated_tokens: int = 0, max_wall_time_s: float | None = None
+) -> common_pb2.SearchBudget:
+    b = common_pb2.SearchBudget(max_nodes=max_nodes, max_generated_tokens=max_generated_tokens)
+    if max_wall_time_s is not None:
+        b.max_wall_time.FromNanoseconds(int(max_wall_time_s * 1e9))
+    return b
+
+
+def judge_request(
+    instruction: str,
+    response: str,
+    *,
+    constraints: Sequence[ConstraintSpec] = (),
+    kind: str = "",
+    samples: int = 0,
+    tie_policy: str = "",
+    return_all_samples: bool = False,
+) -> refiner_pb2.JudgeRequest:
+    return refiner_pb2.JudgeRequest(
+        instruction=instruction,
+        response=response,
+        constraints=constraint_messages(constraints),
+        kind=_choice(JUDGE_KINDS, kind, "judge kind"),
+        samples=samples,
+        tie_policy=_choice(TIE_POLICIES, tie_policy, "tie policy"),
+        return_all_samples=return_all_samples,
+    )
+
+
+def refine_request(
+    instruction: str,
+    response: str,
+    *,
+    constraints: Sequence[ConstraintSpec] = (),
+    judge: str = "",
+    options: common_pb2.SearchOptions | None = None,
+    budget: common_pb2.SearchBudget | None = None,
+    return_tree: bool = False,
+) -> refiner_pb2.RefineRequest:
+    return refiner_pb2.RefineRequest(
+        instruction=instruction,
+        response=response,
+        constraints=constraint_messages(constraints),
+        judge=_choice(JUDGE_KINDS, judge, "judge kind"),
+        options=options,
+        budget=budget,
+        return_tree=return_tree,
+    )
+
+
+def answer_request(
+    prompt: str,
+    *,
+    constraints: Sequence[ConstraintSpec] = (),
+    judge: str = "",
+    temperature: float | None = None,
+    max_tokens: int = 0,
+    options: common_pb2.SearchOptions | None = None,
+    budget: common_pb2.SearchBudget | None = None,
+    include_trace: bool = False,
+) -> refiner_pb2.AnswerRequest:
+    sampling = common_pb2.SamplingParams(max_tokens=max_tokens)
+    if temperature is not None:
+        sampling.temperature = temperature
+    return refiner_pb2.AnswerRequest(
+        prompt=prompt,
+        constraints=constraint_messages(constraints),
+        sampling=sampling,
+        judge=_choice(JUDGE_KINDS, judge, "judge kind"),
+        budget=budget,
+        options=options,
+        include_trace=include_trace,
+    )
+
+
+class RefinerClient:
+    """Blocking client of a refiner (``Refiner`` + ``AdapterHost`` + health).
+
+    with RefinerClient("127.0.0.1:50052") as refiner:
+        reply = refiner.answer("Describe the sea in under 20 words.",
+                               constraints=[("punctuation:no_comma", {})])
+    """
+
+    def __init__(self, target: str, *, timeout: float | None = None) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.refiner = refiner_pb2_grpc.RefinerStub(self.channel)
+        self.adapters = adapter_host_pb2_grpc.AdapterHostStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> RefinerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, fn: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+        try:
+            return fn(request, timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    def judge(
+        self, instruction: str, response: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> refiner_pb2.JudgeResponse:
+        req = judge_request(instruction, response, **kwargs)
+        reply: refiner_pb2.JudgeResponse = self._call(self.refiner.Judge, req, timeout)
+        return reply
+
+    def refine(
+        self, instruction: str, response: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> refiner_pb2.RefineResponse:
+        req = refine_request(instruction, response, **kwargs)
+        reply: refiner_pb2.RefineResponse = self._call(self.refiner.Refine, req, timeout)
+        return reply
+
+    def refine_stream(
+        self, instruction: str, response: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> Iterator[refiner_pb2.RefineEvent]:
+        req = refine_request(instruction, response, **kwargs)
+        stream = self._call(self.refiner.RefineStream, req, timeout)
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        finally:
+            stream.cancel()
+
+    def answer(
+        self, prompt: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> refiner_pb2.AnswerResponse:
+        reply: refiner_pb2.AnswerResponse = self._call(
+            self.refiner.Answer, answer_request(prompt, **kwargs), timeout
+        )
+        return reply
+
+    def health(self, service: str = "", timeout: float | None = 5.0) -> str:
+        req = health_pb2.HealthCheckRequest(service=service)
+        reply = self._call(self.health_stub.Check, req, timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+class AsyncRefinerClient:
+    """asyncio client of a refiner; same methods as :class:`RefinerClient`, awaitable."""
+
+    def __init__(self, target: str, *, timeout: float | None = None) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.refiner = refiner_pb2_grpc.RefinerStub(self.channel)
+        self.adapters = adapter_host_pb2_grpc.AdapterHostStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    async def __aenter__(self) -> AsyncRefinerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _call(self, fn: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+        try:
+            return await fn(request, timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    async def judge(
+        self, instruction: str, response: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> refiner_pb2.JudgeResponse:
+        req = judge_request(instruction, response, **kwargs)
+        reply: refiner_pb2.JudgeResponse = await self._call(self.refiner.Judge, req, timeout)
+        return reply
+
+    async def refine(
+        self, instruction: str, response: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> refiner_pb2.RefineResponse:
+        req = refine_request(instruction, response, **kwargs)
+        reply: refiner_pb2.RefineResponse = await self._call(self.refiner.Refine, req, timeout)
+        return reply
+
+    async def refine_stream(
+        self, instruction: str, response: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> AsyncIterator[refiner_pb2.RefineEvent]:
+        call = self.refiner.RefineStream(
+            refine_request(instruction, response, **kwargs),
+            timeout=timeout if timeout is not None else self.timeout,
+        )
+        try:
+            async for item in call:
+                yield item
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        finally:
+            call.cancel()
+
+    async def answer(
+        self, prompt: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> refiner_pb2.AnswerResponse:
+        req = answer_request(prompt, **kwargs)
+        reply: refiner_pb2.AnswerResponse = await self._call(self.refiner.Answer, req, timeout)
         return reply
 
     async def health(self, service: str = "", timeout: float | None = 5.0) -> str:

@@ -92,7 +92,7 @@ class ActorService(pb_grpc.ActorServicer):
                     yield pb.GenerateStreamResponse(
                         index=delta.index,
                         delta=delta.text,
-                        finish_reason=FINISH[delta.finish_reason] if delta.finish_reason else 0,
+                        finish_reason=FINISH[delta.finish_reason] if delta.finish_reason else None,
                         usage=usage_message(delta.usage) if delta.usage else None,
                         adapter=name,
                         request_id=req.request_id,

@@ -261,7 +261,7 @@ async def test_bad_adapters(
         await actor.stage_adapter("test-missing", str(tmp_path / "missing"))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FailedPrecondition, match="adapter_config.json is missing"):
+    with pytest.raises(FailedPrecondition, match=r"adapter_config\.json is missing"):
         await actor.stage_adapter("test-empty", str(empty))
     with pytest.raises(FailedPrecondition, match="exceeds the server's max LoRA rank"):
         await actor.stage_adapter("test-big", str(loras["big"]))

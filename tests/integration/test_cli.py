@@ -40,7 +40,14 @@ async def test_generate_json(actor_target: str) -> None:
 
 async def test_generate_text_and_stream(actor_target: str) -> None:
     code, out, _ = await run(
-        "generate", "Say hello.", "--max-tokens", "8", "--temperature", "0", "--target", actor_target
+        "generate",
+        "Say hello.",
+        "--max-tokens",
+        "8",
+        "--temperature",
+        "0",
+        "--target",
+        actor_target,
     )
     assert code == 0 and out.strip()
     code, streamed, _ = await run(
