@@ -1,0 +1,1 @@
+"""The trainer service: LoRA DPO (actor) and SFT/RFT (refiner) jobs, and the artifact store."""

@@ -1,0 +1,161 @@
+"""gRPC handlers of ``spar.v1.Trainer`` and ``spar.v1.ArtifactStore``: thin translation
+between protobuf and :mod:`services.trainer.jobs`, :mod:`services.trainer.datasets` and
+:mod:`services.trainer.store`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from services.trainer.datasets import DatasetBuilder, DatasetLimits
+from services.trainer.jobs import KINDS, JobManager, hyperparameters_given
+from services.trainer.state import TrainerState
+from services.trainer.store import ArtifactStore, Manifest
+from spar.config import Settings
+from spar.errors import InvalidArgument
+from spar.v1 import trainer_pb2 as pb
+from spar.v1 import trainer_pb2_grpc as pb_grpc
+
+
+def record_dict(record: pb.DatasetRecord) -> tuple[str, dict[str, Any]]:
+    """(which, fields) of a record; only the fields that are set, as TRL names them."""
+    which = record.WhichOneof("record")
+    if which == "dpo":
+        r = record.dpo
+        return "dpo", {"prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected}
+    if which == "sft":
+        s = record.sft
+        out: dict[str, Any] = {}
+        if s.prompt:
+            out["prompt"] = s.prompt
+        if s.completion:
+            out["completion"] = s.completion
+        if s.messages:
+            out["messages"] = [{"role": m.role, "content": m.content} for m in s.messages]
+        return "sft", out
+    return "", {}
+
+
+def manifest_message(manifest: Manifest) -> pb.AdapterManifest:
+    msg = pb.AdapterManifest()
+    json_format.ParseDict(manifest, msg, ignore_unknown_fields=True)
+    return msg
+
+
+class TrainerService(pb_grpc.TrainerServicer):
+    def __init__(self, settings: Settings, state: TrainerState, jobs: JobManager) -> None:
+        t = settings.trainer
+        self.limits = DatasetLimits(t.max_record_bytes, t.max_dataset_records, t.max_dataset_bytes)
+        self.state = state
+        self.jobs = jobs
+
+    async def UploadDataset(
+        self,
+        request_iterator: AsyncIterator[pb.UploadDatasetRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.UploadDatasetResponse:
+        builder: DatasetBuilder | None = None
+        name = ""
+        async for message in request_iterator:
+            part = message.WhichOneof("part")
+            if builder is None:
+                if part != "header":
+                    raise InvalidArgument("the first message of an upload must be the header")
+                kind = KINDS.get(message.header.kind)
+                if kind is None:
+                    raise InvalidArgument("header.kind is required: JOB_KIND_DPO or JOB_KIND_SFT")
+                builder, name = DatasetBuilder(kind, self.limits), message.header.name[:200]
+                continue
+            if part != "batch":
+                raise InvalidArgument("send the header once, first; then only batches")
+            for record in message.batch.records:
+                which, fields = record_dict(record)
+                if which != builder.kind:
+                    raise InvalidArgument(
+                        f"record {builder.received + 1}: a {builder.kind} dataset takes "
+                        f"{builder.kind} records, not {which or 'an empty record'}"
+                    )
+                builder.add(fields)
+        if builder is None:
+            raise InvalidArgument("the upload is empty: send a header, then records")
+        dataset = builder.finish()
+        await asyncio.to_thread(self.state.save_dataset, dataset, name)
+        return pb.UploadDatasetResponse(
+            dataset_digest=dataset.digest,
+            records=len(dataset.records),
+            duplicates_dropped=dataset.duplicates_dropped,
+            kind=message_kind(dataset.kind),
+        )
+
+    async def SubmitJob(
+        self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Job:
+        given = hyperparameters_given(request.hyperparameters)
+        return await asyncio.to_thread(self.jobs.submit, request, given)
+
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.JobProgress]:
+        if not request.job_id:
+            raise InvalidArgument("job_id is required")
+        async for progress in self.jobs.watch(request.job_id):
+            yield progress
+
+    async def CancelJob(
+        self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Job:
+        if not request.job_id:
+            raise InvalidArgument("job_id is required")
+        return await self.jobs.cancel(request.job_id)
+
+    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        if not request.job_id:
+            raise InvalidArgument("job_id is required")
+        return self.jobs.get(request.job_id)
+
+
+def message_kind(kind: str) -> pb.JobKind:
+    return pb.JOB_KIND_DPO if kind == "dpo" else pb.JOB_KIND_SFT
+
+
+class ArtifactStoreService(pb_grpc.ArtifactStoreServicer):
+    def __init__(self, store: ArtifactStore, chunk_bytes: int) -> None:
+        self.store = store
+        self.chunk_bytes = chunk_bytes
+
+    async def ListAdapters(
+        self, request: pb.ListAdaptersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAdaptersResponse:
+        manifests = await asyncio.to_thread(self.store.list, request.role)
+        return pb.ListAdaptersResponse(adapters=[manifest_message(m) for m in manifests])
+
+    async def GetManifest(
+        self, request: pb.GetManifestRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AdapterManifest:
+        if not request.name:
+            raise InvalidArgument("name is required (e.g. actor-1-0123456789ab)")
+        return manifest_message(await asyncio.to_thread(self.store.get, request.name))
+
+    async def FetchAdapter(
+        self, request: pb.FetchAdapterRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.AdapterChunk]:
+        if not request.name:
+            raise InvalidArgument("name is required (e.g. actor-1-0123456789ab)")
+        manifest = await asyncio.to_thread(self.store.get, request.name)
+        yield pb.AdapterChunk(manifest=manifest_message(manifest))
+        for entry in manifest["files"]:
+            path = self.store.file_path(request.name, entry["path"])
+            with path.open("rb") as f:
+                offset = 0
+                while True:
+                    data = await asyncio.to_thread(f.read, self.chunk_bytes)
+                    if not data:
+                        break
+                    yield pb.AdapterChunk(
+                        chunk=pb.FileChunk(path=entry["path"], offset=offset, data=data)
+                    )
+                    offset += len(data)

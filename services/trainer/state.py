@@ -1,0 +1,88 @@
+"""The trainer's own records on disk: uploaded datasets and jobs (the state folder).
+
+``<root>/datasets/<digest>.jsonl`` (canonical records) with ``<digest>.json`` (kind, name,
+count), and ``<root>/jobs/<id>/job.json`` plus the job's scratch space (spec, worker
+log, the worker's output before it is published). Every record is written atomically, so
+a trainer that is killed at any moment restarts from consistent records.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from services.trainer.datasets import Dataset
+from services.trainer.files import write_atomic
+from services.trainer.hyperparameters import Kind
+from spar.errors import FailedPrecondition, InvalidArgument, NotFound
+from spar.v1 import trainer_pb2 as pb
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_JOB_ID = re.compile(r"^job-[0-9a-f]{12}$")
+
+
+class TrainerState:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.datasets = root / "datasets"
+        self.jobs = root / "jobs"
+        self.datasets.mkdir(parents=True, exist_ok=True)
+        self.jobs.mkdir(parents=True, exist_ok=True)
+
+    # Datasets
+
+    def save_dataset(self, dataset: Dataset, name: str) -> None:
+        data = self.datasets / f"{dataset.digest}.jsonl"
+        meta = self.datasets / f"{dataset.digest}.json"
+        if meta.is_file():
+            return  # content-addressed: the same digest is the same records
+        write_atomic(data, dataset.canonical)
+        info = {"kind": dataset.kind, "name": name, "records": len(dataset.records)}
+        write_atomic(meta, json.dumps(info, sort_keys=True).encode())
+
+    def dataset_info(self, digest: str) -> dict[str, Any]:
+        if not _DIGEST.match(digest):
+            raise InvalidArgument(
+                "dataset_digest must be the 64 hex characters UploadDataset returned"
+            )
+        try:
+            info: dict[str, Any] = json.loads((self.datasets / f"{digest}.json").read_text())
+        except FileNotFoundError:
+            raise NotFound(
+                f"dataset {digest[:12]} is not on this trainer; upload it first"
+            ) from None
+        return info
+
+    def dataset_path(self, digest: str, kind: Kind) -> Path:
+        info = self.dataset_info(digest)
+        if info["kind"] != kind:
+            raise FailedPrecondition(
+                f"dataset {digest[:12]} holds {info['kind']} records; a {kind} job needs a "
+                f"{kind} dataset"
+            )
+        return self.datasets / f"{digest}.jsonl"
+
+    # Jobs
+
+    def job_dir(self, job_id: str) -> Path:
+        if not _JOB_ID.match(job_id):
+            raise NotFound(
+                f"no job {job_id[:40]!r} on this trainer (ids look like job-0123abcd4567)"
+            )
+        return self.jobs / job_id
+
+    def save_job(self, job: pb.Job) -> None:
+        text = json_format.MessageToJson(job, preserving_proto_field_name=True, indent=1)
+        write_atomic(self.job_dir(job.id) / "job.json", text.encode())
+
+    def load_jobs(self) -> list[pb.Job]:
+        out = []
+        for path in sorted(self.jobs.glob("job-*/job.json")):
+            job = pb.Job()
+            json_format.Parse(path.read_text(), job)
+            out.append(job)
+        return out

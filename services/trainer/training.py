@@ -1,0 +1,228 @@
+"""What a training job does, start to end, inside the worker process (no gRPC here).
+
+Loads the base model (CPU float32, CUDA bf16: the same code), wraps it in a fresh LoRA
+adapter or the parent version's, trains with TRL (:mod:`services.trainer.dpo` or
+:mod:`services.trainer.sft`), reports progress through a callback and saves the adapter
+folder. Publishing is the server's business: a worker that dies leaves only its scratch
+folder behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from services.trainer.datasets import to_trl
+from services.trainer.hyperparameters import Hyperparameters, Kind
+
+Report = Callable[[dict[str, Any]], None]
+
+#: Files a published adapter consists of (PEFT's model card and the like are dropped).
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything the worker needs; written by the server as ``spec.json``."""
+
+    kind: Kind
+    base_model: str
+    dataset_path: str
+    output_dir: str
+    hyperparameters: dict[str, Any]
+    parent_dir: str = ""
+    device: str = "auto"
+    threads: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        return cls(**json.loads(text))
+
+
+def pick_device(device: str) -> tuple[str, Any]:
+    """(device, dtype): CUDA bf16 when a GPU is there (or asked for), else CPU float32."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but torch sees no GPU")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    return device, torch.bfloat16 if device == "cuda" else torch.float32
+
+
+def load_records(path: Path, kind: Kind) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [to_trl(kind, json.loads(line)) for line in f if line.strip()]
+
+
+def load_policy(spec: JobSpec, hp: Hyperparameters, device: str, dtype: Any) -> tuple[Any, Any]:
+    """(model, tokenizer): the base model with the parent adapter made trainable, or the bare
+    base model (TRL then adds a fresh LoRA adapter from :func:`lora_config`)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(spec.base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=dtype).to(device)
+    if spec.parent_dir:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, spec.parent_dir, is_trainable=True)
+    return model, tokenizer
+
+
+def lora_config(hp: Hyperparameters) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=hp.lora_rank,
+        lora_alpha=hp.lora_alpha,
+        lora_dropout=hp.lora_dropout,
+        target_modules=list(hp.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def common_args(hp: Hyperparameters, device: str, scratch: Path) -> dict[str, Any]:
+    """TrainingArguments shared by DPO and SFT jobs."""
+    return {
+        "output_dir": str(scratch),
+        "learning_rate": hp.learning_rate,
+        "num_train_epochs": hp.epochs,
+        "per_device_train_batch_size": hp.batch_size,
+        "gradient_accumulation_steps": hp.gradient_accumulation_steps,
+        "max_length": hp.max_length,
+        "seed": hp.seed,
+        "data_seed": hp.seed,
+        # Same seed, same adapter bytes on CPU; on CUDA determinism would cost speed.
+        "full_determinism": device == "cpu",
+        "use_cpu": device == "cpu",
+        "bf16": device == "cuda",
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": 0,
+    }
+
+
+class ProgressCallback:
+    """Turns the trainer's logs into progress events (step, loss, margin, tokens/s, ETA)."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.start = time.monotonic()
+        self.last: dict[str, float] = {}
+
+    def event(self, state: Any, logs: dict[str, float] | None = None) -> dict[str, Any]:
+        logs = logs or {}
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        step, total = int(state.global_step), int(state.max_steps)
+        out: dict[str, Any] = {
+            "event": "progress",
+            "step": step,
+            "total_steps": total,
+            "epoch": float(state.epoch or 0.0),
+            "elapsed_s": elapsed,
+        }
+        if "loss" in logs:
+            out["loss"] = float(logs["loss"])
+        if "rewards/margins" in logs:
+            out["reward_margin"] = float(logs["rewards/margins"])
+            out["reward_accuracy"] = float(logs.get("rewards/accuracies", 0.0))
+        if "num_tokens" in logs:
+            out["tokens_per_second"] = float(logs["num_tokens"]) / elapsed
+        if step > 0:
+            out["eta_s"] = elapsed / step * max(total - step, 0)
+        return out
+
+    # transformers.TrainerCallback hooks (duck-typed; see training_callback()).
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.start = time.monotonic()
+        self.report(self.event(state))
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **_: Any
+    ) -> None:
+        if logs and "train_runtime" not in logs:
+            event = self.event(state, logs)
+            self.last = {k: v for k, v in event.items() if isinstance(v, float | int)}
+            self.report(event)
+
+
+def training_callback(report: Report) -> Any:
+    """A transformers TrainerCallback that forwards to :class:`ProgressCallback`."""
+    from transformers import TrainerCallback
+
+    class _Callback(ProgressCallback, TrainerCallback):  # type: ignore[misc]
+        pass
+
+    return _Callback(report)
+
+
+def run_job(spec: JobSpec, report: Report) -> dict[str, float]:
+    """Trains and saves the adapter into ``spec.output_dir``; returns the final metrics."""
+    import torch
+
+    if spec.threads > 0:
+        torch.set_num_threads(spec.threads)
+    hp = Hyperparameters.from_dict(spec.hyperparameters)
+    device, dtype = pick_device(spec.device)
+    records = load_records(Path(spec.dataset_path), spec.kind)
+    model, tokenizer = load_policy(spec, hp, device, dtype)
+    scratch = Path(spec.output_dir).with_name("scratch")
+    callback = training_callback(report)
+    peft = None if spec.parent_dir else lora_config(hp)
+    if spec.kind == "dpo":
+        from services.trainer.dpo import build_dpo_trainer
+
+        trainer = build_dpo_trainer(model, tokenizer, records, hp, device, scratch, peft, callback)
+    else:
+        from services.trainer.sft import build_sft_trainer
+
+        trainer = build_sft_trainer(model, tokenizer, records, hp, device, scratch, peft, callback)
+    t0 = time.monotonic()
+    result = trainer.train()
+    runtime = time.monotonic() - t0
+    save_adapter(trainer.model, Path(spec.output_dir))
+    metrics = {
+        "train_loss": float(result.training_loss),
+        "train_runtime_s": runtime,
+        "steps": float(result.global_step),
+        "examples": float(len(records)),
+    }
+    for key in ("loss", "reward_margin", "reward_accuracy", "tokens_per_second"):
+        if key in callback.last:
+            metrics[f"final_{key}" if key == "loss" else key] = float(callback.last[key])
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}
+
+
+def save_adapter(model: Any, out: Path) -> None:
+    """Saves only the trained adapter (not TRL's frozen reference copy) and only the files a
+    version consists of, so its content digest depends on the weights and config alone."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), selected_adapters=["default"], safe_serialization=True)
+    for path in out.iterdir():
+        if path.name not in ADAPTER_FILES:
+            if path.is_dir():
+                import shutil
+
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    missing = [name for name in ADAPTER_FILES if not (out / name).is_file()]
+    if missing:
+        raise RuntimeError(f"saving the adapter produced no {', '.join(missing)}")
