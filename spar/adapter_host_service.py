@@ -8,15 +8,11 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from spar.adapter_registry import HostedVersion
-from spar.errors import InvalidArgument, SparError
+from spar.errors import InvalidArgument
 from spar.runtime import EngineRuntime
 from spar.v1 import adapter_host_pb2 as pb
 from spar.v1 import adapter_host_pb2_grpc as pb_grpc
 from spar.v1 import common_pb2
-
-
-class Unimplemented(SparError):
-    code = grpc.StatusCode.UNIMPLEMENTED
 
 
 def version_message(v: HostedVersion) -> common_pb2.AdapterVersion:
@@ -48,9 +44,14 @@ class AdapterHostService(pb_grpc.AdapterHostServicer):
                 iteration=v.iteration,
             )
         elif which == "store_target":
-            raise Unimplemented(
-                "staging from an artifact store is not available in this build; "
-                "stage from source.local_path"
+            if not request.source.store_target:
+                raise InvalidArgument("source.store_target is empty (the store's HOST:PORT)")
+            version, loaded = await self.runtime.host.stage_from_store(
+                v.name,
+                request.source.store_target,
+                digest=v.digest,
+                role=v.role,
+                iteration=v.iteration,
             )
         else:
             raise InvalidArgument(

@@ -9,7 +9,7 @@ status code and message.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -24,6 +24,8 @@ from spar.v1 import (
     common_pb2,
     refiner_pb2,
     refiner_pb2_grpc,
+    trainer_pb2,
+    trainer_pb2_grpc,
 )
 
 T = TypeVar("T")
@@ -537,6 +539,268 @@ class AsyncRefinerClient:
     ) -> refiner_pb2.AnswerResponse:
         req = answer_request(prompt, **kwargs)
         reply: refiner_pb2.AnswerResponse = await self._call(self.refiner.Answer, req, timeout)
+        return reply
+
+    async def health(self, service: str = "", timeout: float | None = 5.0) -> str:
+        req = health_pb2.HealthCheckRequest(service=service)
+        reply = await self._call(self.health_stub.Check, req, timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+# Trainer and artifact store
+
+JOB_KINDS: dict[str, trainer_pb2.JobKind] = {
+    "dpo": trainer_pb2.JOB_KIND_DPO,
+    "sft": trainer_pb2.JOB_KIND_SFT,
+}
+_RECORD_FIELDS = {"dpo": ("prompt", "chosen", "rejected"), "sft": ("prompt", "completion")}
+
+
+def dataset_record(kind: str, record: Mapping[str, Any], number: int) -> trainer_pb2.DatasetRecord:
+    """One TRL-style record as a message; wrong field names or types name the record."""
+    where = f"record {number}"
+    allowed = {*_RECORD_FIELDS[kind], *(("messages",) if kind == "sft" else ())}
+    extra = set(record) - allowed
+    if extra:
+        raise InvalidArgument(
+            f"{where}: unexpected fields {sorted(extra)}; {kind} records have "
+            f"{', '.join(sorted(allowed))}"
+        )
+    fields: dict[str, Any] = {}
+    for key in _RECORD_FIELDS[kind]:
+        value = record.get(key, "")
+        if not isinstance(value, str):
+            raise InvalidArgument(f"{where}: {key!r} must be a string")
+        fields[key] = value
+    if kind == "dpo":
+        return trainer_pb2.DatasetRecord(dpo=trainer_pb2.DpoRecord(**fields))
+    messages = record.get("messages", [])
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in messages
+    ):
+        raise InvalidArgument(f"{where}: 'messages' must be a list of {{role, content}} strings")
+    chat = [common_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in messages]
+    return trainer_pb2.DatasetRecord(sft=trainer_pb2.SftRecord(messages=chat, **fields))
+
+
+def upload_requests(
+    kind: str, records: Iterable[Mapping[str, Any]], name: str = "", batch_size: int = 256
+) -> Iterator[trainer_pb2.UploadDatasetRequest]:
+    """The UploadDataset stream: a header, then batches of records."""
+    if kind not in JOB_KINDS:
+        raise InvalidArgument(f"kind must be one of {', '.join(JOB_KINDS)}, not {kind!r}")
+    header = trainer_pb2.DatasetHeader(kind=JOB_KINDS[kind], name=name)
+    yield trainer_pb2.UploadDatasetRequest(header=header)
+    batch: list[trainer_pb2.DatasetRecord] = []
+    for number, record in enumerate(records, start=1):
+        batch.append(dataset_record(kind, record, number))
+        if len(batch) >= batch_size:
+            yield trainer_pb2.UploadDatasetRequest(batch=trainer_pb2.DatasetBatch(records=batch))
+            batch = []
+    if batch:
+        yield trainer_pb2.UploadDatasetRequest(batch=trainer_pb2.DatasetBatch(records=batch))
+
+
+def submit_request(
+    kind: str,
+    dataset_digest: str,
+    *,
+    role: str = "",
+    iteration: int = 0,
+    parent: str = "",
+    base_model: str = "",
+    hyperparameters: Mapping[str, Any] | None = None,
+    idempotency_key: str = "",
+) -> trainer_pb2.SubmitJobRequest:
+    if kind not in JOB_KINDS:
+        raise InvalidArgument(f"kind must be one of {', '.join(JOB_KINDS)}, not {kind!r}")
+    hp = trainer_pb2.TrainingHyperparameters()
+    for key, value in (hyperparameters or {}).items():
+        if not hasattr(hp, key):
+            raise InvalidArgument(f"unknown hyperparameter {key!r}")
+        if key == "target_modules":
+            hp.target_modules.extend(value)
+        else:
+            setattr(hp, key, value)
+    return trainer_pb2.SubmitJobRequest(
+        kind=JOB_KINDS[kind],
+        dataset_digest=dataset_digest,
+        role=role,
+        iteration=iteration,
+        parent_adapter=parent,
+        base_model=base_model,
+        hyperparameters=hp,
+        idempotency_key=idempotency_key,
+    )
+
+
+class TrainerClient:
+    """Blocking client of a trainer (``Trainer`` + ``ArtifactStore`` + health).
+
+    with TrainerClient("127.0.0.1:50053") as trainer:
+        data = trainer.upload_dataset("dpo", [{"prompt": ..., "chosen": ..., "rejected": ...}])
+        job = trainer.submit_job("dpo", data.dataset_digest, iteration=1)
+        for progress in trainer.watch_job(job.id):
+            print(progress.step, progress.loss)
+    """
+
+    def __init__(self, target: str, *, timeout: float | None = None) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.trainer = trainer_pb2_grpc.TrainerStub(self.channel)
+        self.store = trainer_pb2_grpc.ArtifactStoreStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> TrainerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, fn: Callable[..., T], request: Any, timeout: float | None) -> T:
+        try:
+            return fn(request, timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    def upload_dataset(
+        self, kind: str, records: Iterable[Mapping[str, Any]], *, name: str = ""
+    ) -> trainer_pb2.UploadDatasetResponse:
+        reply: trainer_pb2.UploadDatasetResponse = self._call(
+            self.trainer.UploadDataset, upload_requests(kind, records, name), None
+        )
+        return reply
+
+    def submit_job(self, kind: str, dataset_digest: str, **kwargs: Any) -> trainer_pb2.Job:
+        req = submit_request(kind, dataset_digest, **kwargs)
+        reply: trainer_pb2.Job = self._call(self.trainer.SubmitJob, req, None)
+        return reply
+
+    def watch_job(self, job_id: str) -> Iterator[trainer_pb2.JobProgress]:
+        """Progress until the job's final state (the last message carries the job)."""
+        stream = self.trainer.WatchJob(trainer_pb2.WatchJobRequest(job_id=job_id))
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        finally:
+            stream.cancel()
+
+    def get_job(self, job_id: str) -> trainer_pb2.Job:
+        reply: trainer_pb2.Job = self._call(
+            self.trainer.GetJob, trainer_pb2.GetJobRequest(job_id=job_id), None
+        )
+        return reply
+
+    def cancel_job(self, job_id: str) -> trainer_pb2.Job:
+        reply: trainer_pb2.Job = self._call(
+            self.trainer.CancelJob, trainer_pb2.CancelJobRequest(job_id=job_id), None
+        )
+        return reply
+
+    def list_adapters(self, role: str = "") -> trainer_pb2.ListAdaptersResponse:
+        reply: trainer_pb2.ListAdaptersResponse = self._call(
+            self.store.ListAdapters, trainer_pb2.ListAdaptersRequest(role=role), None
+        )
+        return reply
+
+    def get_manifest(self, name: str) -> trainer_pb2.AdapterManifest:
+        reply: trainer_pb2.AdapterManifest = self._call(
+            self.store.GetManifest, trainer_pb2.GetManifestRequest(name=name), None
+        )
+        return reply
+
+    def health(self, service: str = "", timeout: float | None = 5.0) -> str:
+        req = health_pb2.HealthCheckRequest(service=service)
+        reply = self._call(self.health_stub.Check, req, timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+class AsyncTrainerClient:
+    """asyncio client of a trainer; same methods as :class:`TrainerClient`, awaitable."""
+
+    def __init__(self, target: str, *, timeout: float | None = None) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.trainer = trainer_pb2_grpc.TrainerStub(self.channel)
+        self.store = trainer_pb2_grpc.ArtifactStoreStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    async def __aenter__(self) -> AsyncTrainerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _call(self, fn: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+        try:
+            return await fn(request, timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    async def upload_dataset(
+        self, kind: str, records: Iterable[Mapping[str, Any]], *, name: str = ""
+    ) -> trainer_pb2.UploadDatasetResponse:
+        requests = list(upload_requests(kind, records, name))
+        reply: trainer_pb2.UploadDatasetResponse = await self._call(
+            self.trainer.UploadDataset, iter(requests), None
+        )
+        return reply
+
+    async def submit_job(self, kind: str, dataset_digest: str, **kwargs: Any) -> trainer_pb2.Job:
+        req = submit_request(kind, dataset_digest, **kwargs)
+        reply: trainer_pb2.Job = await self._call(self.trainer.SubmitJob, req, None)
+        return reply
+
+    async def watch_job(self, job_id: str) -> AsyncIterator[trainer_pb2.JobProgress]:
+        call = self.trainer.WatchJob(trainer_pb2.WatchJobRequest(job_id=job_id))
+        try:
+            async for item in call:
+                yield item
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        finally:
+            call.cancel()
+
+    async def wait_job(self, job_id: str) -> trainer_pb2.Job:
+        """Watches the job to its final state and returns it."""
+        last: trainer_pb2.Job | None = None
+        async for progress in self.watch_job(job_id):
+            if progress.HasField("job"):
+                last = progress.job
+        return last if last is not None else await self.get_job(job_id)
+
+    async def get_job(self, job_id: str) -> trainer_pb2.Job:
+        reply: trainer_pb2.Job = await self._call(
+            self.trainer.GetJob, trainer_pb2.GetJobRequest(job_id=job_id), None
+        )
+        return reply
+
+    async def cancel_job(self, job_id: str) -> trainer_pb2.Job:
+        reply: trainer_pb2.Job = await self._call(
+            self.trainer.CancelJob, trainer_pb2.CancelJobRequest(job_id=job_id), None
+        )
+        return reply
+
+    async def list_adapters(self, role: str = "") -> trainer_pb2.ListAdaptersResponse:
+        reply: trainer_pb2.ListAdaptersResponse = await self._call(
+            self.store.ListAdapters, trainer_pb2.ListAdaptersRequest(role=role), None
+        )
+        return reply
+
+    async def get_manifest(self, name: str) -> trainer_pb2.AdapterManifest:
+        reply: trainer_pb2.AdapterManifest = await self._call(
+            self.store.GetManifest, trainer_pb2.GetManifestRequest(name=name), None
+        )
         return reply
 
     async def health(self, service: str = "", timeout: float | None = 5.0) -> str:
