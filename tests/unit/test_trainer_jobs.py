@@ -1,0 +1,133 @@
+"""The job queue without training: submit checks, queue order, restart recovery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from services.trainer.datasets import DatasetBuilder
+from services.trainer.jobs import RESTARTED, JobManager
+from services.trainer.metrics import TrainerMetrics
+from services.trainer.state import TrainerState
+from services.trainer.store import ArtifactStore
+from spar.config import Settings, TrainerSettings
+from spar.errors import FailedPrecondition, InvalidArgument, NotFound
+from spar.metrics import Metrics
+from spar.v1 import trainer_pb2 as pb
+
+PAIR = {"prompt": "Say hi.", "chosen": "hi", "rejected": "HI"}
+
+
+def manager(tmp_path: Path) -> JobManager:
+    settings = Settings(
+        cache_dir=tmp_path, model=str(tmp_path / "model"), trainer=TrainerSettings(max_queued_jobs=2)
+    )
+    return JobManager(
+        settings,
+        ArtifactStore(settings.store_dir()),
+        TrainerState(settings.trainer_state_dir()),
+        TrainerMetrics(Metrics("trainer")),
+    )
+
+
+def upload(jobs: JobManager, kind: str = "dpo") -> str:
+    builder = DatasetBuilder(kind)  # type: ignore[arg-type]
+    builder.add(PAIR if kind == "dpo" else {"prompt": "p", "completion": "c"})
+    data = builder.finish()
+    jobs.state.save_dataset(data, "test")
+    return data.digest
+
+
+def request(digest: str, **kwargs: object) -> pb.SubmitJobRequest:
+    return pb.SubmitJobRequest(kind=pb.JOB_KIND_DPO, dataset_digest=digest, **kwargs)  # type: ignore[arg-type]
+
+
+def test_submit_fills_defaults_and_queues_in_order(tmp_path: Path) -> None:
+    jobs = manager(tmp_path)
+    digest = upload(jobs)
+    a = jobs.submit(request(digest, iteration=3), {})
+    b = jobs.submit(request(digest, idempotency_key="k"), {"lora_rank": 8})
+    assert a.request.role == "actor" and a.request.base_model == str((tmp_path / "model").resolve())
+    assert a.request.hyperparameters.beta == pytest.approx(0.1)
+    assert a.request.hyperparameters.sft_loss_weight == pytest.approx(0.1)
+    assert b.request.hyperparameters.lora_rank == 8
+    assert [jobs.get(a.id).queue_position, jobs.get(b.id).queue_position] == [0, 1]
+    assert jobs.submit(request(digest, idempotency_key="k"), {}).id == b.id
+    with pytest.raises(Exception, match="the limit"):
+        jobs.submit(request(digest), {})
+
+
+def test_submit_rejects_bad_requests(tmp_path: Path) -> None:
+    jobs = manager(tmp_path)
+    digest = upload(jobs)
+    sft_digest = upload(jobs, "sft")
+    with pytest.raises(NotFound, match="upload it first"):
+        jobs.submit(request("a" * 64), {})
+    with pytest.raises(InvalidArgument, match="dataset_digest must be"):
+        jobs.submit(request("../../etc/passwd"), {})
+    with pytest.raises(FailedPrecondition, match="holds sft records"):
+        jobs.submit(request(sft_digest), {})
+    with pytest.raises(InvalidArgument, match="kind is required"):
+        jobs.submit(pb.SubmitJobRequest(dataset_digest=digest), {})
+    with pytest.raises(InvalidArgument, match="role='critic'"):
+        jobs.submit(request(digest, role="critic"), {})
+    with pytest.raises(InvalidArgument, match="not a model this trainer may load"):
+        jobs.submit(request(digest, base_model="/etc"), {})
+    with pytest.raises(FailedPrecondition, match="world_size > 1"):
+        jobs.submit(request(digest, world_size=2), {})
+    with pytest.raises(NotFound, match="not in the store"):
+        jobs.submit(request(digest, parent_adapter="actor-1-000000000000"), {})
+    with pytest.raises(InvalidArgument, match="lora_rank=999"):
+        jobs.submit(request(digest), {"lora_rank": 999})
+    with pytest.raises(NotFound):
+        jobs.get("job-000000000000")
+    with pytest.raises(NotFound):
+        jobs.get("../../x")
+
+
+def test_parent_keeps_its_lora_shape(tmp_path: Path) -> None:
+    jobs = manager(tmp_path)
+    digest = upload(jobs)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 4}))
+    base = str((tmp_path / "model").resolve())
+    hp = {"lora_rank": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}
+    parent = jobs.store.publish(
+        adapter, role="actor", iteration=1, base_model=base, hyperparameters=hp
+    )["version"]["name"]
+    job = jobs.submit(request(digest, parent_adapter=parent), {})
+    assert job.request.hyperparameters.lora_rank == 4
+    assert list(job.request.hyperparameters.target_modules) == ["q_proj"]
+    with pytest.raises(InvalidArgument, match="keeps its parent's LoRA shape"):
+        jobs.submit(request(digest, parent_adapter=parent), {"lora_rank": 8})
+    with pytest.raises(FailedPrecondition, match="is a actor adapter"):
+        jobs.submit(
+            pb.SubmitJobRequest(
+                kind=pb.JOB_KIND_DPO, dataset_digest=digest, role="refiner", parent_adapter=parent
+            ),
+            {},
+        )
+
+
+def test_restart_fails_the_running_job_and_keeps_the_queue(tmp_path: Path) -> None:
+    jobs = manager(tmp_path)
+    digest = upload(jobs)
+    running = jobs.submit(request(digest), {})
+    queued = jobs.submit(request(digest), {})
+    record = jobs.jobs[running.id]
+    record.state = pb.JOB_STATE_RUNNING  # as a trainer killed mid-job left it
+    jobs.state.save_job(record)
+    output = jobs.state.job_dir(running.id) / "output"
+    output.mkdir()
+    (output / "adapter_model.safetensors").write_bytes(b"half")
+
+    after = manager(tmp_path)
+    after.recover()
+    failed = after.get(running.id)
+    assert failed.state == pb.JOB_STATE_FAILED and failed.error == RESTARTED
+    assert failed.HasField("finished_at") and not output.exists()
+    assert after.get(queued.id).state == pb.JOB_STATE_QUEUED and after.queue == [queued.id]
+    assert after.store.list() == []
