@@ -226,6 +226,11 @@ def _lm_eval() -> tuple[ModuleType, ModuleType]:
         return _modules
 
 
+def load() -> None:
+    """Imports the checkers now (a few seconds), e.g. while a server starts."""
+    _lm_eval()
+
+
 def _nltk_finds_punkt_tab() -> bool:
     import nltk  # type: ignore[import-untyped]
 

@@ -71,3 +71,36 @@ async def actor_server(settings: Settings) -> AsyncIterator[object]:
 @pytest.fixture(scope="session")
 def actor_target(actor_server: object) -> str:
     return f"127.0.0.1:{actor_server.port}"  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+async def refiner_server(settings: Settings, actor_server: object) -> AsyncIterator[object]:
+    """One real refiner replica for the session, calling the session's actor.
+
+    Judge and refine generations are kept short (the CPU engine does ~15 tok/s per
+    stream), and admission is tiny (2 searches, 1 waiting) so queue overflow is testable.
+    """
+    from services.refiner.server import RefinerServer
+
+    refiner = settings.refiner.model_copy(
+        update={
+            "actor_target": f"127.0.0.1:{actor_server.port}",  # type: ignore[attr-defined]
+            "judge_samples": 3,
+            "judge_max_tokens": 64,
+            "refine_max_tokens": 64,
+            "tie_resample_rounds": 1,
+            "tie_resample_samples": 1,
+            "default_max_nodes": 3,
+            "max_concurrent_searches": 2,
+            "max_queue": 1,
+        }
+    )
+    server = RefinerServer(settings.model_copy(update={"refiner": refiner}))
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+def refiner_target(refiner_server: object) -> str:
+    return f"127.0.0.1:{refiner_server.port}"  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from spar.config import DEFAULT_PORTS
 from spar.errors import SparError
 
 #: Services `spar up` starts, in order, each as `spar <role> serve` in its own process.
-EMBEDDED_ROLES = ["actor"]
+EMBEDDED_ROLES = ["actor", "refiner"]
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -37,6 +37,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if settings.model:
         env["SPAR_MODEL"] = settings.model
+    # The refiner answers through the local actor unless told otherwise.
+    env.setdefault("SPAR_REFINER__ACTOR_TARGET", f"{settings.host}:{DEFAULT_PORTS['actor'][0]}")
     children: list[subprocess.Popen[bytes]] = []
     try:
         for role in EMBEDDED_ROLES:
@@ -49,10 +51,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         with ActorClient(targets["actor"], timeout=120) as actor:
             reply = actor.generate(args.prompt, max_tokens=96, temperature=0.0)
         print(f"\nprompt: {args.prompt}\nactor:  {reply.completions[0].text.strip()}\n")
+        if "refiner" in targets:
+            _print_refined_answer(targets["refiner"], args.prompt)
         for role, target in targets.items():
             print(f"  {role:12s} {target}  metrics :{DEFAULT_PORTS[role][1]}", file=sys.stderr)
         print(
             "spar is up. Try: .venv/bin/spar generate 'Name three colours.' --n 3\n"
+            "  or: .venv/bin/spar refine 'Describe rain without commas.' "
+            "--constraint punctuation:no_comma --budget-nodes 3\n"
             "Ctrl-C stops every service.",
             file=sys.stderr,
         )
@@ -66,6 +72,30 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 0
     finally:
         _stop(children)
+
+
+def _print_refined_answer(target: str, prompt: str) -> None:
+    """One refined answer (judge, then a small search when the answer fails)."""
+    from spar.client import RefinerClient, search_budget, search_options
+    from spar.v1 import common_pb2
+
+    with RefinerClient(target, timeout=600) as refiner:
+        answer = refiner.answer(
+            prompt,
+            max_tokens=96,
+            options=search_options(branch=2, max_depth=1),
+            budget=search_budget(max_nodes=2),
+        )
+    outcome = common_pb2.SearchOutcome.Name(answer.outcome).removeprefix("SEARCH_OUTCOME_")
+    verdict = common_pb2.Verdict.Name(answer.verdict).removeprefix("VERDICT_")
+    cost = answer.cost
+    tokens = sum(p.completion_tokens for p in (cost.generate, cost.judge, cost.refine))
+    print(
+        f"refined: {answer.answer.strip()}\n"
+        f"         ({outcome.lower()}, verdict {verdict.lower()}, value {answer.value:.2f}, "
+        f"{cost.nodes_expanded} nodes, {tokens} generated tokens, "
+        f"{cost.wall_time.ToTimedelta().total_seconds():.1f} s)\n"
+    )
 
 
 def _stop(children: Sequence[subprocess.Popen[bytes]]) -> None:

@@ -1,0 +1,92 @@
+"""Search-cost metrics of the refiner (docs/metrics.md, "Refiner: search cost").
+
+Families live on the replica's one :class:`spar.metrics.Metrics` registry. Labels are
+low-cardinality: judge kind, outcome, phase, token kind. Cost per answer in PromQL:
+``sum(increase(spar_search_tokens_total[5m])) / sum(increase(spar_answers_total[5m]))``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from services.refiner.cost import Cost
+from spar.metrics import LATENCY_BUCKETS, Metrics
+
+DEPTH_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8)
+
+
+class RefinerMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        self.base = metrics
+        self.service = metrics.service
+        r = metrics.registry
+        self.searches = Counter(
+            "spar_searches", "Finished searches by judge and outcome.",
+            ["service", "judge", "outcome"], registry=r,
+        )  # fmt: skip
+        self.answers = Counter(
+            "spar_answers", "Finished Answer calls by outcome.", ["service", "outcome"], registry=r
+        )
+        self.nodes = Counter(
+            "spar_search_nodes", "Search nodes expanded (refinements generated).",
+            ["service", "judge"], registry=r,
+        )  # fmt: skip
+        self.judge_samples = Counter(
+            "spar_search_judge_samples", "LLM judge samples drawn by searches.",
+            ["service", "judge"], registry=r,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "spar_search_tokens", "Tokens of searches and answers by phase and kind.",
+            ["service", "phase", "kind"], registry=r,
+        )  # fmt: skip
+        self.unparseable = Counter(
+            "spar_search_unparseable",
+            "Judge samples or refinements whose answer could not be read.",
+            ["service", "phase"], registry=r,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "spar_search_duration_seconds", "Wall time of a search.",
+            ["service", "judge"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.depth = Histogram(
+            "spar_search_depth", "Depth of the best node of a search.",
+            ["service"], buckets=DEPTH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "spar_searches_in_flight", "Searches running.", ["service"], registry=r
+        )
+        self.queue = Gauge(
+            "spar_search_queue_length", "Requests waiting for a search slot.", ["service"],
+            registry=r,
+        )  # fmt: skip
+        self.in_flight.labels(self.service).set(0)
+        self.queue.labels(self.service).set(0)
+        for phase in ("generate", "judge", "refine"):
+            for kind in ("prompt", "completion"):
+                self.tokens.labels(self.service, phase, kind)
+
+    def engine_usage(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """Every engine request of the replica (the shared spar_*_tokens_total families)."""
+        self.base.prompt_tokens.labels(self.service).inc(prompt_tokens)
+        self.base.generated_tokens.labels(self.service).inc(completion_tokens)
+
+    def admission(self, running: int, waiting: int) -> None:
+        self.in_flight.labels(self.service).set(running)
+        self.queue.labels(self.service).set(waiting)
+
+    def search(self, judge: str, outcome: str, cost: Cost, wall_time_s: float, depth: int) -> None:
+        s = self.service
+        self.searches.labels(s, judge, outcome).inc()
+        self.nodes.labels(s, judge).inc(cost.nodes_expanded)
+        self.judge_samples.labels(s, judge).inc(cost.judge_samples)
+        for phase in ("judge", "refine", "generate"):
+            c = cost.phase(phase)  # type: ignore[arg-type]
+            self.tokens.labels(s, phase, "prompt").inc(c.prompt_tokens)
+            self.tokens.labels(s, phase, "completion").inc(c.completion_tokens)
+        self.unparseable.labels(s, "judge").inc(cost.unparseable_judgements)
+        self.unparseable.labels(s, "refine").inc(cost.unparseable_refinements)
+        self.duration.labels(s, judge).observe(wall_time_s)
+        self.depth.labels(s).observe(depth)
+
+    def answer(self, outcome: str) -> None:
+        self.answers.labels(self.service, outcome).inc()

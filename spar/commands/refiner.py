@@ -1,0 +1,236 @@
+"""``spar refiner serve``, ``spar judge`` and ``spar refine`` (the refiner service)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+
+from spar.commands.flags import add_client_flags, add_serve_flags, print_json, settings_from
+from spar.errors import InvalidArgument
+from spar.log_setup import configure_logging
+from spar.v1 import common_pb2
+
+
+def parse_constraint(text: str) -> tuple[str, dict[str, Any]]:
+    """``group:name`` or ``group:name:{"json": "kwargs"}`` (IFEval ids contain one colon)."""
+    parts = text.split(":", 2)
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise InvalidArgument(
+            f"--constraint {text!r}: use ID[:JSONKWARGS], e.g. punctuation:no_comma or "
+            'length_constraints:number_words:{"relation": "less than", "num_words": 50}'
+        )
+    kwargs: dict[str, Any] = {}
+    if len(parts) == 3 and parts[2].strip():
+        try:
+            loaded = json.loads(parts[2])
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"--constraint {text!r}: kwargs are not JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise InvalidArgument(f"--constraint {text!r}: kwargs must be a JSON object")
+        kwargs = loaded
+    return f"{parts[0]}:{parts[1]}", kwargs
+
+
+def _name(enum: Any, value: int, prefix: str) -> str:
+    return str(enum.Name(value)).removeprefix(prefix).lower()
+
+
+def _cost_line(cost: common_pb2.SearchCost) -> str:
+    gen = cost.judge.completion_tokens + cost.refine.completion_tokens
+    gen += cost.generate.completion_tokens
+    wall = cost.wall_time.ToTimedelta().total_seconds()
+    return (
+        f"cost: {cost.nodes_expanded} nodes, {cost.judge_samples} judge samples, "
+        f"{gen} generated tokens (judge {cost.judge.completion_tokens}, refine "
+        f"{cost.refine.completion_tokens}, answer {cost.generate.completion_tokens}), {wall:.1f} s"
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from services.refiner.server import serve
+
+    settings = settings_from(args)
+    if args.actor:
+        settings.refiner = settings.refiner.model_copy(update={"actor_target": args.actor})
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from spar.client import RefinerClient
+
+    constraints = [parse_constraint(c) for c in args.constraint or []]
+    with RefinerClient(args.target, timeout=args.timeout) as client:
+        reply = client.judge(
+            args.prompt,
+            args.response,
+            constraints=constraints,
+            kind=args.judge or "",
+            samples=args.samples,
+            return_all_samples=args.all_samples,
+        )
+    if args.json:
+        print_json(reply)
+        return 0
+    verdict = _name(common_pb2.Verdict, reply.verdict, "VERDICT_")
+    kind = _name(common_pb2.JudgeKind, reply.kind, "JUDGE_KIND_")
+    print(
+        f"verdict: {verdict}  value: {reply.value:.2f}  judge: {kind}  (yes {reply.yes_votes}, "
+        f"no {reply.no_votes}, unparseable {reply.unparseable})"
+    )
+    for c in reply.constraint_results:
+        state = "error: " + c.error if c.error else ("pass" if c.strict_pass else "fail")
+        print(f"  {c.instruction_id}: {state} (loose: {'pass' if c.loose_pass else 'fail'})")
+    if reply.critique:
+        print(f"critique:\n{reply.critique}")
+    for i, s in enumerate(reply.samples):
+        print(f"--- sample {i} ({_name(common_pb2.Verdict, s.verdict, 'VERDICT_')}) ---\n{s.text}")
+    return 0
+
+
+def cmd_refine(args: argparse.Namespace) -> int:
+    from spar.client import RefinerClient, search_budget, search_options
+
+    constraints = [parse_constraint(c) for c in args.constraint or []]
+    options = search_options(
+        strategy=args.algorithm or "", branch=args.branch, max_depth=args.depth
+    )
+    budget = search_budget(
+        max_nodes=args.budget_nodes,
+        max_generated_tokens=args.budget_tokens,
+        max_wall_time_s=args.budget_seconds,
+    )
+    with RefinerClient(args.target, timeout=args.timeout) as client:
+        if args.response is None:
+            answer = client.answer(
+                args.prompt,
+                constraints=constraints,
+                judge=args.judge or "",
+                options=options,
+                budget=budget,
+                include_trace=args.trace,
+            )
+            if args.json:
+                print_json(answer)
+                return 0
+            print(f"original: {answer.original.strip()}")
+            _print_result(
+                answer.answer, answer.verdict, answer.value, answer.outcome, answer.cost,
+                list(answer.trace) if args.trace else [],
+            )  # fmt: skip
+            return 0
+        kwargs: dict[str, Any] = {
+            "constraints": constraints,
+            "judge": args.judge or "",
+            "options": options,
+            "budget": budget,
+            "return_tree": args.tree,
+        }
+        if args.stream:
+            return _stream(client, args, kwargs)
+        reply = client.refine(args.prompt, args.response, **kwargs)
+    if args.json:
+        print_json(reply)
+        return 0
+    _print_result(
+        reply.best_response, reply.verdict, reply.value, reply.outcome, reply.cost,
+        list(reply.tree if args.tree else reply.trace) if args.trace or args.tree else [],
+    )  # fmt: skip
+    return 0
+
+
+def _stream(client: Any, args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
+    from spar.v1 import refiner_pb2
+
+    for event in client.refine_stream(args.prompt, args.response, **kwargs):
+        if args.json:
+            print(json.dumps(MessageToDict(event, preserving_proto_field_name=True)))
+            continue
+        if event.kind == refiner_pb2.REFINE_EVENT_KIND_RESULT:
+            r = event.result
+            _print_result(r.best_response, r.verdict, r.value, r.outcome, r.cost, [])
+        else:
+            n = event.node
+            what = (
+                "expanded"
+                if event.kind == refiner_pb2.REFINE_EVENT_KIND_NODE_EXPANDED
+                else "judged"
+            )
+            value = f" value {n.value:.2f}" if what == "judged" else ""
+            print(f"[node {n.id} <- {n.parent_id}, depth {n.depth}] {what}{value}", flush=True)
+    return 0
+
+
+def _print_result(
+    text: str, verdict: int, value: float, outcome: int, cost: common_pb2.SearchCost,
+    nodes: list[Any],
+) -> None:  # fmt: skip
+    print(
+        f"outcome: {_name(common_pb2.SearchOutcome, outcome, 'SEARCH_OUTCOME_')}  "
+        f"verdict: {_name(common_pb2.Verdict, verdict, 'VERDICT_')}  value: {value:.2f}"
+    )
+    print(_cost_line(cost))
+    for n in nodes:
+        print(f"  node {n.id} (parent {n.parent_id}, depth {n.depth}, value {n.value:.2f})")
+    print(f"answer: {text.strip()}")
+
+
+def _add_search_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--constraint",
+        action="append",
+        metavar="ID[:JSONKWARGS]",
+        help="verifiable IFEval constraint (repeatable), e.g. "
+        'length_constraints:number_words:\'{"relation": "less than", "num_words": 40}\'',
+    )
+    p.add_argument("--judge", choices=["llm", "verifier", "hybrid"], help="default: the server's")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    refiner = sub.add_parser("refiner", help="the refiner service").add_subparsers(
+        dest="refiner_command", required=True
+    )
+    serve = refiner.add_parser("serve", help="run a refiner replica")
+    add_serve_flags(serve)
+    serve.add_argument(
+        "--actor",
+        metavar="HOST:PORT",
+        help="the actor service (default SPAR_REFINER__ACTOR_TARGET or 127.0.0.1:50051)",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    judge = sub.add_parser("judge", help="judge a response against its instruction")
+    judge.add_argument("prompt", help="the instruction")
+    judge.add_argument("response", help="the response to judge")
+    _add_search_flags(judge)
+    judge.add_argument("--samples", type=int, default=0, help="LLM judge samples (default 5)")
+    judge.add_argument("--all-samples", action="store_true", help="print every judge sample")
+    add_client_flags(judge, "refiner")
+    judge.set_defaults(func=cmd_judge)
+
+    refine = sub.add_parser(
+        "refine", help="refine a response (or the actor's answer) with a budgeted tree search"
+    )
+    refine.add_argument("prompt", help="the instruction")
+    refine.add_argument(
+        "--response", help="the response to refine (default: ask the actor for one first)"
+    )
+    _add_search_flags(refine)
+    refine.add_argument("--algorithm", choices=["bfs", "dfs"], help="default: the server's (bfs)")
+    refine.add_argument("--branch", type=int, default=None, help="children per node (3)")
+    refine.add_argument("--depth", type=int, default=None, help="maximum depth (3)")
+    refine.add_argument("--budget-nodes", type=int, default=0, help="maximum nodes expanded")
+    refine.add_argument("--budget-tokens", type=int, default=0, help="maximum generated tokens")
+    refine.add_argument("--budget-seconds", type=float, default=None, help="maximum wall time")
+    refine.add_argument("--trace", action="store_true", help="print the path to the answer")
+    refine.add_argument("--tree", action="store_true", help="print every node (with --response)")
+    refine.add_argument(
+        "--stream", action="store_true", help="print nodes as they are judged (with --response)"
+    )
+    add_client_flags(refine, "refiner")
+    refine.set_defaults(func=cmd_refine)
