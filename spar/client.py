@@ -22,6 +22,8 @@ from spar.v1 import (
     adapter_host_pb2,
     adapter_host_pb2_grpc,
     common_pb2,
+    coordinator_pb2,
+    coordinator_pb2_grpc,
     refiner_pb2,
     refiner_pb2_grpc,
     trainer_pb2,
@@ -801,6 +803,137 @@ class AsyncTrainerClient:
         reply: trainer_pb2.AdapterManifest = await self._call(
             self.store.GetManifest, trainer_pb2.GetManifestRequest(name=name), None
         )
+        return reply
+
+    async def health(self, service: str = "", timeout: float | None = 5.0) -> str:
+        req = health_pb2.HealthCheckRequest(service=service)
+        reply = await self._call(self.health_stub.Check, req, timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+class CoordinatorClient:
+    """Blocking client of the coordinator.
+
+    with CoordinatorClient("127.0.0.1:50054") as coordinator:
+        it = coordinator.start_iteration()
+        for event in coordinator.watch_iteration(it.number):
+            print(event.message)
+    """
+
+    def __init__(self, target: str, *, timeout: float | None = None) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> CoordinatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, fn: Callable[..., Any], request: Any, timeout: float | None = None) -> Any:
+        try:
+            return fn(request, timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    def start_iteration(
+        self, prompts_path: str = "", num_prompts: int = 0
+    ) -> coordinator_pb2.Iteration:
+        req = coordinator_pb2.StartIterationRequest(
+            prompts_path=prompts_path, num_prompts=num_prompts
+        )
+        reply: coordinator_pb2.Iteration = self._call(self.stub.StartIteration, req)
+        return reply
+
+    def watch_iteration(self, number: int = 0) -> Iterator[coordinator_pb2.IterationEvent]:
+        stream = self.stub.WatchIteration(coordinator_pb2.WatchIterationRequest(number=number))
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        finally:
+            stream.cancel()
+
+    def get_state(self) -> coordinator_pb2.CoordinatorState:
+        reply: coordinator_pb2.CoordinatorState = self._call(
+            self.stub.GetState, coordinator_pb2.GetStateRequest()
+        )
+        return reply
+
+    def rollback(self, role: str, name: str = "") -> coordinator_pb2.RollbackResponse:
+        req = coordinator_pb2.RollbackRequest(role=role, name=name)
+        reply: coordinator_pb2.RollbackResponse = self._call(self.stub.Rollback, req)
+        return reply
+
+    def health(self, service: str = "", timeout: float | None = 5.0) -> str:
+        req = health_pb2.HealthCheckRequest(service=service)
+        reply = self._call(self.health_stub.Check, req, timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+class AsyncCoordinatorClient:
+    """asyncio client of the coordinator; same methods as :class:`CoordinatorClient`."""
+
+    def __init__(self, target: str, *, timeout: float | None = None) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    async def __aenter__(self) -> AsyncCoordinatorClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _call(
+        self, fn: Callable[..., Any], request: Any, timeout: float | None = None
+    ) -> Any:
+        try:
+            return await fn(request, timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    async def start_iteration(
+        self, prompts_path: str = "", num_prompts: int = 0
+    ) -> coordinator_pb2.Iteration:
+        req = coordinator_pb2.StartIterationRequest(
+            prompts_path=prompts_path, num_prompts=num_prompts
+        )
+        reply: coordinator_pb2.Iteration = await self._call(self.stub.StartIteration, req)
+        return reply
+
+    async def watch_iteration(
+        self, number: int = 0
+    ) -> AsyncIterator[coordinator_pb2.IterationEvent]:
+        call = self.stub.WatchIteration(coordinator_pb2.WatchIterationRequest(number=number))
+        try:
+            async for item in call:
+                yield item
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        finally:
+            call.cancel()
+
+    async def get_state(self) -> coordinator_pb2.CoordinatorState:
+        reply: coordinator_pb2.CoordinatorState = await self._call(
+            self.stub.GetState, coordinator_pb2.GetStateRequest()
+        )
+        return reply
+
+    async def rollback(self, role: str, name: str = "") -> coordinator_pb2.RollbackResponse:
+        req = coordinator_pb2.RollbackRequest(role=role, name=name)
+        reply: coordinator_pb2.RollbackResponse = await self._call(self.stub.Rollback, req)
         return reply
 
     async def health(self, service: str = "", timeout: float | None = 5.0) -> str:

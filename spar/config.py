@@ -189,6 +189,83 @@ class TrainerSettings(BaseModel):
     """Bytes per FetchAdapter chunk."""
 
 
+class DiscoverySettings(BaseModel):
+    """Where the replicas of a role are (``SPAR_COORDINATOR__ACTOR__*`` / ``__REFINER__*``)."""
+
+    targets: list[str] = Field(default_factory=list)
+    """Static list of HOST:PORT (used when service is empty)."""
+    service: str = ""
+    """Headless Service whose EndpointSlices list the replicas (Kubernetes discovery)."""
+    namespace: str = ""
+    """Namespace of the Service; empty: the coordinator pod's own namespace."""
+    port: str = "grpc"
+    """Port of the replicas: a number, or the name of the Service port."""
+
+
+class CoordinatorSettings(BaseModel):
+    """The self-play loop and rollout (``SPAR_COORDINATOR__*``). Defaults are the paper's."""
+
+    state_dir: str = ""
+    """Checkpoints of every iteration and the desired versions; empty: cache_dir/coordinator."""
+    actor_target: str = f"127.0.0.1:{DEFAULT_PORTS['actor'][0]}"
+    """Actor service for sampling and evaluation (``dns:///<headless>:50051`` in Kubernetes)."""
+    refiner_target: str = f"127.0.0.1:{DEFAULT_PORTS['refiner'][0]}"
+    """Refiner service for judging and search."""
+    trainer_target: str = f"127.0.0.1:{DEFAULT_PORTS['trainer'][0]}"
+    """Trainer service (and artifact store)."""
+    store_target: str = ""
+    """Artifact store address the replicas fetch from; empty: trainer_target."""
+    actor: DiscoverySettings = Field(
+        default_factory=lambda: DiscoverySettings(
+            targets=[f"127.0.0.1:{DEFAULT_PORTS['actor'][0]}"]
+        )
+    )
+    """Actor replicas to roll out to."""
+    refiner: DiscoverySettings = Field(
+        default_factory=lambda: DiscoverySettings(
+            targets=[f"127.0.0.1:{DEFAULT_PORTS['refiner'][0]}"]
+        )
+    )
+    """Refiner replicas to roll out to."""
+    prompts_path: str = ""
+    """IFEval-format or plain jsonl prompts; empty: synthesised verifiable prompts."""
+    num_prompts: int = 64
+    """Prompts per iteration."""
+    eval_path: str = ""
+    """Held-out IFEval-format prompts; empty: synthesised with a disjoint seed."""
+    eval_prompts: int = 32
+    """Held-out prompts evaluated per iteration."""
+    samples_per_prompt: int = 5
+    """Actor samples per prompt (the paper's 5)."""
+    sample_temperature: float = 0.9
+    sample_top_p: float = 0.9
+    sample_max_tokens: int = 256
+    """Tokens per actor sample."""
+    judge: Literal["llm", "verifier", "hybrid"] = "hybrid"
+    """Judge of negative collection and search."""
+    judge_samples: int = 5
+    """Judge samples per response (the paper's 5)."""
+    strategy: Literal["bfs", "dfs"] = "bfs"
+    search_max_nodes: int = 0
+    """Node budget per search; 0: the refiner's default."""
+    search_max_tokens: int = 0
+    """Generated-token budget per search; 0: the refiner's default."""
+    concurrency: int = 8
+    """Requests each stage keeps in flight (so vLLM batches them)."""
+    epochs: int = 1
+    """Training epochs of both jobs."""
+    lora_rank: int = 16
+    learning_rate_dpo: float = 5e-6
+    learning_rate_sft: float = 1e-5
+    max_length: int = 1024
+    promote_metric: str = "prompt_level_strict"
+    """IFEval metric that decides promotion."""
+    promote_margin: float = 0.0
+    """Promote the candidate unless it is worse than the served actor by more than this."""
+    reconcile_interval_s: float = 30.0
+    """How often every replica is checked against the desired versions (0: never)."""
+
+
 class Settings(BaseSettings):
     """Settings of every spar process."""
 
@@ -212,6 +289,12 @@ class Settings(BaseSettings):
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
     refiner: RefinerSettings = Field(default_factory=RefinerSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    coordinator: CoordinatorSettings = Field(default_factory=CoordinatorSettings)
+    coordinator_target: str = ""
+    """Coordinator a starting actor/refiner replica asks for its desired adapter version
+    before it reports SERVING; empty: no reconciliation (serve the base model)."""
+    reconcile_timeout_s: float = 300.0
+    """How long a starting replica retries an unreachable coordinator before it fails."""
     grace_period_s: float = 10.0
     """How long in-flight requests may run after SIGTERM before they are cancelled."""
 

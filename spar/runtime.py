@@ -14,7 +14,7 @@ import time
 from spar.adapter_host import AdapterHost
 from spar.config import Settings
 from spar.engine.protocol import Engine, GenerationRequest, Message
-from spar.errors import Unavailable
+from spar.errors import SparError, Unavailable
 from spar.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,51 @@ async def start_vllm_runtime(runtime: EngineRuntime, settings: Settings, metrics
         cache_dir=settings.adapters_dir() / runtime.role,
         metrics=metrics,
     )
+    await reconcile_with_coordinator(host, settings)
     runtime.attach(engine, host)
     metrics.engine_ready.labels(metrics.service).set(1)
     log.info(
         "%s engine ready in %.1f s (%s)", runtime.role, time.perf_counter() - t0, engine.info.model
     )
+
+
+async def reconcile_with_coordinator(host: AdapterHost, settings: Settings) -> None:
+    """Loads and activates the coordinator's desired version before the replica serves.
+
+    A replica that (re)starts must not serve another version than its peers. It retries
+    while the coordinator is unreachable and gives up (the start fails, so the
+    orchestrator restarts it) after ``reconcile_timeout_s``.
+    """
+    if not settings.coordinator_target:
+        return
+    from spar.client import AsyncCoordinatorClient
+
+    deadline = time.monotonic() + settings.reconcile_timeout_s
+    async with AsyncCoordinatorClient(settings.coordinator_target, timeout=30) as coordinator:
+        while True:
+            try:
+                state = await coordinator.get_state()
+                desired = getattr(state, host.role)
+                if desired.name:
+                    await host.stage_from_store(
+                        desired.name,
+                        state.store_target,
+                        digest=desired.digest,
+                        role=host.role,
+                        iteration=desired.iteration,
+                    )
+                    host.activate(desired.name)
+                log.info("reconciled to %s", desired.name or "the base model")
+                return
+            except SparError as exc:
+                if time.monotonic() > deadline:
+                    raise Unavailable(
+                        f"could not reconcile with the coordinator at "
+                        f"{settings.coordinator_target} within {settings.reconcile_timeout_s:.0f}"
+                        f" s: {exc.message}"
+                    ) from exc
+                log.warning("reconciliation failed (%s); retrying", exc.message)
+                await asyncio.sleep(2)
 
 
 async def warm_up(engine: Engine) -> None:

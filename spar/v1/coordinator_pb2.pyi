@@ -99,7 +99,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[_Union[IterationStage, str]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class Iteration(_message.Message):
-    __slots__ = ("number", "state", "stage", "counts", "actor_candidate", "refiner_candidate", "baseline_eval", "candidate_eval", "search_cost", "timings", "error", "started_at", "finished_at")
+    __slots__ = ("number", "state", "stage", "counts", "actor_candidate", "refiner_candidate", "baseline_eval", "candidate_eval", "search_cost", "timings", "error", "started_at", "finished_at", "decision")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,7 @@ class Iteration(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
     number: int
     state: IterationState
     stage: IterationStage
@@ -126,7 +127,8 @@ class Iteration(_message.Message):
     error: str
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
-    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[IterationState, str]] = ..., stage: _Optional[_Union[IterationStage, str]] = ..., counts: _Optional[_Union[IterationCounts, _Mapping]] = ..., actor_candidate: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner_candidate: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., baseline_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., candidate_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., search_cost: _Optional[_Union[_common_pb2.SearchCost, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    decision: str
+    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[IterationState, str]] = ..., stage: _Optional[_Union[IterationStage, str]] = ..., counts: _Optional[_Union[IterationCounts, _Mapping]] = ..., actor_candidate: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner_candidate: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., baseline_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., candidate_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., search_cost: _Optional[_Union[_common_pb2.SearchCost, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision: _Optional[str] = ...) -> None: ...
 
 class WatchIterationRequest(_message.Message):
     __slots__ = ("number",)
@@ -159,20 +161,22 @@ class ReplicaState(_message.Message):
     def __init__(self, target: _Optional[str] = ..., role: _Optional[str] = ..., active: _Optional[str] = ..., reachable: _Optional[bool] = ...) -> None: ...
 
 class CoordinatorState(_message.Message):
-    __slots__ = ("actor", "actor_previous", "refiner", "refiner_previous", "iterations", "replicas")
+    __slots__ = ("actor", "actor_previous", "refiner", "refiner_previous", "iterations", "replicas", "store_target")
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     ACTOR_PREVIOUS_FIELD_NUMBER: _ClassVar[int]
     REFINER_FIELD_NUMBER: _ClassVar[int]
     REFINER_PREVIOUS_FIELD_NUMBER: _ClassVar[int]
     ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    STORE_TARGET_FIELD_NUMBER: _ClassVar[int]
     actor: _common_pb2.AdapterVersion
     actor_previous: _common_pb2.AdapterVersion
     refiner: _common_pb2.AdapterVersion
     refiner_previous: _common_pb2.AdapterVersion
     iterations: _containers.RepeatedCompositeFieldContainer[Iteration]
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaState]
-    def __init__(self, actor: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., actor_previous: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner_previous: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., iterations: _Optional[_Iterable[_Union[Iteration, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaState, _Mapping]]] = ...) -> None: ...
+    store_target: str
+    def __init__(self, actor: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., actor_previous: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner_previous: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., iterations: _Optional[_Iterable[_Union[Iteration, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaState, _Mapping]]] = ..., store_target: _Optional[str] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
     __slots__ = ("role", "name")

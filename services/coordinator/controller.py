@@ -1,0 +1,263 @@
+"""The coordinator's control logic: iterations (start, resume, watch), rollback and
+reconciliation of every replica to the desired versions. The gRPC layer is service.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from services.coordinator import inputs
+from services.coordinator.loop import Iteration, Ports
+from services.coordinator.loop import roll_out as roll_out_version
+from services.coordinator.metrics import CoordinatorMetrics
+from services.coordinator.replicas import GrpcReplica, pod_namespace, replica_source
+from services.coordinator.rollout import RolloutFailed, Version
+from services.coordinator.state import ROLES, StateStore, version_message
+from spar.client import AsyncActorClient, AsyncRefinerClient, AsyncTrainerClient
+from spar.config import Settings
+from spar.errors import FailedPrecondition, InvalidArgument, NotFound, SparError
+from spar.v1 import coordinator_pb2
+
+log = logging.getLogger(__name__)
+S = coordinator_pb2
+FINAL = {S.ITERATION_STATE_SUCCEEDED, S.ITERATION_STATE_REJECTED, S.ITERATION_STATE_FAILED}
+
+
+class Coordinator:
+    def __init__(self, settings: Settings, metrics: CoordinatorMetrics) -> None:
+        self.settings = settings
+        self.c = settings.coordinator
+        root = Path(self.c.state_dir) if self.c.state_dir else settings.cache_dir / "coordinator"
+        self.store = StateStore(root)
+        self.metrics = metrics
+        self.actor = AsyncActorClient(self.c.actor_target, timeout=3600)
+        self.refiner = AsyncRefinerClient(self.c.refiner_target, timeout=3600)
+        self.trainer = AsyncTrainerClient(self.c.trainer_target, timeout=600)
+        self._replicas: dict[str, GrpcReplica] = {}
+        self._sources = {
+            "actor": replica_source(self.c.actor, pod_namespace()),
+            "refiner": replica_source(self.c.refiner, pod_namespace()),
+        }
+        self._task: asyncio.Task[Any] | None = None
+        self._running: Iteration | None = None
+        self._watchers: set[asyncio.Queue[tuple[S.Iteration, str]]] = set()
+        self._rollout_lock = asyncio.Lock()
+        self._eval_records: list[Any] | None = None
+
+    @property
+    def store_target(self) -> str:
+        return self.c.store_target or self.c.trainer_target
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.actor.close()
+        await self.refiner.close()
+        await self.trainer.close()
+        for replica in self._replicas.values():
+            await replica.close()
+
+    # -- ports of the loop --------------------------------------------------------------
+
+    async def replicas(self, role: str) -> list[GrpcReplica]:
+        targets = await self._sources[role].targets()
+        out = []
+        for t in targets:
+            if t not in self._replicas:
+                self._replicas[t] = GrpcReplica(t)
+            out.append(self._replicas[t])
+        return out
+
+    def _eval_prompts(self) -> list[Any]:
+        if self._eval_records is None:
+            self._eval_records = inputs.eval_prompts(self.c)
+        return self._eval_records
+
+    def _ports(self) -> Ports:
+        return Ports(
+            actor=self.actor,
+            refiner=self.refiner,
+            trainer=self.trainer,
+            replicas=self.replicas,
+            prompts=lambda number, path: inputs.train_prompts(
+                self.c, number, path, self._eval_prompts()
+            ),
+            eval_prompts=self._eval_prompts,
+            evaluate=lambda records, adapter: inputs.evaluate(self.actor, records, adapter, self.c),
+        )
+
+    # -- iterations ---------------------------------------------------------------------
+
+    def _notify(self, it: S.Iteration, message: str) -> None:
+        self.metrics.iteration_stage.labels(self.metrics.service).set(
+            0 if it.stage == S.ITERATION_STAGE_DONE else it.stage
+        )
+        snapshot = S.Iteration()
+        snapshot.CopyFrom(it)
+        for q in self._watchers:
+            q.put_nowait((snapshot, message))
+
+    def current(self) -> S.Iteration | None:
+        if self._running is not None:
+            return self._running.record
+        its = self.store.iterations()
+        return its[-1] if its else None
+
+    def start(self, prompts_path: str = "", num_prompts: int = 0) -> S.Iteration:
+        """Starts the next iteration, or resumes the last one if it did not finish."""
+        if self._running is not None:
+            return self._running.record
+        if prompts_path and not Path(prompts_path).is_file():
+            raise InvalidArgument(f"prompts_path {prompts_path!r} is not a readable file")
+        last = self.current()
+        resume = last is not None and last.state in (
+            S.ITERATION_STATE_RUNNING,
+            S.ITERATION_STATE_FAILED,
+        )
+        number = last.number if resume and last else (last.number + 1 if last else 1)
+        settings = self.settings
+        if num_prompts:
+            settings = settings.model_copy(deep=True)
+            settings.coordinator.num_prompts = num_prompts
+        self._running = Iteration(
+            number, settings, self.store, self._ports(), self._notify, prompts_path
+        )
+        self._task = asyncio.create_task(self._run(self._running))
+        return self._running.record
+
+    async def _run(self, iteration: Iteration) -> None:
+        try:
+            it = await iteration.run()
+            self.metrics.iterations.labels(
+                self.metrics.service,
+                S.IterationState.Name(it.state).removeprefix("ITERATION_STATE_").lower(),
+            ).inc()
+        finally:
+            self._running = None
+
+    def resume_unfinished(self) -> None:
+        last = self.current()
+        if last is not None and last.state == S.ITERATION_STATE_RUNNING:
+            log.info("resuming iteration %d at %s", last.number, S.IterationStage.Name(last.stage))
+            self.start()
+
+    async def watch(self, number: int) -> AsyncIterator[tuple[S.Iteration, str]]:
+        queue: asyncio.Queue[tuple[S.Iteration, str]] = asyncio.Queue()
+        self._watchers.add(queue)
+        try:
+            current = self.current()
+            if number and (current is None or current.number != number):
+                current = self.store.load_iteration(number)
+            if current is None:
+                raise NotFound(
+                    f"iteration {number} does not exist" if number else "no iteration yet"
+                )
+            yield current, "current state"
+            if current.state in FINAL or current.stage == S.ITERATION_STAGE_DONE:
+                return
+            while True:
+                it, message = await queue.get()
+                if it.number != current.number:
+                    continue
+                yield it, message
+                if it.stage == S.ITERATION_STAGE_DONE or it.state in FINAL:
+                    return
+        finally:
+            self._watchers.discard(queue)
+
+    # -- versions -----------------------------------------------------------------------
+
+    async def replica_states(self) -> list[S.ReplicaState]:
+        out = []
+        for role in ROLES:
+            try:
+                replicas = await self.replicas(role)
+            except SparError as exc:
+                log.warning("discovery of %s replicas failed: %s", role, exc)
+                continue
+            versions: dict[str, str] = {}
+            for r in replicas:
+                try:
+                    hosted = await asyncio.wait_for(r.hosted(), timeout=5)
+                    versions[r.target] = hosted.active
+                    out.append(
+                        S.ReplicaState(
+                            target=r.target, role=role, active=hosted.active, reachable=True
+                        )
+                    )
+                except (SparError, TimeoutError):
+                    out.append(S.ReplicaState(target=r.target, role=role, reachable=False))
+            self.metrics.set_replica_versions(role, versions)
+        return out
+
+    async def state(self) -> S.CoordinatorState:
+        out = S.CoordinatorState(store_target=self.store_target)
+        for role in ROLES:
+            active, previous = self.store.desired(role)
+            getattr(out, role).CopyFrom(version_message(active))
+            getattr(out, f"{role}_previous").CopyFrom(version_message(previous))
+        out.iterations.extend(self.store.iterations())
+        if self._running is not None and out.iterations:
+            out.iterations[-1].CopyFrom(self._running.record)
+        out.replicas.extend(await self.replica_states())
+        return out
+
+    async def roll_out(self, role: str, version: Version) -> int:
+        async with self._rollout_lock:
+            replicas = await self.replicas(role)
+            try:
+                with self.metrics.rollout_duration.labels(self.metrics.service, role).time():
+                    await roll_out_version(self.store, role, version, replicas, self.store_target)
+            except RolloutFailed as exc:
+                self.metrics.rollouts.labels(self.metrics.service, role, "failed").inc()
+                raise FailedPrecondition(str(exc)) from exc
+            self.metrics.rollouts.labels(self.metrics.service, role, "ok").inc()
+            return len(replicas)
+
+    async def rollback(self, role: str, name: str) -> tuple[Version, int]:
+        if role not in ROLES:
+            raise InvalidArgument(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        if self._running is not None and self._running.record.stage == S.ITERATION_STAGE_ROLLOUT:
+            raise FailedPrecondition("a rollout is in progress; wait for it to finish")
+        _, previous = self.store.desired(role)
+        if not name:
+            if previous is None:
+                raise FailedPrecondition(f"there is no previous {role} version to roll back to")
+            target = previous
+        else:
+            manifest = await self.trainer.get_manifest(name)
+            if manifest.version.role and manifest.version.role != role:
+                raise InvalidArgument(f"{name} is a {manifest.version.role} adapter, not {role}")
+            target = Version(name, manifest.version.digest, role, manifest.version.iteration)
+        n = await self.roll_out(role, target)
+        return target, n
+
+    async def reconcile(self) -> None:
+        """Brings every reachable replica to its role's desired version."""
+        async with self._rollout_lock:
+            for role in ROLES:
+                active, _ = self.store.desired(role)
+                if active is None:
+                    continue
+                for r in await self.replicas(role):
+                    try:
+                        hosted = await r.hosted()
+                        if hosted.active != active.name:
+                            log.info("reconciling %s %s to %s", role, r.target, active.name)
+                            await r.stage(active, self.store_target)
+                            await r.activate(active.name)
+                    except SparError as exc:
+                        log.warning("reconciling %s failed: %s", r.target, exc)
+
+    async def reconcile_forever(self) -> None:
+        while self.c.reconcile_interval_s > 0:
+            await asyncio.sleep(self.c.reconcile_interval_s)
+            try:
+                await self.reconcile()
+                await self.replica_states()
+            except Exception:  # never let the background loop die
+                log.exception("reconciliation pass failed")

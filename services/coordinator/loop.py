@@ -1,0 +1,490 @@
+"""One SPaR iteration, stage by stage, checkpointed so a killed coordinator resumes.
+
+prompts → actor samples → judge → negatives → tree search → DPO pairs + RFT data →
+train both → stage + evaluate the candidate → activate (or drop) → record.
+
+Each stage writes its output to the iteration's folder before the iteration record
+moves on; per-item stages (sample, judge, search) append one journal record per item
+as it finishes, so a resumed stage only does the items that are missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.coordinator import data
+from services.coordinator.journal import Journal, read_json, write_json
+from services.coordinator.rollout import Version, activate_all, retire_old, stage_all
+from services.coordinator.state import StateStore, version_message
+from services.refiner.prompts import Prompts
+from spar.config import Settings
+from spar.errors import FailedPrecondition
+from spar.v1 import common_pb2, coordinator_pb2, refiner_pb2, trainer_pb2
+
+log = logging.getLogger(__name__)
+
+S = coordinator_pb2
+STAGES = [
+    S.ITERATION_STAGE_PROMPTS,
+    S.ITERATION_STAGE_SAMPLE,
+    S.ITERATION_STAGE_JUDGE,
+    S.ITERATION_STAGE_SEARCH,
+    S.ITERATION_STAGE_BUILD_DATA,
+    S.ITERATION_STAGE_TRAIN,
+    S.ITERATION_STAGE_EVALUATE,
+    S.ITERATION_STAGE_ROLLOUT,
+    S.ITERATION_STAGE_RECORD,
+]
+VERDICTS = {
+    common_pb2.VERDICT_PASS: "pass",
+    common_pb2.VERDICT_FAIL: "fail",
+    common_pb2.VERDICT_UNDECIDED: "undecided",
+    common_pb2.VERDICT_UNSPECIFIED: "undecided",
+}
+OUTCOMES = {
+    common_pb2.SEARCH_OUTCOME_ALREADY_PASSING: "already_passing",
+    common_pb2.SEARCH_OUTCOME_REFINED: "refined",
+    common_pb2.SEARCH_OUTCOME_EXHAUSTED: "exhausted",
+    common_pb2.SEARCH_OUTCOME_DEADLINE: "deadline",
+    common_pb2.SEARCH_OUTCOME_UNSPECIFIED: "exhausted",
+}
+
+Notify = Callable[[coordinator_pb2.Iteration, str], None]
+
+
+def stage_name(stage: int) -> str:
+    return str(S.IterationStage.Name(stage)).removeprefix("ITERATION_STAGE_").lower()
+
+
+def now() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+@dataclass
+class Ports:
+    """What the loop needs from the other services (the async SDK clients in production)."""
+
+    actor: Any
+    """AsyncActorClient of the actor service."""
+    refiner: Any
+    """AsyncRefinerClient of the refiner service."""
+    trainer: Any
+    """AsyncTrainerClient of the trainer service (and its artifact store)."""
+    replicas: Callable[[str], Awaitable[list[Any]]]
+    """role → connected ReplicaOps of every replica of the role."""
+    prompts: Callable[[int, str], list[Any]]
+    """(iteration, path) → prompt records for training (IFEval-format fields)."""
+    eval_prompts: Callable[[], list[Any]]
+    """Held-out prompt records."""
+    evaluate: Callable[[list[Any], str], Awaitable[coordinator_pb2.EvalMetrics]]
+    """(records, adapter) → IFEval's four metrics of the actor with that adapter."""
+
+
+async def bounded(limit: int, items: Iterable[Any], fn: Callable[[Any], Awaitable[None]]) -> None:
+    """Runs fn over items with at most limit in flight (so the engine batches them)."""
+    sem = asyncio.Semaphore(max(1, limit))
+
+    async def one(item: Any) -> None:
+        async with sem:
+            await fn(item)
+
+    await asyncio.gather(*(one(i) for i in items))
+
+
+class Iteration:
+    def __init__(
+        self,
+        number: int,
+        settings: Settings,
+        store: StateStore,
+        ports: Ports,
+        notify: Notify,
+        prompts_path: str = "",
+    ) -> None:
+        self.number = number
+        self.settings = settings
+        self.c = settings.coordinator
+        self.store = store
+        self.ports = ports
+        self.notify = notify
+        self.prompts_path = prompts_path or self.c.prompts_path
+        self.dir = store.iteration_dir(number)
+        self.templates = Prompts.from_settings(
+            settings.refiner.judge_template, settings.refiner.refine_template
+        )
+        self.record = store.load_iteration(number) or coordinator_pb2.Iteration(
+            number=number,
+            state=S.ITERATION_STATE_RUNNING,
+            stage=S.ITERATION_STAGE_PROMPTS,
+            started_at=now(),
+        )
+
+    def _save(self, message: str) -> None:
+        self.store.save_iteration(self.record)
+        self.notify(self.record, message)
+
+    async def run(self) -> coordinator_pb2.Iteration:
+        it = self.record
+        it.state = S.ITERATION_STATE_RUNNING
+        it.error = ""
+        runners: dict[int, Callable[[], Awaitable[None]]] = {
+            S.ITERATION_STAGE_PROMPTS: self.prompts,
+            S.ITERATION_STAGE_SAMPLE: self.sample,
+            S.ITERATION_STAGE_JUDGE: self.judge,
+            S.ITERATION_STAGE_SEARCH: self.search,
+            S.ITERATION_STAGE_BUILD_DATA: self.build_data,
+            S.ITERATION_STAGE_TRAIN: self.train,
+            S.ITERATION_STAGE_EVALUATE: self.evaluate,
+            S.ITERATION_STAGE_ROLLOUT: self.rollout,
+            S.ITERATION_STAGE_RECORD: self.finish,
+        }
+        start = STAGES.index(it.stage) if it.stage in STAGES else 0
+        try:
+            for stage in STAGES[start:]:
+                it.stage = stage
+                self._save(f"iteration {self.number}: {stage_name(stage)}")
+                t0 = time.perf_counter()
+                await runners[stage]()
+                timing = it.timings.add(stage=stage)
+                timing.duration.FromNanoseconds(int((time.perf_counter() - t0) * 1e9))
+            it.stage = S.ITERATION_STAGE_DONE
+            it.finished_at.CopyFrom(now())
+            self._save(f"iteration {self.number}: done ({S.IterationState.Name(it.state)})")
+        except asyncio.CancelledError:
+            self.store.save_iteration(it)  # resumable: state stays RUNNING
+            raise
+        except Exception as exc:
+            log.exception("iteration %d failed in %s", self.number, stage_name(it.stage))
+            it.state = S.ITERATION_STATE_FAILED
+            it.error = f"{stage_name(it.stage)}: {exc}"
+            it.finished_at.CopyFrom(now())
+            self._save(f"iteration {self.number} failed: {it.error}")
+        return it
+
+    # -- stages -------------------------------------------------------------------------
+
+    def _journal(self, name: str) -> Journal:
+        return Journal(self.dir / f"{name}.jsonl")
+
+    def _prompt_records(self) -> dict[str, dict[str, Any]]:
+        return self._journal("prompts").read()
+
+    async def prompts(self) -> None:
+        journal = self._journal("prompts")
+        if not journal.read():
+            records = self.ports.prompts(self.number, self.prompts_path)[: self.c.num_prompts]
+            if not records:
+                raise FailedPrecondition("the prompt source gave no prompts")
+            journal.append(
+                {
+                    "key": str(r.key),
+                    "prompt": r.prompt,
+                    "instruction_id_list": list(r.instruction_id_list),
+                    "kwargs": [dict(k) for k in r.kwargs],
+                }
+                for r in records
+            )
+        self.record.counts.prompts = len(journal.read())
+
+    async def sample(self) -> None:
+        journal = self._journal("samples")
+        done = journal.read()
+        todo = [p for k, p in self._prompt_records().items() if k not in done]
+
+        async def one(p: Mapping[str, Any]) -> None:
+            reply = await self.ports.actor.generate(
+                p["prompt"],
+                n=self.c.samples_per_prompt,
+                temperature=self.c.sample_temperature,
+                top_p=self.c.sample_top_p,
+                max_tokens=self.c.sample_max_tokens,
+            )
+            journal.append([{"key": p["key"], "responses": [c.text for c in reply.completions]}])
+
+        await bounded(self.c.concurrency, todo, one)
+        self.record.counts.samples = sum(len(s["responses"]) for s in journal.read().values())
+
+    def _constraints(self, p: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (i, {k: v for k, v in (kw or {}).items() if v is not None})
+            for i, kw in zip(p["instruction_id_list"], p["kwargs"], strict=False)
+        ]
+
+    async def judge(self) -> None:
+        journal = self._journal("judgments")
+        done = journal.read()
+        prompts = self._prompt_records()
+        items = [
+            (prompts[key], i, response)
+            for key, s in self._journal("samples").read().items()
+            for i, response in enumerate(s["responses"])
+            if f"{key}#{i}" not in done
+        ]
+
+        async def one(item: tuple[Mapping[str, Any], int, str]) -> None:
+            p, i, response = item
+            reply = await self.ports.refiner.judge(
+                p["prompt"],
+                response,
+                constraints=self._constraints(p),
+                kind=self.c.judge,
+                samples=self.c.judge_samples,
+            )
+            journal.append(
+                [
+                    {
+                        "key": f"{p['key']}#{i}",
+                        "prompt_key": p["key"],
+                        "index": i,
+                        "prompt": p["prompt"],
+                        "response": response,
+                        "verdict": VERDICTS[reply.verdict],
+                        "value": reply.value,
+                        "yes_votes": reply.yes_votes,
+                        "no_votes": reply.no_votes,
+                        "critique": reply.critique,
+                    }
+                ]
+            )
+
+        await bounded(self.c.concurrency, items, one)
+
+    def _negatives(self) -> dict[str, Mapping[str, Any]]:
+        by_prompt: dict[str, list[Mapping[str, Any]]] = {}
+        for j in self._journal("judgments").read().values():
+            by_prompt.setdefault(j["prompt_key"], []).append(j)
+        out = {}
+        for key, judged in by_prompt.items():
+            negative = data.pick_negative(judged)
+            if negative is not None:
+                out[key] = negative
+        return out
+
+    async def search(self) -> None:
+        journal = self._journal("searches")
+        done = journal.read()
+        prompts = self._prompt_records()
+        negatives = self._negatives()
+        self.record.counts.negatives = len(negatives)
+        todo = [(prompts[k], n) for k, n in negatives.items() if k not in done]
+        budget = common_pb2.SearchBudget(
+            max_nodes=self.c.search_max_nodes, max_generated_tokens=self.c.search_max_tokens
+        )
+        options = common_pb2.SearchOptions(
+            strategy=common_pb2.SEARCH_STRATEGY_DFS
+            if self.c.strategy == "dfs"
+            else common_pb2.SEARCH_STRATEGY_BFS,
+            judge_samples=self.c.judge_samples,
+        )
+
+        async def one(item: tuple[Mapping[str, Any], Mapping[str, Any]]) -> None:
+            p, negative = item
+            reply: refiner_pb2.RefineResponse = await self.ports.refiner.refine(
+                p["prompt"],
+                negative["response"],
+                constraints=self._constraints(p),
+                judge=self.c.judge,
+                options=options,
+                budget=budget,
+            )
+            journal.append(
+                [
+                    {
+                        "key": p["key"],
+                        "prompt": p["prompt"],
+                        "root": negative["response"],
+                        "best_response": reply.best_response,
+                        "outcome": OUTCOMES[reply.outcome],
+                        "value": reply.value,
+                        "trace": [
+                            {
+                                "response": n.response,
+                                "reflection": n.reflection,
+                                "critique": n.critique,
+                                "value": n.value,
+                            }
+                            for n in reply.trace
+                        ],
+                        "cost": json_format.MessageToDict(
+                            reply.cost, preserving_proto_field_name=True
+                        ),
+                    }
+                ]
+            )
+
+        await bounded(self.c.concurrency, todo, one)
+        searches = list(journal.read().values())
+        self.record.counts.searches = len(searches)
+        self.record.counts.refined = sum(s["outcome"] == "refined" for s in searches)
+        self.record.search_cost.CopyFrom(sum_costs(s["cost"] for s in searches))
+
+    async def build_data(self) -> None:
+        searches = list(self._journal("searches").read().values())
+        judgments = list(self._journal("judgments").read().values())
+        pairs = data.dpo_pairs(searches)
+        sft = data.refinement_records(searches, self.templates) + data.judgment_records(
+            judgments, self.templates
+        )
+        write_json(self.dir / "dpo.json", pairs)
+        write_json(self.dir / "sft.json", sft)
+        self.record.counts.dpo_pairs = len(pairs)
+        self.record.counts.sft_records = len(sft)
+
+    async def train(self) -> None:
+        state: dict[str, Any] = read_json(self.dir / "train.json", {})
+        jobs = [
+            ("actor", "dpo", "dpo.json", self.c.learning_rate_dpo),
+            ("refiner", "sft", "sft.json", self.c.learning_rate_sft),
+        ]
+        for role, kind, file, lr in jobs:
+            entry = state.get(role, {})
+            if entry.get("version") or entry.get("skipped"):
+                continue
+            records = read_json(self.dir / file, [])
+            if not records:
+                state[role] = {"skipped": f"no {kind} data"}
+                write_json(self.dir / "train.json", state)
+                continue
+            if not entry.get("job_id"):
+                parent, _ = self.store.desired(role)
+                dataset = await self.ports.trainer.upload_dataset(
+                    kind, records, name=f"iteration-{self.number}-{role}"
+                )
+                job = await self.ports.trainer.submit_job(
+                    kind,
+                    dataset.dataset_digest,
+                    role=role,
+                    iteration=self.number,
+                    parent=parent.name if parent else "",
+                    idempotency_key=f"spar-iteration-{self.number}-{role}",
+                    hyperparameters={
+                        "epochs": self.c.epochs,
+                        "lora_rank": self.c.lora_rank,
+                        "lora_alpha": 2 * self.c.lora_rank,
+                        "learning_rate": lr,
+                        "max_length": self.c.max_length,
+                    },
+                )
+                entry = {"job_id": job.id}
+                state[role] = entry
+                write_json(self.dir / "train.json", state)
+                self._save(f"iteration {self.number}: {role} {kind} job {job.id} submitted")
+            final = await self.ports.trainer.wait_job(entry["job_id"])
+            if final.state != trainer_pb2.JOB_STATE_SUCCEEDED:
+                # A failed job is retried by a resumed iteration with a fresh submission.
+                state.pop(role, None)
+                write_json(self.dir / "train.json", state)
+                raise FailedPrecondition(
+                    f"{role} {kind} job {final.id} ended {trainer_pb2.JobState.Name(final.state)}: "
+                    f"{final.error}"
+                )
+            v = final.result
+            entry["version"] = {
+                "name": v.name, "digest": v.digest, "role": role, "iteration": self.number
+            }  # fmt: skip
+            write_json(self.dir / "train.json", state)
+        for role, field in (("actor", "actor_candidate"), ("refiner", "refiner_candidate")):
+            v = state.get(role, {}).get("version")
+            if v:
+                getattr(self.record, field).CopyFrom(version_message(Version(**v)))
+
+    async def evaluate(self) -> None:
+        it = self.record
+        if not it.actor_candidate.name:
+            it.decision = "no actor candidate this iteration (no DPO pairs)"
+            return
+        saved = read_json(self.dir / "eval.json")
+        if saved is None:
+            candidate = Version(it.actor_candidate.name, it.actor_candidate.digest, "actor")
+            replicas = await self.ports.replicas("actor")
+            await stage_all(replicas, candidate, self._store_target())
+            active, _ = self.store.desired("actor")
+            records = self.ports.eval_prompts()
+            baseline = await self.ports.evaluate(records, active.name if active else "base")
+            cand = await self.ports.evaluate(records, candidate.name)
+            saved = {
+                "baseline": json_format.MessageToDict(baseline, preserving_proto_field_name=True),
+                "candidate": json_format.MessageToDict(cand, preserving_proto_field_name=True),
+            }
+            write_json(self.dir / "eval.json", saved)
+        it.baseline_eval.CopyFrom(json_format.ParseDict(saved["baseline"], S.EvalMetrics()))
+        it.candidate_eval.CopyFrom(json_format.ParseDict(saved["candidate"], S.EvalMetrics()))
+        metric = self.c.promote_metric
+        base_v = getattr(it.baseline_eval, metric)
+        cand_v = getattr(it.candidate_eval, metric)
+        if cand_v + self.c.promote_margin >= base_v:
+            it.decision = (
+                f"promoted: {metric} {cand_v:.3f} vs {base_v:.3f} (margin {self.c.promote_margin})"
+            )
+        else:
+            it.state = S.ITERATION_STATE_REJECTED
+            it.decision = (
+                f"rejected: {metric} {cand_v:.3f} < {base_v:.3f} - margin {self.c.promote_margin}"
+            )
+
+    def _store_target(self) -> str:
+        return self.c.store_target or self.c.trainer_target
+
+    async def rollout(self) -> None:
+        it = self.record
+        if it.state == S.ITERATION_STATE_REJECTED:
+            replicas = await self.ports.replicas("actor")
+            await asyncio.gather(
+                *(r.retire(it.actor_candidate.name) for r in replicas), return_exceptions=True
+            )
+            return
+        for role, candidate in (("actor", it.actor_candidate), ("refiner", it.refiner_candidate)):
+            if candidate.name:
+                version = Version(candidate.name, candidate.digest, role, self.number)
+                await roll_out(
+                    self.store, role, version, await self.ports.replicas(role), self._store_target()
+                )
+
+    async def finish(self) -> None:
+        if self.record.state == S.ITERATION_STATE_RUNNING:
+            self.record.state = S.ITERATION_STATE_SUCCEEDED
+
+
+async def roll_out(
+    store: StateStore, role: str, version: Version, replicas: list[Any], store_target: str
+) -> float:
+    """Two-phase rollout of version to every replica; records the desired versions."""
+    active, previous = store.desired(role)
+    if active is not None and active.name == version.name:
+        previous_name = previous.name if previous else ""
+    else:
+        previous_name = active.name if active else ""
+    t0 = time.perf_counter()
+    await stage_all(replicas, version, store_target)
+    await activate_all(replicas, version.name, previous_name)
+    if active is None or active.name != version.name:
+        store.set_desired(role, version, active)
+    await retire_old(replicas, [version.name, previous_name])
+    return time.perf_counter() - t0
+
+
+def sum_costs(costs: Iterable[Mapping[str, Any]]) -> common_pb2.SearchCost:
+    total = common_pb2.SearchCost()
+    wall = 0.0
+    for doc in costs:
+        c = json_format.ParseDict(doc, common_pb2.SearchCost())
+        total.nodes_expanded += c.nodes_expanded
+        total.judge_samples += c.judge_samples
+        for phase in ("judge", "refine", "generate"):
+            mine, theirs = getattr(total, phase), getattr(c, phase)
+            mine.prompt_tokens += theirs.prompt_tokens
+            mine.completion_tokens += theirs.completion_tokens
+            mine.requests += theirs.requests
+        wall += c.wall_time.ToNanoseconds() / 1e9
+    total.wall_time.FromNanoseconds(int(wall * 1e9))
+    return total

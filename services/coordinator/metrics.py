@@ -1,0 +1,55 @@
+"""Coordinator metrics (docs/metrics.md), on the server's registry."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from spar.metrics import Metrics
+
+ROLLOUT_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+
+
+class CoordinatorMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        r, self.service = metrics.registry, metrics.service
+        self.rollouts = Counter(
+            "spar_rollouts",
+            "Rollouts by role and result.",
+            ["service", "role", "result"],
+            registry=r,
+        )
+        self.rollout_duration = Histogram(
+            "spar_rollout_duration_seconds",
+            "Stage + activate of a version over all replicas of a role.",
+            ["service", "role"],
+            buckets=ROLLOUT_BUCKETS,
+            registry=r,
+        )
+        self.replica_version = Gauge(
+            "spar_replica_active_version_info",
+            "1 per replica for the version it serves (base: no adapter).",
+            ["service", "role", "replica", "version"],
+            registry=r,
+        )
+        self.iterations = Counter(
+            "spar_iterations",
+            "Finished iterations by final state.",
+            ["service", "state"],
+            registry=r,
+        )
+        self.iteration_stage = Gauge(
+            "spar_iteration_stage", "Stage number of the running iteration (0: idle).", ["service"],
+            registry=r,
+        )  # fmt: skip
+        self.iteration_stage.labels(self.service).set(0)
+        self._known: dict[str, set[tuple[str, str, str, str]]] = {}
+
+    def set_replica_versions(self, role: str, versions: dict[str, str]) -> None:
+        """Replaces the role's per-replica series (replicas that left disappear)."""
+        for labels in list(self._known.get(role, ())):
+            self.replica_version.remove(*labels)
+        self._known[role] = set()
+        for replica, version in versions.items():
+            labels = (self.service, role, replica, version or "base")
+            self.replica_version.labels(*labels).set(1)
+            self._known[role].add(labels)

@@ -1,0 +1,177 @@
+"""Two-phase rollout of an adapter version to every replica of a role.
+
+Phase 1 stages the version everywhere (fetch, verify digest, load); if any replica fails,
+nothing activates and the copies staged by this rollout are dropped. Phase 2 switches
+every replica's active alias. Then versions other than the new and the previous one are
+retired, so rollback stays instant and memory stays bounded.
+
+The decisions are pure functions; :func:`rollout` runs them over :class:`ReplicaOps`
+(gRPC in production, anything in unit tests). Every step is idempotent, so a
+coordinator that dies mid-rollout simply runs the same rollout again on restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class Version:
+    name: str
+    digest: str = ""
+    role: str = ""
+    iteration: int = 0
+
+
+@dataclass(frozen=True)
+class Hosted:
+    """What one replica hosts: loaded version names and the active one ('' = base)."""
+
+    names: frozenset[str]
+    active: str
+
+
+class ReplicaOps(Protocol):
+    """The AdapterHost calls a rollout needs from one replica."""
+
+    target: str
+
+    async def stage(self, version: Version, store_target: str) -> bool:
+        """Stages; returns True when it was loaded now (False: it was already there)."""
+        ...
+
+    async def activate(self, name: str) -> None: ...
+
+    async def retire(self, name: str) -> None: ...
+
+    async def hosted(self) -> Hosted: ...
+
+
+class RolloutFailed(Exception):
+    def __init__(self, message: str, failures: dict[str, str]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
+@dataclass
+class RolloutReport:
+    version: str
+    replicas: list[str]
+    staged_now: list[str] = field(default_factory=list)
+    retired: dict[str, list[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# -- pure decisions --------------------------------------------------------------------
+
+
+def stage_failures(results: dict[str, BaseException | bool]) -> dict[str, str]:
+    """Replicas whose staging failed, with the reason."""
+    return {
+        t: f"{type(r).__name__}: {r}" for t, r in results.items() if isinstance(r, BaseException)
+    }
+
+
+def to_drop_after_failed_stage(results: dict[str, BaseException | bool]) -> list[str]:
+    """Replicas where this rollout loaded the version (they drop it; others never had it
+    or had it before the rollout and keep it)."""
+    return sorted(t for t, r in results.items() if r is True)
+
+
+def to_retire(hosted: Hosted, keep: Sequence[str]) -> list[str]:
+    """Versions to unload on a replica: all but the kept ones and the active one."""
+    kept = {k for k in keep if k} | {hosted.active}
+    return sorted(n for n in hosted.names if n not in kept)
+
+
+# -- execution --------------------------------------------------------------------------
+
+
+async def stage_all(
+    replicas: Sequence[ReplicaOps], version: Version, store_target: str
+) -> list[str]:
+    """Phase 1 everywhere; returns the replicas that loaded it now. Raises RolloutFailed
+    (after dropping what it staged) when any replica fails."""
+    if not replicas:
+        raise RolloutFailed("no replicas to roll out to", {})
+    outcomes = await asyncio.gather(
+        *(r.stage(version, store_target) for r in replicas), return_exceptions=True
+    )
+    results: dict[str, BaseException | bool] = {
+        r.target: o for r, o in zip(replicas, outcomes, strict=True)
+    }
+    failures = stage_failures(results)
+    if failures:
+        drop = set(to_drop_after_failed_stage(results))
+        await asyncio.gather(
+            *(r.retire(version.name) for r in replicas if r.target in drop),
+            return_exceptions=True,
+        )
+        raise RolloutFailed(
+            f"staging {version.name} failed on {len(failures)} of {len(replicas)} replicas; "
+            "nothing was activated: " + "; ".join(f"{t}: {e}" for t, e in failures.items()),
+            failures,
+        )
+    return to_drop_after_failed_stage(results)
+
+
+async def activate_all(replicas: Sequence[ReplicaOps], name: str, fallback: str) -> None:
+    """Phase 2 everywhere. If a replica refuses, the ones switched go back to fallback."""
+    outcomes = await asyncio.gather(*(r.activate(name) for r in replicas), return_exceptions=True)
+    failures = {
+        r.target: f"{type(o).__name__}: {o}"
+        for r, o in zip(replicas, outcomes, strict=True)
+        if isinstance(o, BaseException)
+    }
+    if failures:
+        switched = [
+            r for r, o in zip(replicas, outcomes, strict=True) if not isinstance(o, BaseException)
+        ]
+        await asyncio.gather(
+            *(r.activate(fallback or BASE) for r in switched), return_exceptions=True
+        )
+        raise RolloutFailed(
+            f"activating {name} failed on {len(failures)} replicas; the others were switched "
+            f"back to {fallback or BASE}",
+            failures,
+        )
+
+
+async def retire_old(replicas: Sequence[ReplicaOps], keep: Sequence[str]) -> dict[str, list[str]]:
+    """Unloads versions other than keep (best effort: a failure here is only logged)."""
+    retired: dict[str, list[str]] = {}
+    for replica in replicas:
+        try:
+            names = to_retire(await replica.hosted(), keep)
+            for name in names:
+                await replica.retire(name)
+            retired[replica.target] = names
+        except Exception as exc:
+            log.warning("retiring old versions on %s failed: %s", replica.target, exc)
+    return retired
+
+
+async def rollout(
+    replicas: Sequence[ReplicaOps], version: Version, store_target: str, previous: str
+) -> RolloutReport:
+    """Stage everywhere, activate everywhere, retire all but version and previous."""
+    t0 = time.perf_counter()
+    staged_now = await stage_all(replicas, version, store_target)
+    await activate_all(replicas, version.name, previous)
+    retired = await retire_old(replicas, [version.name, previous])
+    return RolloutReport(
+        version=version.name,
+        replicas=[r.target for r in replicas],
+        staged_now=staged_now,
+        retired=retired,
+        seconds=time.perf_counter() - t0,
+    )

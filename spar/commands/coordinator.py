@@ -1,0 +1,145 @@
+"""``spar coordinator serve``, ``spar iterate``, ``spar state``, ``spar rollback``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from tqdm import tqdm
+
+from spar.commands.flags import (
+    EXIT_ERROR,
+    add_client_flags,
+    add_serve_flags,
+    print_json,
+    settings_from,
+)
+from spar.log_setup import configure_logging
+from spar.v1 import coordinator_pb2 as pb
+
+STAGES = [s for s in pb.IterationStage.keys() if s != "ITERATION_STAGE_UNSPECIFIED"]  # noqa: SIM118
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from services.coordinator.server import serve
+
+    settings = settings_from(args)
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _stage(it: pb.Iteration) -> str:
+    return str(pb.IterationStage.Name(it.stage)).removeprefix("ITERATION_STAGE_").lower()
+
+
+def _state(it: pb.Iteration) -> str:
+    return str(pb.IterationState.Name(it.state)).removeprefix("ITERATION_STATE_").lower()
+
+
+def summary(it: pb.Iteration) -> str:
+    c = it.counts
+    lines = [
+        f"iteration {it.number}: {_state(it)}" + (f" — {it.decision}" if it.decision else ""),
+        f"  data: {c.prompts} prompts, {c.samples} samples, {c.negatives} negatives, "
+        f"{c.searches} searches, {c.refined} refined, {c.dpo_pairs} DPO pairs, "
+        f"{c.sft_records} RFT records",
+        f"  actor candidate:   {it.actor_candidate.name or '-'}",
+        f"  refiner candidate: {it.refiner_candidate.name or '-'}",
+    ]
+    if it.HasField("candidate_eval"):
+        b, k = it.baseline_eval, it.candidate_eval
+        lines.append("  eval (before → after):")
+        for field in ("prompt_level_strict", "prompt_level_loose", "instruction_level_strict",
+                      "instruction_level_loose"):  # fmt: skip
+            lines.append(f"    {field:26s} {getattr(b, field):.3f} → {getattr(k, field):.3f}")
+    cost = it.search_cost
+    lines.append(
+        f"  search cost: {cost.nodes_expanded} nodes, {cost.judge_samples} judge samples, "
+        f"{cost.judge.completion_tokens + cost.refine.completion_tokens} generated tokens"
+    )
+    if it.error:
+        lines.append(f"  error: {it.error}")
+    return "\n".join(lines)
+
+
+def cmd_iterate(args: argparse.Namespace) -> int:
+    from spar.client import CoordinatorClient
+
+    with CoordinatorClient(args.target, timeout=args.timeout) as client:
+        it = client.start_iteration(args.prompts or "", args.num_prompts)
+        final = it
+        bar = None if args.json else tqdm(total=len(STAGES) - 1, desc=f"iteration {it.number}")
+        for event in client.watch_iteration(it.number):
+            final = event.iteration
+            if bar is not None:
+                bar.n = min(final.stage - 1, bar.total) if final.stage else 0
+                bar.set_postfix_str(f"{_stage(final)} | {event.message}"[:70])
+                bar.refresh()
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print_json(final)
+    else:
+        print(summary(final))
+    return (
+        0
+        if final.state in (pb.ITERATION_STATE_SUCCEEDED, pb.ITERATION_STATE_REJECTED)
+        else EXIT_ERROR
+    )
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    from spar.client import CoordinatorClient
+
+    with CoordinatorClient(args.target, timeout=args.timeout) as client:
+        state = client.get_state()
+    if args.json:
+        print_json(state)
+        return 0
+    for role in ("actor", "refiner"):
+        active, previous = getattr(state, role), getattr(state, f"{role}_previous")
+        print(f"{role:8s} active {active.name or 'base'}   previous {previous.name or '-'}")
+    for r in state.replicas:
+        status = r.active or "base" if r.reachable else "UNREACHABLE"
+        print(f"  {r.role:8s} {r.target:24s} {status}")
+    for it in state.iterations:
+        print(f"iteration {it.number}: {_state(it)} ({_stage(it)}) {it.decision or it.error}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from spar.client import CoordinatorClient
+
+    with CoordinatorClient(args.target, timeout=args.timeout) as client:
+        reply = client.rollback(args.role, args.version or "")
+    if args.json:
+        print_json(reply)
+    else:
+        print(f"{args.role}: {reply.active.name} active on {reply.replicas} replicas")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    coordinator = sub.add_parser("coordinator", help="the coordinator service").add_subparsers(
+        dest="coordinator_command", required=True
+    )
+    serve = coordinator.add_parser("serve", help="run the coordinator")
+    add_serve_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    iterate = sub.add_parser("iterate", help="run (or resume) one self-play iteration")
+    iterate.add_argument("--prompts", help="IFEval-format or plain jsonl prompt file")
+    iterate.add_argument("--num-prompts", type=int, default=0, help="prompts to use")
+    add_client_flags(iterate, "coordinator")
+    iterate.set_defaults(func=cmd_iterate)
+
+    state = sub.add_parser("state", help="versions, replicas and iterations")
+    add_client_flags(state, "coordinator")
+    state.set_defaults(func=cmd_state)
+
+    rollback = sub.add_parser("rollback", help="return every replica of a role to a version")
+    rollback.add_argument("role", choices=["actor", "refiner"])
+    rollback.add_argument("version", nargs="?", help="version name (default: the previous one)")
+    add_client_flags(rollback, "coordinator")
+    rollback.set_defaults(func=cmd_rollback)

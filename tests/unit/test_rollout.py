@@ -1,0 +1,101 @@
+"""Two-phase rollout over scripted replicas: all-or-nothing staging, activation, retire."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.coordinator.rollout import (
+    Hosted,
+    RolloutFailed,
+    Version,
+    rollout,
+    to_retire,
+)
+
+
+class FakeReplica:
+    """Scripted AdapterHost: records calls, fails where told to."""
+
+    def __init__(self, target: str, *, loaded: set[str] | None = None, fail_stage: bool = False,
+                 fail_activate: bool = False, active: str = "") -> None:  # fmt: skip
+        self.target = target
+        self.loaded = set(loaded or ())
+        self.active = active
+        self.fail_stage = fail_stage
+        self.fail_activate = fail_activate
+        self.calls: list[tuple[str, str]] = []
+
+    async def stage(self, version: Version, store_target: str) -> bool:
+        self.calls.append(("stage", version.name))
+        if self.fail_stage:
+            raise ConnectionError("replica down")
+        new = version.name not in self.loaded
+        self.loaded.add(version.name)
+        return new
+
+    async def activate(self, name: str) -> None:
+        self.calls.append(("activate", name))
+        if self.fail_activate and name != "old":
+            raise ConnectionError("refused")
+        self.active = "" if name == "base" else name
+
+    async def retire(self, name: str) -> None:
+        self.calls.append(("retire", name))
+        self.loaded.discard(name)
+
+    async def hosted(self) -> Hosted:
+        return Hosted(frozenset(self.loaded), self.active)
+
+
+NEW = Version("actor-2-bbbbbbbbbbbb", "b" * 64, "actor", 2)
+
+
+async def test_stage_everywhere_then_activate_everywhere_then_retire() -> None:
+    replicas = [FakeReplica(f"r{i}", loaded={"ancient", "old"}, active="old") for i in range(3)]
+    report = await rollout(replicas, NEW, "store:1", previous="old")
+    for r in replicas:
+        kinds = [c[0] for c in r.calls]
+        assert kinds.index("stage") < kinds.index("activate") < kinds.index("retire")
+        assert r.active == NEW.name
+        assert r.loaded == {NEW.name, "old"}, "previous stays loaded, older ones go"
+    assert report.staged_now == ["r0", "r1", "r2"]
+    # Nobody activates before everybody staged.
+    assert all(("activate", NEW.name) not in r.calls[:1] for r in replicas)
+
+
+async def test_one_failed_stage_activates_nothing_and_drops_copies() -> None:
+    ok1 = FakeReplica("a", loaded={"old"}, active="old")
+    ok2 = FakeReplica("b", loaded={"old", NEW.name}, active="old")  # had it before
+    down = FakeReplica("c", loaded={"old"}, active="old", fail_stage=True)
+    with pytest.raises(RolloutFailed) as err:
+        await rollout([ok1, ok2, down], NEW, "store:1", previous="old")
+    assert set(err.value.failures) == {"c"}
+    assert all(r.active == "old" for r in (ok1, ok2, down))
+    assert NEW.name not in ok1.loaded, "copies staged by the failed rollout are dropped"
+    assert NEW.name in ok2.loaded, "a copy that was there before stays"
+    assert not any(c[0] == "activate" for r in (ok1, ok2, down) for c in r.calls)
+
+
+async def test_failed_activation_switches_the_others_back() -> None:
+    good = FakeReplica("a", loaded={"old"}, active="old")
+    bad = FakeReplica("b", loaded={"old"}, active="old", fail_activate=True)
+    with pytest.raises(RolloutFailed, match="switched back to old"):
+        await rollout([good, bad], NEW, "store:1", previous="old")
+    assert good.active == "old" and bad.active == "old"
+
+
+async def test_rollout_is_idempotent() -> None:
+    r = FakeReplica("a", loaded={"old"}, active="old")
+    await rollout([r], NEW, "s", previous="old")
+    report = await rollout([r], NEW, "s", previous="old")
+    assert report.staged_now == [] and r.active == NEW.name
+
+
+async def test_no_replicas_is_an_error() -> None:
+    with pytest.raises(RolloutFailed, match="no replicas"):
+        await rollout([], NEW, "s", previous="")
+
+
+def test_to_retire_keeps_active_and_kept() -> None:
+    hosted = Hosted(frozenset({"a", "b", "c", "d"}), active="d")
+    assert to_retire(hosted, ["a", ""]) == ["b", "c"]
