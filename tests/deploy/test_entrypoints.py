@@ -15,10 +15,7 @@ from deploy_tools import Tools, containers, find
 
 #: Commands the chart calls whose implementation has not landed yet.
 PENDING = {
-    ("refiner", "serve"): "the refiner service (spar refiner serve --actor ...)",
-    ("trainer", "serve"): "the trainer service (spar trainer serve --store ...)",
     ("coordinator", "serve"): "the coordinator service (spar coordinator serve)",
-    ("refine",): "the refined-answer client command used by `helm test`",
 }
 
 

@@ -101,3 +101,34 @@ the headless Service with round_robin (a ClusterIP pins one HTTP/2 connection to
 {{- define "spar.dashboardName" -}}
 {{- printf "%s-dashboard" (include "spar.fullname" .) }}
 {{- end }}
+
+{{- define "spar.coordinatorClaimName" -}}
+{{- default (printf "%s-coordinator-state" (include "spar.fullname" .)) .Values.coordinator.persistence.existingClaim }}
+{{- end }}
+
+{{/*
+A ReadWriteOnce claim of a single-writer role; call with
+(dict "ctx" $ "role" "trainer" "name" "..." "persistence" .Values.trainer.persistence).
+*/}}
+{{- define "spar.claim" -}}
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {{ .name }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "spar.roleLabels" (dict "ctx" .ctx "role" .role) | nindent 4 }}
+  {{- if .persistence.retain }}
+  annotations:
+    # What the claim holds outlives the release; delete it by hand.
+    helm.sh/resource-policy: keep
+  {{- end }}
+spec:
+  accessModes: [ReadWriteOnce]
+  {{- if not (kindIs "invalid" .persistence.storageClassName) }}
+  storageClassName: {{ .persistence.storageClassName | quote }}
+  {{- end }}
+  resources:
+    requests:
+      storage: {{ .persistence.size }}
+{{- end }}
