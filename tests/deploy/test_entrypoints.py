@@ -14,9 +14,7 @@ import pytest
 from deploy_tools import Tools, containers, find
 
 #: Commands the chart calls whose implementation has not landed yet.
-PENDING = {
-    ("coordinator", "serve"): "the coordinator service (spar coordinator serve)",
-}
+PENDING: dict[tuple[str, ...], str] = {}
 
 
 def spar_command_lines(objects: list[dict[str, Any]]) -> list[list[str]]:
