@@ -9,7 +9,7 @@ model: setup
 
 # Runs the embedded default: every service on loopback on CPU with the default model.
 run: model
-	.venv/bin/spar up
+	.venv/bin/spar up --demo
 
 # Lint, type-check and the whole test suite (unit, integration, e2e).
 test: model

@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.coordinator import data
+from services.coordinator.evaluate import PromotionPolicy, decide
 from services.coordinator.journal import Journal, read_json, write_json
 from services.coordinator.rollout import Version, activate_all, retire_old, stage_all
 from services.coordinator.state import StateStore, version_message
@@ -419,18 +420,14 @@ class Iteration:
             write_json(self.dir / "eval.json", saved)
         it.baseline_eval.CopyFrom(json_format.ParseDict(saved["baseline"], S.EvalMetrics()))
         it.candidate_eval.CopyFrom(json_format.ParseDict(saved["candidate"], S.EvalMetrics()))
-        metric = self.c.promote_metric
-        base_v = getattr(it.baseline_eval, metric)
-        cand_v = getattr(it.candidate_eval, metric)
-        if cand_v + self.c.promote_margin >= base_v:
-            it.decision = (
-                f"promoted: {metric} {cand_v:.3f} vs {base_v:.3f} (margin {self.c.promote_margin})"
-            )
-        else:
+        decision = decide(
+            it.baseline_eval,
+            it.candidate_eval,
+            PromotionPolicy(self.c.promote_metric, self.c.promote_margin),
+        )
+        it.decision = decision.reason
+        if not decision.promote:
             it.state = S.ITERATION_STATE_REJECTED
-            it.decision = (
-                f"rejected: {metric} {cand_v:.3f} < {base_v:.3f} - margin {self.c.promote_margin}"
-            )
 
     def _store_target(self) -> str:
         return self.c.store_target or self.c.trainer_target

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import Any
 
 from tqdm import tqdm
 
@@ -63,21 +64,25 @@ def summary(it: pb.Iteration) -> str:
     return "\n".join(lines)
 
 
+def watch_with_progress(client: Any, it: pb.Iteration, *, show: bool = True) -> pb.Iteration:
+    """Follows an iteration to its end with a progress bar over its stages."""
+    final = it
+    bar = tqdm(total=len(STAGES) - 1, desc=f"iteration {it.number}", disable=not show)
+    for event in client.watch_iteration(it.number):
+        final = event.iteration
+        bar.n = min(max(final.stage - 1, 0), bar.total)
+        bar.set_postfix_str(f"{_stage(final)}: {event.message}"[:80])
+        bar.refresh()
+    bar.close()
+    return final
+
+
 def cmd_iterate(args: argparse.Namespace) -> int:
     from spar.client import CoordinatorClient
 
     with CoordinatorClient(args.target, timeout=args.timeout) as client:
         it = client.start_iteration(args.prompts or "", args.num_prompts)
-        final = it
-        bar = None if args.json else tqdm(total=len(STAGES) - 1, desc=f"iteration {it.number}")
-        for event in client.watch_iteration(it.number):
-            final = event.iteration
-            if bar is not None:
-                bar.n = min(final.stage - 1, bar.total) if final.stage else 0
-                bar.set_postfix_str(f"{_stage(final)} | {event.message}"[:70])
-                bar.refresh()
-        if bar is not None:
-            bar.close()
+        final = watch_with_progress(client, it, show=not args.json)
     if args.json:
         print_json(final)
     else:

@@ -1,21 +1,70 @@
-"""``spar up`` (the embedded default) and ``spar health``."""
+"""``spar up`` (the embedded default: all four services on loopback) and ``spar health``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from spar.commands.flags import EXIT_ERROR, add_client_flags, print_json, settings_from
 from spar.config import DEFAULT_PORTS
 from spar.errors import SparError
 
-#: Services `spar up` starts, in order, each as `spar <role> serve` in its own process.
-EMBEDDED_ROLES = ["actor", "refiner"]
+#: Start order: the coordinator before the engine replicas, which ask it for their
+#: desired adapter version before they report SERVING.
+ROLES = ["trainer", "coordinator", "actor", "refiner"]
+
+#: A small iteration for the demo (each can be overridden through the environment).
+DEMO_ITERATION = {
+    "SPAR_COORDINATOR__NUM_PROMPTS": "4",
+    "SPAR_COORDINATOR__SAMPLES_PER_PROMPT": "3",
+    "SPAR_COORDINATOR__SAMPLE_MAX_TOKENS": "96",
+    "SPAR_COORDINATOR__EVAL_PROMPTS": "8",
+    "SPAR_COORDINATOR__SEARCH_MAX_NODES": "6",
+    "SPAR_COORDINATOR__MAX_LENGTH": "512",
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    role: str
+    grpc: str
+    metrics: str
+
+
+def endpoints(host: str, base_port: int | None) -> dict[str, Endpoint]:
+    """gRPC and metrics addresses of every service (base_port: P, P+1, ...; metrics P+10...)."""
+    out = {}
+    for i, role in enumerate(["actor", "refiner", "trainer", "coordinator"]):
+        grpc_port, metrics_port = DEFAULT_PORTS[role]
+        if base_port is not None:
+            grpc_port, metrics_port = base_port + i, base_port + 10 + i
+        out[role] = Endpoint(role, f"{host}:{grpc_port}", f"{host}:{metrics_port}")
+    return out
+
+
+def child_env(base: dict[str, str], eps: dict[str, Endpoint], role: str) -> dict[str, str]:
+    env = dict(base)
+    env["SPAR_PORT"] = eps[role].grpc.rsplit(":", 1)[1]
+    env["SPAR_METRICS_PORT"] = eps[role].metrics.rsplit(":", 1)[1]
+    wiring = {
+        "SPAR_REFINER__ACTOR_TARGET": eps["actor"].grpc,
+        "SPAR_COORDINATOR__ACTOR_TARGET": eps["actor"].grpc,
+        "SPAR_COORDINATOR__REFINER_TARGET": eps["refiner"].grpc,
+        "SPAR_COORDINATOR__TRAINER_TARGET": eps["trainer"].grpc,
+        "SPAR_COORDINATOR__ACTOR__TARGETS": json.dumps([eps["actor"].grpc]),
+        "SPAR_COORDINATOR__REFINER__TARGETS": json.dumps([eps["refiner"].grpc]),
+        "SPAR_COORDINATOR_TARGET": eps["coordinator"].grpc,
+    }
+    for key, value in wiring.items():
+        env.setdefault(key, value)
+    return env
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -30,40 +79,43 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0 if status == "SERVING" else EXIT_ERROR
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    from spar.client import ActorClient
+def _announce(eps: dict[str, Endpoint], as_json: bool) -> None:
+    if as_json:
+        doc = {r: {"grpc": e.grpc, "metrics": e.metrics} for r, e in eps.items()}
+        print(json.dumps(doc), flush=True)
+        return
+    for e in eps.values():
+        print(f"  {e.role:12s} grpc {e.grpc:18s} metrics {e.metrics}", file=sys.stderr)
 
+
+def _sigterm_as_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_up(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    env = dict(os.environ)
+    eps = endpoints(settings.host, args.base_port)
+    base = dict(os.environ)
     if settings.model:
-        env["SPAR_MODEL"] = settings.model
-    # The refiner answers through the local actor unless told otherwise.
-    env.setdefault("SPAR_REFINER__ACTOR_TARGET", f"{settings.host}:{DEFAULT_PORTS['actor'][0]}")
+        base["SPAR_MODEL"] = settings.model
+    if args.demo:
+        base = {**DEMO_ITERATION, **base}
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     children: list[subprocess.Popen[bytes]] = []
     try:
-        for role in EMBEDDED_ROLES:
+        for role in ROLES:
+            print(f"spar up: starting the {role} on {eps[role].grpc}", file=sys.stderr)
             cmd = [sys.executable, "-m", "spar.cli", role, "serve"]
-            print(f"spar up: starting the {role}", file=sys.stderr)
+            env = child_env(base, eps, role)
             children.append(subprocess.Popen(cmd, env=env, start_new_session=True))
-        targets = {r: f"{settings.host}:{DEFAULT_PORTS[r][0]}" for r in EMBEDDED_ROLES}
-        for target in targets.values():
-            _wait_serving(target, children, timeout=args.start_timeout)
-        with ActorClient(targets["actor"], timeout=120) as actor:
-            reply = actor.generate(args.prompt, max_tokens=96, temperature=0.0)
-        print(f"\nprompt: {args.prompt}\nactor:  {reply.completions[0].text.strip()}\n")
-        if "refiner" in targets:
-            _print_refined_answer(targets["refiner"], args.prompt)
-        for role, target in targets.items():
-            print(f"  {role:12s} {target}  metrics :{DEFAULT_PORTS[role][1]}", file=sys.stderr)
-        print(
-            "spar is up. Try: .venv/bin/spar generate 'Name three colours.' --n 3\n"
-            "  or: .venv/bin/spar refine 'Describe rain without commas.' "
-            "--constraint punctuation:no_comma --budget-nodes 3\n"
-            "Ctrl-C stops every service.",
-            file=sys.stderr,
-        )
-        if args.exit_after_check:
+        for role in ROLES:
+            _wait_serving(eps[role].grpc, children, timeout=args.start_timeout)
+        _announce(eps, args.json)
+        if args.demo:
+            demo(eps, args.prompt)
+        if args.exit:
             return 0
+        print("spar is up; Ctrl-C stops every service.", file=sys.stderr)
         while all(c.poll() is None for c in children):
             time.sleep(1)
         print("spar up: a service exited; stopping the others", file=sys.stderr)
@@ -74,6 +126,20 @@ def cmd_up(args: argparse.Namespace) -> int:
         _stop(children)
 
 
+def demo(eps: dict[str, Endpoint], prompt: str) -> None:
+    """A refined answer, then one small self-play iteration with progress bars."""
+    from spar.client import CoordinatorClient
+    from spar.commands.coordinator import summary, watch_with_progress
+
+    print(f"\nprompt:  {prompt}", flush=True)
+    _print_refined_answer(eps["refiner"].grpc, prompt)
+    print("one small self-play iteration (prompts → samples → judge → search → train → "
+          "evaluate → roll out):", flush=True)  # fmt: skip
+    with CoordinatorClient(eps["coordinator"].grpc) as coordinator:
+        final = watch_with_progress(coordinator, coordinator.start_iteration())
+    print(summary(final), flush=True)
+
+
 def _print_refined_answer(target: str, prompt: str) -> None:
     """One refined answer (judge, then a small search when the answer fails)."""
     from spar.client import RefinerClient, search_budget, search_options
@@ -82,19 +148,22 @@ def _print_refined_answer(target: str, prompt: str) -> None:
     with RefinerClient(target, timeout=600) as refiner:
         answer = refiner.answer(
             prompt,
+            constraints=[("punctuation:no_comma", {})],
             max_tokens=96,
-            options=search_options(branch=2, max_depth=1),
-            budget=search_budget(max_nodes=2),
+            options=search_options(branch=2, max_depth=2),
+            budget=search_budget(max_nodes=4),
         )
     outcome = common_pb2.SearchOutcome.Name(answer.outcome).removeprefix("SEARCH_OUTCOME_")
     verdict = common_pb2.Verdict.Name(answer.verdict).removeprefix("VERDICT_")
     cost = answer.cost
     tokens = sum(p.completion_tokens for p in (cost.generate, cost.judge, cost.refine))
     print(
+        f"actor:   {answer.original.strip()}\n"
         f"refined: {answer.answer.strip()}\n"
         f"         ({outcome.lower()}, verdict {verdict.lower()}, value {answer.value:.2f}, "
         f"{cost.nodes_expanded} nodes, {tokens} generated tokens, "
-        f"{cost.wall_time.ToTimedelta().total_seconds():.1f} s)\n"
+        f"{cost.wall_time.ToTimedelta().total_seconds():.1f} s)\n",
+        flush=True,
     )
 
 
@@ -134,9 +203,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     health.set_defaults(func=cmd_health)
 
     up = sub.add_parser("up", help="run every service on loopback (the embedded default)")
-    up.add_argument("--prompt", default="Write one sentence about the sea, in under 20 words.")
-    up.add_argument("--start-timeout", type=float, default=600.0, help="seconds")
-    up.add_argument("--exit-after-check", action="store_true", help="stop after the first answer")
+    up.add_argument(
+        "--base-port", type=int, help="gRPC ports P..P+3, metrics P+10..P+13 (default: 5005x/940x)"
+    )
+    up.add_argument("--json", action="store_true", help="print the endpoints as one JSON line")
+    up.add_argument("--demo", action="store_true", help="a refined answer, then one iteration")
+    up.add_argument("--prompt", default="Describe the sea in two short sentences.")
+    up.add_argument("--exit", action="store_true", help="stop once start-up (and demo) is done")
+    up.add_argument("--start-timeout", type=float, default=900.0, help="seconds")
     up.add_argument("--model", help="Hugging Face model folder (default: the prepared SmolLM2)")
     up.add_argument("--host", help="address of every service (default 127.0.0.1)")
     up.set_defaults(func=cmd_up)
