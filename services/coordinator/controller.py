@@ -14,7 +14,7 @@ from services.coordinator.loop import Iteration, Ports
 from services.coordinator.loop import roll_out as roll_out_version
 from services.coordinator.metrics import CoordinatorMetrics
 from services.coordinator.replicas import GrpcReplica, pod_namespace, replica_source
-from services.coordinator.rollout import RolloutFailed, Version
+from services.coordinator.rollout import RolloutFailed, Version, activate_all
 from services.coordinator.state import ROLES, StateStore, version_message
 from spar.client import AsyncActorClient, AsyncRefinerClient, AsyncTrainerClient
 from spar.config import Settings
@@ -223,7 +223,9 @@ class Coordinator:
             raise InvalidArgument(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         if self._running is not None and self._running.record.stage == S.ITERATION_STAGE_ROLLOUT:
             raise FailedPrecondition("a rollout is in progress; wait for it to finish")
-        _, previous = self.store.desired(role)
+        active, previous = self.store.desired(role)
+        if name == "base":
+            return await self._serve_base(role, active)
         if not name:
             if previous is None:
                 raise FailedPrecondition(f"there is no previous {role} version to roll back to")
@@ -236,20 +238,31 @@ class Coordinator:
         n = await self.roll_out(role, target)
         return target, n
 
+    async def _serve_base(self, role: str, active: Version | None) -> tuple[Version, int]:
+        """Every replica back to the base model (the adapters stay loaded)."""
+        async with self._rollout_lock:
+            replicas = await self.replicas(role)
+            await activate_all(replicas, "base", active.name if active else "base")
+            self.store.set_desired(role, None, active)
+            self.metrics.rollouts.labels(self.metrics.service, role, "ok").inc()
+        return Version("base", role=role), len(replicas)
+
     async def reconcile(self) -> None:
         """Brings every reachable replica to its role's desired version."""
         async with self._rollout_lock:
             for role in ROLES:
+                if not self.store.manages(role):
+                    continue  # never rolled out: replicas keep what operators staged
                 active, _ = self.store.desired(role)
-                if active is None:
-                    continue
+                want = active.name if active else ""
                 for r in await self.replicas(role):
                     try:
                         hosted = await r.hosted()
-                        if hosted.active != active.name:
-                            log.info("reconciling %s %s to %s", role, r.target, active.name)
-                            await r.stage(active, self.store_target)
-                            await r.activate(active.name)
+                        if hosted.active != want:
+                            log.info("reconciling %s %s to %s", role, r.target, want or "base")
+                            if active is not None:
+                                await r.stage(active, self.store_target)
+                            await r.activate(want or "base")
                     except SparError as exc:
                         log.warning("reconciling %s failed: %s", r.target, exc)
 

@@ -48,6 +48,10 @@ class StateStore:
         doc = self._versions().get(role, {})
         return version_from(doc.get("active")), version_from(doc.get("previous"))
 
+    def manages(self, role: str) -> bool:
+        """True once the coordinator has set the role's version (base counts)."""
+        return role in self._versions()
+
     def set_desired(self, role: str, active: Version | None, previous: Version | None) -> None:
         doc = self._versions()
         doc[role] = {

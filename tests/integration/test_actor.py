@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import make_lora
 
 from spar.client import AsyncActorClient
 from spar.errors import (
@@ -161,22 +162,6 @@ async def test_metrics_scrape(actor: AsyncActorClient, actor_server: object) -> 
 
 
 # -- adapters -------------------------------------------------------------------------
-
-
-def make_lora(model_path: Path, out: Path, seed: int, rank: int = 8) -> Path:
-    """A real PEFT LoRA adapter with random (non-zero) weights, so it changes outputs."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    config = LoraConfig(
-        r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False
-    )
-    model = get_peft_model(base, config)
-    model.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")

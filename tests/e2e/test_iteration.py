@@ -1,0 +1,129 @@
+"""One full, small SPaR iteration over real services on loopback, with a coordinator
+that is killed mid-iteration and resumes: prompts → samples → judge → search → data →
+train both → evaluate → roll out to both actor replicas → record."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.coordinator.journal import Journal
+from spar.client import AsyncActorClient, AsyncCoordinatorClient
+from spar.errors import SparError
+from spar.v1 import coordinator_pb2 as pb
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = Path(__file__).parent / "iteration_prompts.jsonl"
+
+
+async def start_coordinator(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "spar.cli", "coordinator", "serve",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    target = f"127.0.0.1:{env['SPAR_PORT']}"
+    async with AsyncCoordinatorClient(target) as client:
+        for _ in range(120):
+            try:
+                if await client.health(timeout=1) == "SERVING":
+                    return proc, target
+            except SparError:
+                pass
+            await asyncio.sleep(0.5)
+    raise AssertionError("the coordinator did not start")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
+    actor_server: object, second_actor: object, refiner_server: object, e2e_trainer: object,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    actors = [f"127.0.0.1:{s.port}" for s in (actor_server, second_actor)]  # type: ignore[attr-defined]
+    env = {
+        **os.environ,
+        "SPAR_PORT": str(free_port()),
+        "SPAR_METRICS_PORT": "-1",
+        "SPAR_COORDINATOR__STATE_DIR": str(tmp_path / "state"),
+        "SPAR_COORDINATOR__ACTOR_TARGET": actors[0],
+        "SPAR_COORDINATOR__REFINER_TARGET": f"127.0.0.1:{refiner_server.port}",  # type: ignore[attr-defined]
+        "SPAR_COORDINATOR__TRAINER_TARGET": f"127.0.0.1:{e2e_trainer.port}",  # type: ignore[attr-defined]
+        "SPAR_COORDINATOR__ACTOR__TARGETS": json.dumps(actors),
+        "SPAR_COORDINATOR__REFINER__TARGETS": json.dumps([f"127.0.0.1:{refiner_server.port}"]),  # type: ignore[attr-defined]
+        "SPAR_COORDINATOR__PROMPTS_PATH": str(PROMPTS),
+        "SPAR_COORDINATOR__EVAL_PATH": str(PROMPTS),
+        "SPAR_COORDINATOR__NUM_PROMPTS": "4",
+        "SPAR_COORDINATOR__EVAL_PROMPTS": "4",
+        "SPAR_COORDINATOR__SAMPLES_PER_PROMPT": "2",
+        "SPAR_COORDINATOR__SAMPLE_MAX_TOKENS": "48",
+        "SPAR_COORDINATOR__JUDGE": "verifier",
+        "SPAR_COORDINATOR__SEARCH_MAX_NODES": "6",
+        "SPAR_COORDINATOR__MAX_LENGTH": "256",
+        "SPAR_COORDINATOR__LORA_RANK": "8",
+        "SPAR_COORDINATOR__LEARNING_RATE_DPO": "5e-4",
+        "SPAR_COORDINATOR__PROMOTE_MARGIN": "1.0",
+        "SPAR_COORDINATOR__RECONCILE_INTERVAL_S": "0",
+    }
+    proc, target = await start_coordinator(env)
+    async with AsyncCoordinatorClient(target, timeout=600) as client:
+        it = await client.start_iteration()
+        assert it.number == 1
+        # Kill it hard once the judge stage has begun (samples are checkpointed by then).
+        async for event in client.watch_iteration(1):
+            if event.iteration.stage >= pb.ITERATION_STAGE_JUDGE:
+                break
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    samples = Journal(tmp_path / "state" / "iterations" / "0001" / "samples.jsonl")
+    assert len(samples.read()) == 4
+
+    proc, target = await start_coordinator(env)  # resumes by itself
+    try:
+        async with AsyncCoordinatorClient(target, timeout=1800) as client:
+            final = None
+            async for event in client.watch_iteration(1):
+                final = event.iteration
+            assert final is not None
+            state = await client.get_state()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.wait()
+
+    assert final.state == pb.ITERATION_STATE_SUCCEEDED, final.error
+    assert final.stage == pb.ITERATION_STAGE_DONE
+    lines = samples.path.read_text().splitlines()
+    assert len(lines) == len(samples.read()) == 4, "resumed work must not duplicate data"
+    c = final.counts
+    assert (c.prompts, c.samples) == (4, 8)
+    assert c.negatives >= 1 and c.searches == c.negatives
+    assert final.search_cost.nodes_expanded > 0
+    assert c.dpo_pairs == c.refined >= 1, "a refined search gives one DPO pair"
+    assert c.sft_records >= 1
+    # Both candidates were trained and rolled out to every replica.
+    assert final.actor_candidate.name.startswith("actor-1-")
+    assert final.refiner_candidate.name.startswith("refiner-1-")
+    assert state.actor.name == final.actor_candidate.name
+    assert {(r.role, r.active) for r in state.replicas} == {
+        ("actor", final.actor_candidate.name),
+        ("refiner", final.refiner_candidate.name),
+    }
+    for t in actors:
+        async with AsyncActorClient(t, timeout=120) as actor:
+            reply = await actor.generate("Say hi.", max_tokens=4)
+            assert reply.adapter == final.actor_candidate.name
+            await actor.activate_adapter("base")
+    assert final.HasField("candidate_eval") and final.candidate_eval.prompts == 4
+    assert [t.stage for t in final.timings][-1] == pb.ITERATION_STAGE_RECORD
