@@ -194,6 +194,12 @@ def run_job(spec: JobSpec, report: Report) -> dict[str, float]:
         from services.trainer.sft import build_sft_trainer
 
         trainer = build_sft_trainer(model, tokenizer, records, hp, device, scratch, peft, callback)
+    kept = len(trainer.train_dataset)
+    if kept == 0:
+        raise ValueError(
+            f"no example fits: every prompt (with the chat template) fills max_length="
+            f"{hp.max_length} tokens; raise hyperparameters.max_length"
+        )
     t0 = time.monotonic()
     result = trainer.train()
     runtime = time.monotonic() - t0
@@ -202,7 +208,8 @@ def run_job(spec: JobSpec, report: Report) -> dict[str, float]:
         "train_loss": float(result.training_loss),
         "train_runtime_s": runtime,
         "steps": float(result.global_step),
-        "examples": float(len(records)),
+        "examples": float(kept),
+        "examples_dropped": float(len(records) - kept),
     }
     for key in ("loss", "reward_margin", "reward_accuracy", "tokens_per_second"):
         if key in callback.last:
@@ -226,3 +233,13 @@ def save_adapter(model: Any, out: Path) -> None:
     missing = [name for name in ADAPTER_FILES if not (out / name).is_file()]
     if missing:
         raise RuntimeError(f"saving the adapter produced no {', '.join(missing)}")
+    canonical_config(out / "adapter_config.json")
+
+
+def canonical_config(path: Path) -> None:
+    """PEFT writes target_modules from a set, in an order that changes with every process's
+    hash seed; sorted keys and lists make the same training give the same bytes (and name)."""
+    config = json.loads(path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -31,12 +31,16 @@ def test_publish_names_the_version_by_its_content(tmp_path: Path) -> None:
     m = publish(store, src, job_id="job-1", dataset_digest="d" * 64, metrics={"loss": 0.5})
     digest = folder_digest(src)
     assert m["version"] == {
-        "name": version_name("actor", 2, digest), "digest": digest, "role": "actor", "iteration": 2
+        "name": version_name("actor", 2, digest),
+        "digest": digest,
+        "role": "actor",
+        "iteration": 2,
     }
     name = m["version"]["name"]  # type: ignore[index]
     assert folder_digest(store.files_dir(name)) == digest
     assert sorted(f["path"] for f in m["files"]) == [  # type: ignore[attr-defined]
-        "adapter_config.json", "adapter_model.safetensors"
+        "adapter_config.json",
+        "adapter_model.safetensors",
     ]
     assert store.get(name) == m and store.list() == [m] and store.list("refiner") == []
     store.verify(name)

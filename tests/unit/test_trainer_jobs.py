@@ -22,7 +22,9 @@ PAIR = {"prompt": "Say hi.", "chosen": "hi", "rejected": "HI"}
 
 def manager(tmp_path: Path) -> JobManager:
     settings = Settings(
-        cache_dir=tmp_path, model=str(tmp_path / "model"), trainer=TrainerSettings(max_queued_jobs=2)
+        cache_dir=tmp_path,
+        model=str(tmp_path / "model"),
+        trainer=TrainerSettings(max_queued_jobs=2),
     )
     return JobManager(
         settings,

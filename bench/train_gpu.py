@@ -1,0 +1,208 @@
+"""GPU throughput of the trainer's DPO job code: bf16 on CUDA, LoRA, TRL's DPOTrainer.
+
+Runs :func:`services.trainer.training.run_job` (exactly what a trainer worker runs) on
+synthetic preference pairs that fill ``--length`` tokens each, for the default model's
+architecture (SmolLM2-135M) and a ~1B-parameter Llama, both with random weights:
+throughput does not depend on the weight values, and the default checkpoint (538 MB) is
+too large to carry to the GPU machine. Prints a table and a ``RESULT train_gpu`` line.
+
+MFU counts 8·N·T FLOPs per step (policy forward + backward ≈ 6·N·T, reference forward
+2·N·T; N = all base-model parameters, T = tokens of chosen + rejected) against the dense
+bf16 peak (--peak-tflops, 989 for H100/H200 SXM).
+
+    python -m bench.train_gpu --tokenizer ~/.cache/spar/models/SmolLM2-135M-Instruct
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from services.trainer.hyperparameters import DEFAULT_TARGET_MODULES
+from services.trainer.training import JobSpec, run_job
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+#: name -> LlamaConfig overrides (the default model's own config is read from --tokenizer).
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "llama-1b": {
+        "hidden_size": 2048,
+        "intermediate_size": 5632,
+        "num_hidden_layers": 22,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 4,
+        "head_dim": 64,
+    },
+    # Smoke test of this script on a CPU.
+    "tiny": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+    },
+}
+
+WORDS = [
+    "river",
+    "stone",
+    "light",
+    "window",
+    "garden",
+    "morning",
+    "quiet",
+    "paper",
+    "yellow",
+    "silver",
+    "bridge",
+    "market",
+    "winter",
+    "summer",
+    "forest",
+    "ocean",
+    "candle",
+    "mirror",
+    "letter",
+    "violin",
+    "harbor",
+    "meadow",
+    "thunder",
+    "lantern",
+]
+
+
+def materialise(name: str, source: Path, out: Path, device: str) -> int:
+    """Writes a random-weight model folder (bf16 on CUDA) with the default tokenizer;
+    returns its parameter count."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(source)
+    for key, value in ARCHITECTURES.get(name, {}).items():
+        setattr(config, key, value)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    params = int(sum(p.numel() for p in model.parameters()))
+    model.save_pretrained(out)
+    for file in TOKENIZER_FILES:
+        if (source / file).is_file():
+            shutil.copy(source / file, out / file)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return params
+
+
+def write_pairs(path: Path, pairs: int, length: int) -> None:
+    """Pairs long enough that every sequence is truncated to exactly ``length`` tokens."""
+    rng = random.Random(0)
+
+    def text(n: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(n))
+
+    with path.open("w") as f:
+        for _ in range(pairs):
+            record = {"prompt": text(length // 4), "chosen": text(length), "rejected": text(length)}
+            f.write(json.dumps(record) + "\n")
+
+
+def measure(name: str, args: argparse.Namespace, work: Path) -> dict[str, float]:
+    import torch
+
+    folder = work / name
+    params = materialise(name, Path(args.tokenizer), folder, args.device)
+    data = work / f"{name}.jsonl"
+    write_pairs(data, args.pairs, args.length)
+    events: list[dict[str, Any]] = []
+    hp = {
+        "beta": 0.1, "sft_loss_weight": 0.1, "lora_rank": args.rank,
+        "lora_alpha": 2 * args.rank, "lora_dropout": 0.05,
+        "target_modules": list(DEFAULT_TARGET_MODULES), "learning_rate": 5e-6,
+        "epochs": args.epochs, "batch_size": args.batch, "gradient_accumulation_steps": 1,
+        "max_length": args.length, "seed": 0,
+    }  # fmt: skip
+    spec = JobSpec(
+        kind="dpo",
+        base_model=str(folder),
+        dataset_path=str(data),
+        output_dir=str(work / f"{name}-out" / "adapter"),
+        hyperparameters=hp,
+        device=args.device,
+    )
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.monotonic()
+    metrics = run_job(spec, events.append)
+    wall = time.monotonic() - t0
+    steps = [e for e in events if e.get("step") and "tokens_per_second" in e]
+    # Steady state: skip the first steps (kernel selection, allocator warm-up).
+    skip = min(args.warmup_steps, len(steps) - 2)
+    a, b = steps[skip], steps[-1]
+    tokens = b["tokens_per_second"] * b["elapsed_s"] - a["tokens_per_second"] * a["elapsed_s"]
+    seconds = b["elapsed_s"] - a["elapsed_s"]
+    tok_s = tokens / seconds
+    peak_gib = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else 0.0
+    return {
+        "params_m": params / 1e6,
+        "steps": float(len(steps)),
+        "tokens_per_step": tokens / (b["step"] - a["step"]),
+        "s_per_step": seconds / (b["step"] - a["step"]),
+        "tokens_per_s": tok_s,
+        "mfu_pct": 100 * 8 * params * tok_s / (args.peak_tflops * 1e12),
+        "peak_mem_gib": peak_gib,
+        "job_wall_s": wall,
+        "final_loss": float(metrics.get("final_loss", float("nan"))),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tokenizer", required=True, help="default model folder (config+tokenizer)")
+    p.add_argument("--models", default="default,llama-1b", help="comma-separated")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--pairs", type=int, default=96)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--length", type=int, default=512)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--warmup-steps", type=int, default=3)
+    p.add_argument("--peak-tflops", type=float, default=989.0)
+    args = p.parse_args(argv)
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            results[name] = measure(name, args, Path(tmp))
+    print(
+        f"\nDPO + LoRA r={args.rank}, {args.device}, {args.batch} pairs x {args.length} "
+        f"tokens per step (chosen + rejected), peak {args.peak_tflops:.0f} TFLOP/s"
+    )
+    print(
+        f"{'model':10s} {'params':>8s} {'s/step':>8s} {'tokens/s':>10s} {'MFU':>6s} {'mem GiB':>8s}"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:10s} {r['params_m']:7.0f}M {r['s_per_step']:8.3f} {r['tokens_per_s']:10.0f} "
+            f"{r['mfu_pct']:5.1f}% {r['peak_mem_gib']:8.1f}"
+        )
+    fields = " ".join(
+        f"{name.replace('-', '_')}_{key}={value:.4g}"
+        for name, r in results.items()
+        for key, value in r.items()
+        if key in ("tokens_per_s", "mfu_pct", "s_per_step", "peak_mem_gib", "params_m")
+    )
+    print(f"RESULT train_gpu device={args.device} batch={args.batch} length={args.length} {fields}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
