@@ -167,6 +167,9 @@ class TrainerSettings(BaseModel):
     """Where jobs train: CUDA in bf16 when a GPU is there (auto), else CPU in float32."""
     threads: int = 0
     """torch threads of a CPU job; 0 means torch's default (one per core)."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass: much less memory for ~30% more compute
+    (TRL's default); turn it off for small models where speed matters more."""
     base_models: list[str] = Field(default_factory=list)
     """Model folders a job may name besides the configured model."""
     max_record_bytes: int = 256 * 1024
@@ -235,6 +238,8 @@ class CoordinatorSettings(BaseModel):
     """Held-out IFEval-format prompts; empty: synthesised with a disjoint seed."""
     eval_prompts: int = 32
     """Held-out prompts evaluated per iteration."""
+    eval_max_tokens: int = 512
+    """Tokens per evaluation answer (greedy); answers cut short fail length checks."""
     samples_per_prompt: int = 5
     """Actor samples per prompt (the paper's 5)."""
     sample_temperature: float = 0.9

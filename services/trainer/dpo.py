@@ -3,21 +3,20 @@ chosen) term, the SPaR paper's recipe (beta 0.1, SFT weight 0.1)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from services.trainer.hyperparameters import Hyperparameters
-from services.trainer.training import common_args
 
 
-def dpo_config(hp: Hyperparameters, device: str, scratch: Path) -> Any:
+def dpo_config(hp: Hyperparameters, args: dict[str, Any]) -> Any:
+    """args: :func:`services.trainer.training.common_args`."""
     from trl.trainer.dpo_config import DPOConfig
 
     losses, weights = ["sigmoid"], [1.0]
     if hp.sft_loss_weight > 0:
         losses, weights = ["sigmoid", "sft"], [1.0, hp.sft_loss_weight]
     return DPOConfig(
-        **common_args(hp, device, scratch),
+        **args,
         beta=hp.beta,
         loss_type=losses,
         loss_weights=weights,
@@ -29,8 +28,7 @@ def build_dpo_trainer(
     tokenizer: Any,
     records: list[dict[str, Any]],
     hp: Hyperparameters,
-    device: str,
-    scratch: Path,
+    args: dict[str, Any],
     peft_config: Any,
     callback: Any,
 ) -> Any:
@@ -41,7 +39,7 @@ def build_dpo_trainer(
 
     return DPOTrainer(
         model=model,
-        args=dpo_config(hp, device, scratch),
+        args=dpo_config(hp, args),
         train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
         peft_config=peft_config,

@@ -355,6 +355,7 @@ class JobManager:
             parent_dir=parent_dir,
             device=self.settings.trainer.device,
             threads=self.settings.trainer.threads,
+            gradient_checkpointing=self.settings.trainer.gradient_checkpointing,
         )
         (folder / "spec.json").write_text(spec.to_json())
         job.state = pb.JOB_STATE_RUNNING

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from services.trainer.hyperparameters import Hyperparameters
-from services.trainer.training import common_args
 
 
-def sft_config(hp: Hyperparameters, device: str, scratch: Path) -> Any:
+def sft_config(hp: Hyperparameters, args: dict[str, Any]) -> Any:
+    """args: :func:`services.trainer.training.common_args`."""
     from trl.trainer.sft_config import SFTConfig
 
-    return SFTConfig(**common_args(hp, device, scratch), completion_only_loss=True)
+    return SFTConfig(**args, completion_only_loss=True)
 
 
 def build_sft_trainer(
@@ -20,8 +19,7 @@ def build_sft_trainer(
     tokenizer: Any,
     records: list[dict[str, Any]],
     hp: Hyperparameters,
-    device: str,
-    scratch: Path,
+    args: dict[str, Any],
     peft_config: Any,
     callback: Any,
 ) -> Any:
@@ -30,7 +28,7 @@ def build_sft_trainer(
 
     return SFTTrainer(
         model=model,
-        args=sft_config(hp, device, scratch),
+        args=sft_config(hp, args),
         train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
         peft_config=peft_config,

@@ -38,6 +38,7 @@ class JobSpec:
     parent_dir: str = ""
     device: str = "auto"
     threads: int = 0
+    gradient_checkpointing: bool = True
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -94,9 +95,12 @@ def lora_config(hp: Hyperparameters) -> Any:
     )
 
 
-def common_args(hp: Hyperparameters, device: str, scratch: Path) -> dict[str, Any]:
+def common_args(
+    hp: Hyperparameters, device: str, scratch: Path, gradient_checkpointing: bool = True
+) -> dict[str, Any]:
     """TrainingArguments shared by DPO and SFT jobs."""
     return {
+        "gradient_checkpointing": gradient_checkpointing,
         "output_dir": str(scratch),
         "learning_rate": hp.learning_rate,
         "num_train_epochs": hp.epochs,
@@ -186,14 +190,15 @@ def run_job(spec: JobSpec, report: Report) -> dict[str, float]:
     scratch = Path(spec.output_dir).with_name("scratch")
     callback = training_callback(report)
     peft = None if spec.parent_dir else lora_config(hp)
+    args = common_args(hp, device, scratch, spec.gradient_checkpointing)
     if spec.kind == "dpo":
         from services.trainer.dpo import build_dpo_trainer
 
-        trainer = build_dpo_trainer(model, tokenizer, records, hp, device, scratch, peft, callback)
+        trainer = build_dpo_trainer(model, tokenizer, records, hp, args, peft, callback)
     else:
         from services.trainer.sft import build_sft_trainer
 
-        trainer = build_sft_trainer(model, tokenizer, records, hp, device, scratch, peft, callback)
+        trainer = build_sft_trainer(model, tokenizer, records, hp, args, peft, callback)
     kept = len(trainer.train_dataset)
     if kept == 0:
         raise ValueError(
