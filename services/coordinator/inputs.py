@@ -34,7 +34,7 @@ async def evaluate(
     from services.coordinator.evaluate import evaluate_actor
 
     result = await evaluate_actor(
-        actor, list(records), adapter=adapter, max_tokens=c.sample_max_tokens,
+        actor, list(records), adapter=adapter, max_tokens=c.eval_max_tokens,
         concurrency=c.concurrency,
     )  # fmt: skip
     s = result.scores

@@ -67,6 +67,7 @@ async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
         "SPAR_COORDINATOR__EVAL_PATH": str(PROMPTS),
         "SPAR_COORDINATOR__NUM_PROMPTS": "4",
         "SPAR_COORDINATOR__EVAL_PROMPTS": "4",
+        "SPAR_COORDINATOR__EVAL_MAX_TOKENS": "48",
         "SPAR_COORDINATOR__SAMPLES_PER_PROMPT": "2",
         "SPAR_COORDINATOR__SAMPLE_MAX_TOKENS": "48",
         "SPAR_COORDINATOR__JUDGE": "verifier",
