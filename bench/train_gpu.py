@@ -79,9 +79,8 @@ WORDS = [
 ]
 
 
-def materialise(name: str, source: Path, out: Path, device: str) -> int:
-    """Writes a random-weight model folder (bf16 on CUDA) with the default tokenizer;
-    returns its parameter count."""
+def materialise(name: str, source: Path, out: Path, device: str) -> None:
+    """Writes a random-weight model folder (bf16 on CUDA) with the default tokenizer."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -92,7 +91,6 @@ def materialise(name: str, source: Path, out: Path, device: str) -> int:
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    params = int(sum(p.numel() for p in model.parameters()))
     model.save_pretrained(out)
     for file in TOKENIZER_FILES:
         if (source / file).is_file():
@@ -100,7 +98,15 @@ def materialise(name: str, source: Path, out: Path, device: str) -> int:
     del model
     if device == "cuda":
         torch.cuda.empty_cache()
-    return params
+
+
+def _param_count(folder: Path) -> int:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    return int(sum(p.numel() for p in model.parameters()))
 
 
 def write_pairs(path: Path, pairs: int, length: int) -> None:
@@ -116,19 +122,24 @@ def write_pairs(path: Path, pairs: int, length: int) -> None:
             f.write(json.dumps(record) + "\n")
 
 
-def measure(name: str, args: argparse.Namespace, work: Path) -> dict[str, float]:
+def measure(
+    name: str, batch: int, checkpointing: bool, args: argparse.Namespace, work: Path
+) -> dict[str, float]:
     import torch
 
     folder = work / name
-    params = materialise(name, Path(args.tokenizer), folder, args.device)
-    data = work / f"{name}.jsonl"
-    write_pairs(data, args.pairs, args.length)
+    if not folder.is_dir():
+        materialise(name, Path(args.tokenizer), folder, args.device)
+    params = _param_count(folder)
+    data = work / f"{name}-{batch}.jsonl"
+    # Enough pairs for warm-up plus --steps measured steps.
+    write_pairs(data, batch * (args.warmup_steps + args.steps), args.length)
     events: list[dict[str, Any]] = []
     hp = {
         "beta": 0.1, "sft_loss_weight": 0.1, "lora_rank": args.rank,
         "lora_alpha": 2 * args.rank, "lora_dropout": 0.05,
         "target_modules": list(DEFAULT_TARGET_MODULES), "learning_rate": 5e-6,
-        "epochs": args.epochs, "batch_size": args.batch, "gradient_accumulation_steps": 1,
+        "epochs": 1, "batch_size": batch, "gradient_accumulation_steps": 1,
         "max_length": args.length, "seed": 0,
     }  # fmt: skip
     spec = JobSpec(
@@ -138,6 +149,7 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> dict[str, float]
         output_dir=str(work / f"{name}-out" / "adapter"),
         hyperparameters=hp,
         device=args.device,
+        gradient_checkpointing=checkpointing,
     )
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -152,6 +164,7 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> dict[str, float]
     seconds = b["elapsed_s"] - a["elapsed_s"]
     tok_s = tokens / seconds
     peak_gib = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else 0.0
+    shutil.rmtree(work / f"{name}-out", ignore_errors=True)
     return {
         "params_m": params / 1e6,
         "steps": float(len(steps)),
@@ -170,10 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokenizer", required=True, help="default model folder (config+tokenizer)")
     p.add_argument("--models", default="default,llama-1b", help="comma-separated")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--pairs", type=int, default=96)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batches", default="8", help="pairs per step, comma-separated")
+    p.add_argument("--checkpointing", default="on", help="on, off or on,off")
+    p.add_argument("--steps", type=int, default=12, help="measured steps after warm-up")
     p.add_argument("--length", type=int, default=512)
-    p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--warmup-steps", type=int, default=3)
     p.add_argument("--peak-tflops", type=float, default=989.0)
@@ -181,26 +194,29 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            results[name] = measure(name, args, Path(tmp))
+            for batch in (int(b) for b in args.batches.split(",")):
+                for gc in args.checkpointing.split(","):
+                    key = f"{name}_b{batch}_gc{gc}"
+                    results[key] = measure(name, batch, gc == "on", args, Path(tmp))
     print(
-        f"\nDPO + LoRA r={args.rank}, {args.device}, {args.batch} pairs x {args.length} "
-        f"tokens per step (chosen + rejected), peak {args.peak_tflops:.0f} TFLOP/s"
+        f"\nDPO + LoRA r={args.rank} (trainer job code), {args.device}, pairs of 2 x "
+        f"{args.length} tokens (chosen + rejected), MFU vs {args.peak_tflops:.0f} TFLOP/s"
     )
-    print(
-        f"{'model':10s} {'params':>8s} {'s/step':>8s} {'tokens/s':>10s} {'MFU':>6s} {'mem GiB':>8s}"
-    )
-    for name, r in results.items():
+    header = f"{'run':26s} {'params':>7s} {'pairs':>5s} {'s/step':>7s} {'tokens/s':>9s}"
+    print(f"{header} {'MFU':>6s} {'mem GiB':>8s}")
+    for key, r in results.items():
+        pairs = int(r["tokens_per_step"] / (2 * args.length) + 0.5)
         print(
-            f"{name:10s} {r['params_m']:7.0f}M {r['s_per_step']:8.3f} {r['tokens_per_s']:10.0f} "
-            f"{r['mfu_pct']:5.1f}% {r['peak_mem_gib']:8.1f}"
+            f"{key:26s} {r['params_m']:6.0f}M {pairs:5d} {r['s_per_step']:7.3f} "
+            f"{r['tokens_per_s']:9.0f} {r['mfu_pct']:5.1f}% {r['peak_mem_gib']:8.1f}"
         )
     fields = " ".join(
-        f"{name.replace('-', '_')}_{key}={value:.4g}"
-        for name, r in results.items()
-        for key, value in r.items()
-        if key in ("tokens_per_s", "mfu_pct", "s_per_step", "peak_mem_gib", "params_m")
+        f"{key.replace('-', '_')}_{field}={value:.4g}"
+        for key, r in results.items()
+        for field, value in r.items()
+        if field in ("tokens_per_s", "mfu_pct", "s_per_step", "peak_mem_gib")
     )
-    print(f"RESULT train_gpu device={args.device} batch={args.batch} length={args.length} {fields}")
+    print(f"RESULT train_gpu device={args.device} length={args.length} {fields}")
     return 0
 
 
