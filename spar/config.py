@@ -255,6 +255,9 @@ class CoordinatorSettings(BaseModel):
     """Node budget per search; 0: the refiner's default."""
     search_max_tokens: int = 0
     """Generated-token budget per search; 0: the refiner's default."""
+    search_max_wall_time_s: float = 600.0
+    """Wall-time budget per search (offline data collection can afford more than the
+    refiner's interactive default); capped by the refiner's limit."""
     concurrency: int = 8
     """Requests each stage keeps in flight (so vLLM batches them)."""
     epochs: int = 1

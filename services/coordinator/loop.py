@@ -281,6 +281,7 @@ class Iteration:
         budget = common_pb2.SearchBudget(
             max_nodes=self.c.search_max_nodes, max_generated_tokens=self.c.search_max_tokens
         )
+        budget.max_wall_time.FromNanoseconds(int(self.c.search_max_wall_time_s * 1e9))
         options = common_pb2.SearchOptions(
             strategy=common_pb2.SEARCH_STRATEGY_DFS
             if self.c.strategy == "dfs"
