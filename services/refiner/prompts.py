@@ -117,18 +117,21 @@ class Refinement:
 def parse_refinement(text: str, finish_reason: FinishReason) -> Refinement | None:
     """The reflection and refined output of one refine sample; None when unusable.
 
-    A sample cut off by max_tokens is unusable: its output may be incomplete.
+    A sample cut off by max_tokens is unusable: its output may be incomplete. A sample
+    without markers that ended by itself is taken whole as the refined output.
     """
     if finish_reason == "length":
         return None
     starts = list(_START.finditer(text))
+    outputs = list(_OUTPUT.finditer(text))
     if starts:
         head, body = text[: starts[-1].start()], text[starts[-1].end() :]
-    else:
-        outputs = list(_OUTPUT.finditer(text))
-        if not outputs:
-            return None
+    elif outputs:
         head, body = text[: outputs[-1].start()], text[outputs[-1].end() :]
+    else:
+        # A small model that finished on its own but wrote no markers usually wrote just
+        # the new response: take it whole. The judge decides whether it is any good.
+        head, body = "", text
     end = _END.search(body)
     if end:
         body = body[: end.start()]

@@ -178,10 +178,10 @@ class RefinerService(pb_grpc.RefinerServicer):
         return generate
 
     def _constraints(
-        self, messages: Sequence[common_pb2.VerifiableConstraint], instruction: str, kind: JudgeKind
+        self, messages: Sequence[common_pb2.VerifiableConstraint], instruction: str
     ) -> list[Constraint]:
         constraints = opt.constraints(messages)
-        if constraints and kind != "llm":
+        if constraints:  # also for the llm judge, which ignores them: bad input is an error
             ifeval.validate(constraints, instruction)
         return constraints
 
@@ -207,7 +207,7 @@ class RefinerService(pb_grpc.RefinerServicer):
         instruction = opt.text(request.instruction, "instruction", limits)
         response = opt.text(request.response, "response", limits)
         kind = opt.judge_kind(request.kind, self.config)
-        constraints = self._constraints(request.constraints, instruction, kind)
+        constraints = self._constraints(request.constraints, instruction)
         config = opt.judge_config(
             self.config, samples=request.samples, tie_policy=request.tie_policy
         )
@@ -247,7 +247,7 @@ class RefinerService(pb_grpc.RefinerServicer):
         kind = opt.judge_kind(kind_value, self.config)
         plan = SearchPlan(
             instruction=instruction,
-            constraints=self._constraints(constraints, instruction, kind),
+            constraints=self._constraints(constraints, instruction),
             kind=kind,
             search=opt.search_config(options, self.config, seed_text),
             judge=opt.search_judge_config(options, self.config),

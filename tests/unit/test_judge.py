@@ -42,7 +42,10 @@ def test_parse_refinement() -> None:
     r = parse_refinement("reflect. Final Refined Output: just text", "stop")
     assert r is not None and r.response == "just text"
     assert parse_refinement("[[start]] cut off mid", "length") is None
-    assert parse_refinement("no markers at all", "stop") is None
+    r = parse_refinement("  just a new response  ", "stop")
+    assert r is not None and (r.reflection, r.response) == ("", "just a new response")
+    assert parse_refinement("no markers, cut off by max_tokens", "length") is None
+    assert parse_refinement("  \n ", "stop") is None
     assert parse_refinement("Final Refined Output: [[start]]   ", "stop") is None
 
 

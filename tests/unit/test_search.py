@@ -162,7 +162,7 @@ async def test_identical_responses_are_judged_once() -> None:
 
 
 async def test_unparseable_refinements_are_retried_and_counted() -> None:
-    outputs = {1: "no markers", 2: "Final Refined Output: [[start]] [[end]]", 3: "ok [[start]] r.a"}
+    outputs = {1: "  ", 2: "Final Refined Output: [[start]] [[end]]", 3: "ok [[start]] r.a"}
 
     def refine(k: int) -> str:
         return outputs.get(k, f"[[start]] r.{k}")
@@ -173,7 +173,7 @@ async def test_unparseable_refinements_are_retried_and_counted() -> None:
     assert result.cost.unparseable_refinements == 2
     assert [c.n for c in script.calls if c.kind == "refine"] == [3, 2]
 
-    script = Script(refine={"r": lambda k: "garbage"})
+    script = Script(refine={"r": lambda k: "Final Refined Output: "})
     result = await make_search(script, max_depth=3, parse_retries=2).run()
     assert result.cost.nodes_expanded == 0 and result.cost.unparseable_refinements == 9
     assert result.outcome == "exhausted" and len(script.refined()) == 3
