@@ -7,7 +7,6 @@ set in :func:`configure_environment`, which must run before the first ``import v
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import uuid
@@ -284,12 +283,11 @@ class VllmEngine:
     def shutdown(self) -> None:
         if self._llm is None:
             return
-        self._llm.shutdown()
-        # Drop the engine now: its __del__ shuts down again, and at interpreter exit
-        # (modules half torn down) that second call prints a TypeError.
         llm, self._llm = self._llm, None
-        del llm
-        gc.collect()
+        llm.shutdown()
+        # AsyncLLM.__del__ shuts down again; at interpreter exit (modules half torn down)
+        # that second call prints a TypeError. The instance attribute shadows the method.
+        llm.shutdown = lambda *args, **kwargs: None
 
 
 def _engine_error(exc: Exception) -> SparError:
