@@ -20,7 +20,7 @@ from typing import BinaryIO
 import grpc
 
 from spar.adapter_files import FileDigest, digest_of, version_name
-from spar.errors import DataLoss, from_status
+from spar.errors import DataLoss, FailedPrecondition, from_status
 from spar.v1 import trainer_pb2, trainer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,11 @@ def check_manifest(
     if version_name(v.role, v.iteration, digest) != name:
         raise CorruptTransfer(f"name {name!r} does not match the content digest {digest[:12]}")
     if expected_digest and digest != expected_digest:
-        raise CorruptTransfer(
-            f"version {name!r} has digest {digest[:12]}, not the expected {expected_digest[:12]}"
+        # The store holds this name with other content than the caller expects: asking
+        # again would give the same answer.
+        raise FailedPrecondition(
+            f"version {name!r} in the store has digest {digest[:12]}, not the expected "
+            f"{expected_digest[:12]}"
         )
     return files
 

@@ -587,19 +587,27 @@ def dataset_record(kind: str, record: Mapping[str, Any], number: int) -> trainer
 
 
 def upload_requests(
-    kind: str, records: Iterable[Mapping[str, Any]], name: str = "", batch_size: int = 256
+    kind: str,
+    records: Iterable[Mapping[str, Any]],
+    name: str = "",
+    batch_size: int = 256,
+    batch_bytes: int = 4 * 1024 * 1024,
 ) -> Iterator[trainer_pb2.UploadDatasetRequest]:
-    """The UploadDataset stream: a header, then batches of records."""
+    """The UploadDataset stream: a header, then batches of records, each batch well under
+    the servers' message size limit."""
     if kind not in JOB_KINDS:
         raise InvalidArgument(f"kind must be one of {', '.join(JOB_KINDS)}, not {kind!r}")
     header = trainer_pb2.DatasetHeader(kind=JOB_KINDS[kind], name=name)
     yield trainer_pb2.UploadDatasetRequest(header=header)
     batch: list[trainer_pb2.DatasetRecord] = []
+    size = 0
     for number, record in enumerate(records, start=1):
-        batch.append(dataset_record(kind, record, number))
-        if len(batch) >= batch_size:
+        message = dataset_record(kind, record, number)
+        if batch and (len(batch) >= batch_size or size + message.ByteSize() > batch_bytes):
             yield trainer_pb2.UploadDatasetRequest(batch=trainer_pb2.DatasetBatch(records=batch))
-            batch = []
+            batch, size = [], 0
+        batch.append(message)
+        size += message.ByteSize()
     if batch:
         yield trainer_pb2.UploadDatasetRequest(batch=trainer_pb2.DatasetBatch(records=batch))
 

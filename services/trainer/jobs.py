@@ -367,7 +367,7 @@ class JobManager:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "services.trainer.worker", str(folder / "spec.json"),
                 stdout=asyncio.subprocess.PIPE, stderr=worker_log, env=env,
-                start_new_session=True,
+                start_new_session=True, limit=1 << 20,
             )  # fmt: skip
         running = _Running(job.id, process)
         self._running = running

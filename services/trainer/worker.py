@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
         metrics = run_job(spec, report)
     except Exception as exc:
         traceback.print_exc()
-        report({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
+        report({"event": "error", "message": f"{type(exc).__name__}: {exc}"[:4000]})
         return 1
     report({"event": "done", "metrics": metrics})
     return 0

@@ -20,7 +20,9 @@ from services.trainer.store import ArtifactStore
 from spar.adapter_fetch import fetch_adapter
 from spar.adapter_files import folder_digest
 from spar.client import AsyncActorClient
-from spar.errors import DataLoss, NotFound
+from spar.errors import DataLoss, FailedPrecondition, NotFound
+from spar.metrics import Metrics
+from spar.server import ServiceInterceptor
 from spar.v1 import trainer_pb2 as pb
 from spar.v1 import trainer_pb2_grpc
 
@@ -118,7 +120,8 @@ async def store_server(
     store = ArtifactStore(tmp_path_factory.mktemp("store"))
     name = store.publish(adapter_dir, role="actor", iteration=7, base_model="m")["version"]["name"]
     servicer = TamperingStore(store)
-    server = grpc.aio.server()
+    # The services' own interceptor, so errors reach the client as their status codes.
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(Metrics("store-test"))])
     trainer_pb2_grpc.add_ArtifactStoreServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -169,8 +172,10 @@ async def test_unsafe_paths_and_wrong_versions_are_refused(
         await fetch_adapter(target, name, tmp_path / "cache")
     assert not (tmp_path / "escaped.json").exists()
     servicer.tamper = None
-    with pytest.raises(DataLoss, match="not the expected"):
+    servicer.calls = 0
+    with pytest.raises(FailedPrecondition, match="not the expected ffffffffffff"):
         await fetch_adapter(target, name, tmp_path, expected_digest="f" * 64)
+    assert servicer.calls == 1, "another content than expected is not retried"
     servicer.calls = 0
     with pytest.raises(NotFound, match="not in the store"):
         await fetch_adapter(target, "actor-7-000000000000", tmp_path)

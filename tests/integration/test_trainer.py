@@ -59,9 +59,13 @@ async def trainer(
 ) -> AsyncIterator[TrainerServer]:
     root = tmp_path_factory.mktemp("trainer")
     own = settings.model_copy(deep=True)
-    # One torch thread: the CI box has two cores, shared with the actor's engine.
+    # One torch thread: the CI box has two cores, shared with the actor's engine; no
+    # gradient checkpointing: a 135M model needs little memory (the crash test keeps it on).
     own.trainer = TrainerSettings(
-        store_dir=str(root / "store"), state_dir=str(root / "state"), threads=1
+        store_dir=str(root / "store"),
+        state_dir=str(root / "state"),
+        threads=1,
+        gradient_checkpointing=False,
     )
     server = TrainerServer(own)
     await server.start()
