@@ -49,7 +49,8 @@ def test_publish_names_the_version_by_its_content(tmp_path: Path) -> None:
     assert again["version"] == m["version"] and again["job_id"] == "job-1"
     other = publish(store, make_adapter(tmp_path / "b", b"other"))
     assert other["version"]["name"] != name  # type: ignore[index]
-    assert [x["version"]["name"] for x in store.list()][0] == other["version"]["name"]  # type: ignore[index]
+    newest = store.list()[0]["version"]["name"]
+    assert newest == other["version"]["name"]  # type: ignore[index]
 
 
 def test_a_crash_during_publish_leaves_nothing_listed(

@@ -97,7 +97,7 @@ def test_limits() -> None:
 
 def test_parse_jsonl_names_the_line() -> None:
     assert parse_jsonl('{"a": 1}\n\n{"b": 2}\n') == [{"a": 1}, {"b": 2}]
-    with pytest.raises(InvalidArgument, match="data.jsonl line 2: not valid JSON"):
+    with pytest.raises(InvalidArgument, match=r"data\.jsonl line 2: not valid JSON"):
         parse_jsonl('{"a": 1}\n{oops\n', source="data.jsonl")
     with pytest.raises(InvalidArgument, match="line 1: a record must be a JSON object"):
         parse_jsonl("[1, 2]\n")
