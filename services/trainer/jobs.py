@@ -259,13 +259,16 @@ class JobManager:
             configured,
             *(str(Path(p).expanduser().resolve()) for p in self.settings.trainer.base_models),
         ]
-        if not requested:
-            return configured
-        path = str(Path(requested).expanduser().resolve())
+        path = str(Path(requested).expanduser().resolve()) if requested else configured
         if path not in allowed:
             raise InvalidArgument(
                 f"base_model {requested[:200]!r} is not a model this trainer may load; allowed: "
                 f"{', '.join(allowed)} (add folders with SPAR_TRAINER__BASE_MODELS)"
+            )
+        if not (Path(path) / "config.json").is_file():
+            raise FailedPrecondition(
+                f"base model folder {path} holds no model (config.json is missing); run "
+                "`spar model prepare` or point SPAR_MODEL at a Hugging Face model folder"
             )
         return path
 

@@ -21,6 +21,8 @@ PAIR = {"prompt": "Say hi.", "chosen": "hi", "rejected": "HI"}
 
 
 def manager(tmp_path: Path) -> JobManager:
+    (tmp_path / "model").mkdir(exist_ok=True)
+    (tmp_path / "model" / "config.json").write_text("{}")
     settings = Settings(
         cache_dir=tmp_path,
         model=str(tmp_path / "model"),
@@ -77,6 +79,10 @@ def test_submit_rejects_bad_requests(tmp_path: Path) -> None:
         jobs.submit(request(digest, role="critic"), {})
     with pytest.raises(InvalidArgument, match="not a model this trainer may load"):
         jobs.submit(request(digest, base_model="/etc"), {})
+    (tmp_path / "model" / "config.json").unlink()
+    with pytest.raises(FailedPrecondition, match="run `spar model prepare`"):
+        jobs.submit(request(digest), {})
+    (tmp_path / "model" / "config.json").write_text("{}")
     with pytest.raises(FailedPrecondition, match="world_size > 1"):
         jobs.submit(request(digest, world_size=2), {})
     with pytest.raises(NotFound, match="not in the store"):
