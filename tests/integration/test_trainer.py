@@ -191,13 +191,17 @@ def _measure(model_path: Path, adapter: Path, fn: Any) -> tuple[Any, Any]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.set_num_threads(1)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    model = PeftModel.from_pretrained(base, adapter).eval()
-    with model.disable_adapter():
-        before = fn(model, tokenizer)
-    return before, fn(model, tokenizer)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the shared CI cores; restored for the rest of the session
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, adapter).eval()
+        with model.disable_adapter():
+            before = fn(model, tokenizer)
+        return before, fn(model, tokenizer)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.slow
