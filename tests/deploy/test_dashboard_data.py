@@ -9,6 +9,7 @@ skipped silently; with every service covered the test passes or fails on data al
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import socket
@@ -36,13 +37,15 @@ pytestmark = pytest.mark.slow
 # -- traffic drivers: real requests that exercise what the dashboard shows ---------------
 
 
-async def drive_actor(server: Any, model_path: Path, workdir: Path) -> None:
+async def drive_actor(server: Any, model_path: Path, workdir: Path, prime: bool) -> None:
     """Generations (unary, n>1, streamed) and a full adapter rollout on the replica:
     stage a real LoRA, activate it, serve with it, go back to base, retire it."""
     from spar.client import AsyncActorClient
 
     async with AsyncActorClient(f"127.0.0.1:{server.port}", timeout=120) as actor:
         await actor.generate("Name a colour.", max_tokens=8, temperature=0.0)
+        if prime:
+            return
         await actor.generate("Name a fruit.", n=2, max_tokens=8)
         async for _ in actor.generate_stream("Count to three.", max_tokens=8, temperature=0.0):
             pass
@@ -55,7 +58,7 @@ async def drive_actor(server: Any, model_path: Path, workdir: Path) -> None:
         await actor.retire_adapter(name)
 
 
-async def drive_refiner(server: Any, model_path: Path, workdir: Path) -> None:
+async def drive_refiner(server: Any, model_path: Path, workdir: Path, prime: bool) -> None:
     """Refined answers through the public Answer RPC (the proto contract), with the LLM
     judge and with a verifier constraint the first answer is sure to miss (a search)."""
     import grpc
@@ -87,8 +90,35 @@ async def drive_refiner(server: Any, model_path: Path, workdir: Path) -> None:
             request.options.branch = 2
             request.options.max_depth = 1
             request.options.judge_samples = 3
-            request.budget.max_nodes = 2
+            request.budget.max_nodes = 1 if prime else 2
             await stub.Answer(request, timeout=300)
+
+
+async def drive_trainer(server: Any, model_path: Path, workdir: Path, prime: bool) -> None:
+    """One small real DPO job (4 pairs, one step): loss, reward margin, throughput, the
+    job's final state and a published adapter version."""
+    from spar.client import AsyncTrainerClient
+
+    if prime:
+        return  # one job is enough: its gauges are read as they are, counters by increase()
+    pairs = [
+        {"prompt": f"Name {thing}. Answer in lowercase.", "chosen": good, "rejected": bad}
+        for thing, good, bad in [
+            ("a colour", "blue is calm.", "BLUE IS CALM!"),
+            ("an animal", "a cat is fine.", "A CAT IS FINE!"),
+            ("a fruit", "an apple is sweet.", "AN APPLE IS SWEET!"),
+            ("a city", "paris is lovely.", "PARIS IS LOVELY!"),
+        ]
+    ]
+    hyperparameters = {"lora_rank": 4, "lora_alpha": 8, "max_length": 48, "epochs": 1,
+                       "batch_size": 4, "learning_rate": 5e-4, "seed": 0}  # fmt: skip
+    async with AsyncTrainerClient(f"127.0.0.1:{server.port}", timeout=60) as trainer:
+        data = await trainer.upload_dataset("dpo", pairs, name="dashboard")
+        job = await trainer.submit_job(
+            "dpo", data.dataset_digest, iteration=1, hyperparameters=hyperparameters
+        )
+        done = await asyncio.wait_for(trainer.wait_job(job.id), timeout=600)
+        assert done.error == "", done.error
 
 
 def _make_lora(model_path: Path, out: Path) -> Path:
@@ -104,11 +134,18 @@ def _make_lora(model_path: Path, out: Path) -> Path:
     return out
 
 
-Driver = Callable[[Any, Path, Path], Awaitable[None]]
-#: Services whose traffic this test can drive. The trainer (a DPO job on an uploaded
-#: dataset) and the coordinator (an iteration with a rollout) get theirs with their
-#: session fixtures.
-DRIVERS: dict[str, Driver] = {"actor": drive_actor, "refiner": drive_refiner}
+#: (server, model path, scratch folder, prime) -> None. A priming round runs before
+#: Prometheus starts: a counter or histogram series is born at its first increment, which
+#: rate() cannot see, so each label set the queries rate() over must exist before the
+#: first scrape and grow after it.
+Driver = Callable[[Any, Path, Path, bool], Awaitable[None]]
+#: Services whose traffic this test can drive. The coordinator's (an iteration that ends
+#: in a rollout) comes with its session fixture.
+DRIVERS: dict[str, Driver] = {
+    "actor": drive_actor,
+    "refiner": drive_refiner,
+    "trainer": drive_trainer,
+}
 
 
 # -- the services of the session ---------------------------------------------------------
@@ -168,9 +205,9 @@ class Prometheus:
         return result
 
 
-@pytest.fixture
-async def prometheus(
-    tools: Tools, session_services: Services, tmp_path: Path
+@contextlib.asynccontextmanager
+async def prometheus_scraping(
+    tools: Tools, services: Services, tmp_path: Path
 ) -> AsyncIterator[Prometheus]:
     """Prometheus scraping every covered service the way the chart's ServiceMonitor
     does: job="spar", honor_labels, and namespace, pod and service target labels."""
@@ -179,7 +216,7 @@ async def prometheus(
             "targets": [f"127.0.0.1:{server.metrics_port}"],
             "labels": {"namespace": NAMESPACE, "pod": f"{name}-0", "service": name},
         }
-        for name, server in session_services.servers.items()
+        for name, server in services.servers.items()
     ]
     config = {
         "global": {
@@ -242,13 +279,21 @@ def _has_finite_value(result: list[dict[str, Any]]) -> bool:
 
 
 async def test_every_dashboard_query_returns_real_data(
-    session_services: Services,
-    prometheus: Prometheus,
-    model_path: Path,
-    tmp_path: Path,
+    session_services: Services, tools: Tools, model_path: Path, tmp_path: Path
 ) -> None:
     covered = set(session_services.servers)
     assert "actor" in covered, "the actor session fixture exists; it must be scraped"
+    for name, server in session_services.servers.items():
+        await DRIVERS[name](server, model_path, tmp_path, True)
+
+    async with prometheus_scraping(tools, session_services, tmp_path) as prometheus:
+        await _check_queries(prometheus, session_services, model_path, tmp_path)
+
+
+async def _check_queries(
+    prometheus: Prometheus, session_services: Services, model_path: Path, tmp_path: Path
+) -> None:
+    covered = set(session_services.servers)
 
     def all_up() -> bool:
         up = prometheus.query('up{job="spar"} == 1')
@@ -257,7 +302,7 @@ async def test_every_dashboard_query_returns_real_data(
     await _until(all_up, 30, "Prometheus did not scrape every service")
     # Traffic only now, so every counter's increase falls inside the queried window.
     for name, server in session_services.servers.items():
-        await DRIVERS[name](server, model_path, tmp_path)
+        await DRIVERS[name](server, model_path, tmp_path, False)
     await asyncio.sleep(4 * SCRAPE_INTERVAL_S)
 
     window = f"{math.ceil(time.time() - prometheus.started) + 30}s"
