@@ -27,7 +27,7 @@ from services.coordinator.rollout import Version, activate_all, retire_old, stag
 from services.coordinator.state import StateStore, version_message
 from services.refiner.prompts import Prompts
 from spar.config import Settings
-from spar.errors import FailedPrecondition
+from spar.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from spar.v1 import common_pb2, coordinator_pb2, refiner_pb2, trainer_pb2
 
 log = logging.getLogger(__name__)
@@ -91,13 +91,31 @@ class Ports:
     """(records, adapter) → IFEval's four metrics of the actor with that adapter."""
 
 
+RETRY_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 30.0, 30.0)
+"""Back-off of a stage's call that a busy or restarting service refused."""
+
+
+async def with_retries(fn: Callable[[Any], Awaitable[None]], item: Any) -> None:
+    """Calls fn(item), retrying RESOURCE_EXHAUSTED and UNAVAILABLE with back-off: the
+    refiner's admission queue and replica restarts are normal in a long batch."""
+    for delay in (*RETRY_DELAYS_S, None):
+        try:
+            await fn(item)
+            return
+        except (ResourceExhausted, Unavailable) as exc:
+            if delay is None:
+                raise
+            log.info("%s; retrying in %.0f s", exc.message, delay)
+            await asyncio.sleep(delay)
+
+
 async def bounded(limit: int, items: Iterable[Any], fn: Callable[[Any], Awaitable[None]]) -> None:
     """Runs fn over items with at most limit in flight (so the engine batches them)."""
     sem = asyncio.Semaphore(max(1, limit))
 
     async def one(item: Any) -> None:
         async with sem:
-            await fn(item)
+            await with_retries(fn, item)
 
     await asyncio.gather(*(one(i) for i in items))
 

@@ -77,6 +77,7 @@ async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
         "SPAR_COORDINATOR__LEARNING_RATE_DPO": "5e-4",
         "SPAR_COORDINATOR__PROMOTE_MARGIN": "1.0",
         "SPAR_COORDINATOR__RECONCILE_INTERVAL_S": "0",
+        "SPAR_COORDINATOR__CONCURRENCY": "2",
     }
     proc, target = await start_coordinator(env)
     async with AsyncCoordinatorClient(target, timeout=600) as client:
