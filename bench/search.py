@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -227,6 +228,12 @@ async def peak_tokens_per_s(engine: Engine, sequences: int, max_tokens: int) -> 
     return sum(r.usage.completion_tokens for r in results) / wall
 
 
+def load() -> str:
+    """The machine's load average: other processes share the CPU engine's cores."""
+    one, five, _ = os.getloadavg()
+    return f"(load average {one:.1f} / {five:.1f})"
+
+
 def p50(runs: Sequence[Run]) -> float:
     return statistics.median(r.wall_s for r in runs)
 
@@ -276,15 +283,20 @@ async def main_async(args: argparse.Namespace) -> str:
               f"refine={args.refine_tokens} tokens budget={args.max_nodes} nodes/"
               f"{args.max_tokens} tokens", flush=True)  # fmt: skip
         spar1, _ = await run_many(spar_search, engine, lat, setup, 1)
-        print(f"spar  concurrency 1: p50 {p50(spar1):.1f} s", flush=True)
+        print(f"spar  concurrency 1: p50 {p50(spar1):.1f} s {load()}", flush=True)
         ref1, _ = await run_many(reference_search, engine, lat, setup, 1)
-        print(f"ref   concurrency 1: p50 {p50(ref1):.1f} s", flush=True)
-        peak = await peak_tokens_per_s(engine, args.peak_sequences, args.peak_tokens)
-        print(f"engine peak: {peak:.1f} generated tokens/s", flush=True)
+        print(f"ref   concurrency 1: p50 {p50(ref1):.1f} s {load()}", flush=True)
+        # The peak is measured right before and right after spar's run (the larger one
+        # counts), so load from other processes on a shared machine skews it less.
+        peak_before = await peak_tokens_per_s(engine, args.peak_sequences, args.peak_tokens)
+        print(f"engine peak: {peak_before:.1f} generated tokens/s {load()}", flush=True)
         spar8, spar8_wall = await run_many(spar_search, engine, pairs, setup, args.concurrency)
-        print(f"spar  concurrency {args.concurrency}: {spar8_wall:.1f} s", flush=True)
+        print(f"spar  concurrency {args.concurrency}: {spar8_wall:.1f} s {load()}", flush=True)
+        peak_after = await peak_tokens_per_s(engine, args.peak_sequences, args.peak_tokens)
+        print(f"engine peak: {peak_after:.1f} generated tokens/s {load()}", flush=True)
+        peak = max(peak_before, peak_after)
         ref8, ref8_wall = await run_many(reference_search, engine, pairs, setup, args.concurrency)
-        print(f"ref   concurrency {args.concurrency}: {ref8_wall:.1f} s", flush=True)
+        print(f"ref   concurrency {args.concurrency}: {ref8_wall:.1f} s {load()}", flush=True)
     finally:
         engine.shutdown()
 
@@ -300,8 +312,8 @@ async def main_async(args: argparse.Namespace) -> str:
     print(row("reference, concurrency 1", ref1))
     print(row(f"spar, concurrency {args.concurrency}", spar8, spar8_wall))
     print(row(f"reference, concurrency {args.concurrency}", ref8, ref8_wall))
-    print(f"engine peak {peak:.1f} tok/s; spar at concurrency {args.concurrency}: "
-          f"{spar_tps:.1f} tok/s; reference: "
+    print(f"engine peak {peak:.1f} tok/s (before {peak_before:.1f}, after {peak_after:.1f}); "
+          f"spar at concurrency {args.concurrency}: {spar_tps:.1f} tok/s; reference: "
           f"{sum(r.generated_tokens for r in ref8) / ref8_wall:.1f} tok/s")  # fmt: skip
     print(f"outcomes spar: {sorted(r.outcome for r in spar8)}")
     print(f"outcomes reference: {sorted(r.outcome for r in ref8)}")
