@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from deploy_tools import VALUES_CPU, VALUES_PRODUCTION, Tools, install_tools
 
-from spar.config import Settings, TrainerSettings
+from spar.config import CoordinatorSettings, DiscoverySettings, Settings, TrainerSettings
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +53,36 @@ async def trainer_server(
         store_dir=str(root / "store"), state_dir=str(root / "state"), threads=1
     )
     server = TrainerServer(own)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def coordinator_server(
+    settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    actor_server: Any,
+    refiner_server: Any,
+    trainer_server: Any,
+) -> AsyncIterator[object]:
+    """A real coordinator over the session's actor, refiner and trainer (static replica
+    lists, no periodic reconcile), for the dashboard's rollout panels. Drop it once
+    tests/conftest.py has a session coordinator."""
+    from services.coordinator.server import CoordinatorServer
+
+    actor, refiner = f"127.0.0.1:{actor_server.port}", f"127.0.0.1:{refiner_server.port}"
+    own = settings.model_copy(deep=True)
+    own.coordinator = CoordinatorSettings(
+        state_dir=str(tmp_path_factory.mktemp("dashboard-coordinator")),
+        actor_target=actor,
+        refiner_target=refiner,
+        trainer_target=f"127.0.0.1:{trainer_server.port}",
+        actor=DiscoverySettings(targets=[actor]),
+        refiner=DiscoverySettings(targets=[refiner]),
+        reconcile_interval_s=0,
+    )
+    server = CoordinatorServer(own)
     await server.start()
     yield server
     await server.stop()
