@@ -28,7 +28,6 @@ DEMO_ITERATION = {
     "SPAR_COORDINATOR__EVAL_PROMPTS": "8",
     "SPAR_COORDINATOR__EVAL_MAX_TOKENS": "128",
     "SPAR_COORDINATOR__SEARCH_MAX_NODES": "6",
-    "SPAR_COORDINATOR__MAX_LENGTH": "512",
     # Shorter judge and refine turns keep the demo's searches within minutes on a CPU.
     "SPAR_REFINER__JUDGE_MAX_TOKENS": "128",
     "SPAR_REFINER__REFINE_MAX_TOKENS": "192",
