@@ -10,7 +10,7 @@ status code and message.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -30,8 +30,6 @@ from spar.v1 import (
     trainer_pb2_grpc,
 )
 
-T = TypeVar("T")
-
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -42,6 +40,70 @@ def _error(exc: grpc.RpcError) -> SparError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
     return from_status(code, details or "")
+
+
+class _Client:
+    """What every blocking client shares: channel, default deadline, errors, health."""
+
+    def __init__(self, target: str, *, timeout: float | None = None) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, fn: Callable[..., Any], request: Any, timeout: float | None = None) -> Any:
+        try:
+            return fn(request, timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    def health(self, service: str = "", timeout: float | None = 5.0) -> str:
+        """SERVING, NOT_SERVING, ... of the server (or one of its services)."""
+        req = health_pb2.HealthCheckRequest(service=service)
+        reply = self._call(self.health_stub.Check, req, timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+class _AsyncClient:
+    """What every asyncio client shares: channel, default deadline, errors, health."""
+
+    def __init__(self, target: str, *, timeout: float | None = None) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _call(
+        self, fn: Callable[..., Any], request: Any, timeout: float | None = None
+    ) -> Any:
+        try:
+            return await fn(request, timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    async def health(self, service: str = "", timeout: float | None = 5.0) -> str:
+        """SERVING, NOT_SERVING, ... of the server (or one of its services)."""
+        req = health_pb2.HealthCheckRequest(service=service)
+        reply = await self._call(self.health_stub.Check, req, timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 def generate_request(
@@ -88,31 +150,13 @@ def stage_request(
     )
 
 
-class ActorClient:
+class ActorClient(_Client):
     """Blocking client of an actor (``Actor`` + ``AdapterHost`` + health)."""
 
     def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        self.target = target
-        self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        super().__init__(target, timeout=timeout)
         self.actor = actor_pb2_grpc.ActorStub(self.channel)
         self.adapters = adapter_host_pb2_grpc.AdapterHostStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
-
-    def __enter__(self) -> ActorClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def _call(self, fn: Callable[..., Any], request: Any, timeout: float | None) -> Any:
-        try:
-            return fn(request, timeout=timeout if timeout is not None else self.timeout)
-        except grpc.RpcError as exc:
-            raise _error(exc) from None
 
     def generate(
         self, prompt: str = "", *, timeout: float | None = None, **kwargs: Any
@@ -163,38 +207,14 @@ class ActorClient:
         )
         return reply
 
-    def health(self, service: str = "", timeout: float | None = 5.0) -> str:
-        """SERVING, NOT_SERVING, ... of the server (or one of its services)."""
-        req = health_pb2.HealthCheckRequest(service=service)
-        reply = self._call(self.health_stub.Check, req, timeout)
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
-
-class AsyncActorClient:
+class AsyncActorClient(_AsyncClient):
     """asyncio client of an actor; same methods as :class:`ActorClient`, awaitable."""
 
     def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        self.target = target
-        self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        super().__init__(target, timeout=timeout)
         self.actor = actor_pb2_grpc.ActorStub(self.channel)
         self.adapters = adapter_host_pb2_grpc.AdapterHostStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
-
-    async def __aenter__(self) -> AsyncActorClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self.channel.close()
-
-    async def _call(self, fn: Callable[..., Any], request: Any, timeout: float | None) -> Any:
-        try:
-            return await fn(request, timeout=timeout if timeout is not None else self.timeout)
-        except grpc.RpcError as exc:
-            raise _error(exc) from None
 
     async def generate(
         self, prompt: str = "", *, timeout: float | None = None, **kwargs: Any
@@ -248,11 +268,6 @@ class AsyncActorClient:
             self.adapters.ListAdapters, req, None
         )
         return reply
-
-    async def health(self, service: str = "", timeout: float | None = 5.0) -> str:
-        req = health_pb2.HealthCheckRequest(service=service)
-        reply = await self._call(self.health_stub.Check, req, timeout)
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 # -- refiner -------------------------------------------------------------------------
@@ -410,7 +425,7 @@ def answer_request(
     )
 
 
-class RefinerClient:
+class RefinerClient(_Client):
     """Blocking client of a refiner (``Refiner`` + ``AdapterHost`` + health).
 
     with RefinerClient("127.0.0.1:50052") as refiner:
@@ -419,27 +434,9 @@ class RefinerClient:
     """
 
     def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        self.target = target
-        self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        super().__init__(target, timeout=timeout)
         self.refiner = refiner_pb2_grpc.RefinerStub(self.channel)
         self.adapters = adapter_host_pb2_grpc.AdapterHostStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
-
-    def __enter__(self) -> RefinerClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def _call(self, fn: Callable[..., Any], request: Any, timeout: float | None) -> Any:
-        try:
-            return fn(request, timeout=timeout if timeout is not None else self.timeout)
-        except grpc.RpcError as exc:
-            raise _error(exc) from None
 
     def judge(
         self, instruction: str, response: str, *, timeout: float | None = None, **kwargs: Any
@@ -475,37 +472,14 @@ class RefinerClient:
         )
         return reply
 
-    def health(self, service: str = "", timeout: float | None = 5.0) -> str:
-        req = health_pb2.HealthCheckRequest(service=service)
-        reply = self._call(self.health_stub.Check, req, timeout)
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
-
-class AsyncRefinerClient:
+class AsyncRefinerClient(_AsyncClient):
     """asyncio client of a refiner; same methods as :class:`RefinerClient`, awaitable."""
 
     def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        self.target = target
-        self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        super().__init__(target, timeout=timeout)
         self.refiner = refiner_pb2_grpc.RefinerStub(self.channel)
         self.adapters = adapter_host_pb2_grpc.AdapterHostStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
-
-    async def __aenter__(self) -> AsyncRefinerClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self.channel.close()
-
-    async def _call(self, fn: Callable[..., Any], request: Any, timeout: float | None) -> Any:
-        try:
-            return await fn(request, timeout=timeout if timeout is not None else self.timeout)
-        except grpc.RpcError as exc:
-            raise _error(exc) from None
 
     async def judge(
         self, instruction: str, response: str, *, timeout: float | None = None, **kwargs: Any
@@ -542,11 +516,6 @@ class AsyncRefinerClient:
         req = answer_request(prompt, **kwargs)
         reply: refiner_pb2.AnswerResponse = await self._call(self.refiner.Answer, req, timeout)
         return reply
-
-    async def health(self, service: str = "", timeout: float | None = 5.0) -> str:
-        req = health_pb2.HealthCheckRequest(service=service)
-        reply = await self._call(self.health_stub.Check, req, timeout)
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 # Trainer and artifact store
@@ -645,7 +614,7 @@ def submit_request(
     )
 
 
-class TrainerClient:
+class TrainerClient(_Client):
     """Blocking client of a trainer (``Trainer`` + ``ArtifactStore`` + health).
 
     with TrainerClient("127.0.0.1:50053") as trainer:
@@ -656,27 +625,9 @@ class TrainerClient:
     """
 
     def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        self.target = target
-        self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        super().__init__(target, timeout=timeout)
         self.trainer = trainer_pb2_grpc.TrainerStub(self.channel)
         self.store = trainer_pb2_grpc.ArtifactStoreStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
-
-    def __enter__(self) -> TrainerClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def _call(self, fn: Callable[..., T], request: Any, timeout: float | None) -> T:
-        try:
-            return fn(request, timeout=timeout if timeout is not None else self.timeout)
-        except grpc.RpcError as exc:
-            raise _error(exc) from None
 
     def upload_dataset(
         self, kind: str, records: Iterable[Mapping[str, Any]], *, name: str = ""
@@ -725,37 +676,14 @@ class TrainerClient:
         )
         return reply
 
-    def health(self, service: str = "", timeout: float | None = 5.0) -> str:
-        req = health_pb2.HealthCheckRequest(service=service)
-        reply = self._call(self.health_stub.Check, req, timeout)
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
-
-class AsyncTrainerClient:
+class AsyncTrainerClient(_AsyncClient):
     """asyncio client of a trainer; same methods as :class:`TrainerClient`, awaitable."""
 
     def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        self.target = target
-        self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        super().__init__(target, timeout=timeout)
         self.trainer = trainer_pb2_grpc.TrainerStub(self.channel)
         self.store = trainer_pb2_grpc.ArtifactStoreStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
-
-    async def __aenter__(self) -> AsyncTrainerClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self.channel.close()
-
-    async def _call(self, fn: Callable[..., Any], request: Any, timeout: float | None) -> Any:
-        try:
-            return await fn(request, timeout=timeout if timeout is not None else self.timeout)
-        except grpc.RpcError as exc:
-            raise _error(exc) from None
 
     async def upload_dataset(
         self, kind: str, records: Iterable[Mapping[str, Any]], *, name: str = ""
@@ -813,13 +741,8 @@ class AsyncTrainerClient:
         )
         return reply
 
-    async def health(self, service: str = "", timeout: float | None = 5.0) -> str:
-        req = health_pb2.HealthCheckRequest(service=service)
-        reply = await self._call(self.health_stub.Check, req, timeout)
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
-
-class CoordinatorClient:
+class CoordinatorClient(_Client):
     """Blocking client of the coordinator.
 
     with CoordinatorClient("127.0.0.1:50054") as coordinator:
@@ -829,26 +752,8 @@ class CoordinatorClient:
     """
 
     def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        self.target = target
-        self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        super().__init__(target, timeout=timeout)
         self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
-
-    def __enter__(self) -> CoordinatorClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def _call(self, fn: Callable[..., Any], request: Any, timeout: float | None = None) -> Any:
-        try:
-            return fn(request, timeout=timeout if timeout is not None else self.timeout)
-        except grpc.RpcError as exc:
-            raise _error(exc) from None
 
     def start_iteration(
         self, prompts_path: str = "", num_prompts: int = 0
@@ -879,38 +784,13 @@ class CoordinatorClient:
         reply: coordinator_pb2.RollbackResponse = self._call(self.stub.Rollback, req)
         return reply
 
-    def health(self, service: str = "", timeout: float | None = 5.0) -> str:
-        req = health_pb2.HealthCheckRequest(service=service)
-        reply = self._call(self.health_stub.Check, req, timeout)
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
-
-class AsyncCoordinatorClient:
+class AsyncCoordinatorClient(_AsyncClient):
     """asyncio client of the coordinator; same methods as :class:`CoordinatorClient`."""
 
     def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        self.target = target
-        self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        super().__init__(target, timeout=timeout)
         self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
-
-    async def __aenter__(self) -> AsyncCoordinatorClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self.channel.close()
-
-    async def _call(
-        self, fn: Callable[..., Any], request: Any, timeout: float | None = None
-    ) -> Any:
-        try:
-            return await fn(request, timeout=timeout if timeout is not None else self.timeout)
-        except grpc.RpcError as exc:
-            raise _error(exc) from None
 
     async def start_iteration(
         self, prompts_path: str = "", num_prompts: int = 0
@@ -943,8 +823,3 @@ class AsyncCoordinatorClient:
         req = coordinator_pb2.RollbackRequest(role=role, name=name)
         reply: coordinator_pb2.RollbackResponse = await self._call(self.stub.Rollback, req)
         return reply
-
-    async def health(self, service: str = "", timeout: float | None = 5.0) -> str:
-        req = health_pb2.HealthCheckRequest(service=service)
-        reply = await self._call(self.health_stub.Check, req, timeout)
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
