@@ -524,6 +524,12 @@ JOB_KINDS: dict[str, trainer_pb2.JobKind] = {
     "dpo": trainer_pb2.JOB_KIND_DPO,
     "sft": trainer_pb2.JOB_KIND_SFT,
 }
+#: How a job spreads over several GPUs ("" = the trainer's default, DDP).
+TRAINING_STRATEGIES: dict[str, trainer_pb2.DistributedStrategy] = {
+    "": trainer_pb2.DISTRIBUTED_STRATEGY_UNSPECIFIED,
+    "ddp": trainer_pb2.DISTRIBUTED_STRATEGY_DDP,
+    "fsdp": trainer_pb2.DISTRIBUTED_STRATEGY_FSDP,
+}
 _RECORD_FIELDS = {"dpo": ("prompt", "chosen", "rejected"), "sft": ("prompt", "completion")}
 
 
@@ -591,7 +597,11 @@ def submit_request(
     base_model: str = "",
     hyperparameters: Mapping[str, Any] | None = None,
     idempotency_key: str = "",
+    world_size: int = 0,
+    strategy: str = "",
 ) -> trainer_pb2.SubmitJobRequest:
+    """world_size: processes (GPUs) of the job, 0 = the trainer's default (all its GPUs);
+    strategy: ddp (default) or fsdp."""
     if kind not in JOB_KINDS:
         raise InvalidArgument(f"kind must be one of {', '.join(JOB_KINDS)}, not {kind!r}")
     hp = trainer_pb2.TrainingHyperparameters()
@@ -611,6 +621,8 @@ def submit_request(
         base_model=base_model,
         hyperparameters=hp,
         idempotency_key=idempotency_key,
+        world_size=world_size,
+        strategy=_choice(TRAINING_STRATEGIES, strategy, "strategy"),
     )
 
 

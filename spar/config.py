@@ -170,6 +170,10 @@ class TrainerSettings(BaseModel):
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass: much less memory for ~30% more compute
     (TRL's default); turn it off for small models where speed matters more."""
+    world_size: int = Field(default=0, ge=0)
+    """Processes (GPUs) of a job that leaves world_size 0: 0 means every GPU the trainer sees
+    (1 on CPU). More than one runs torchrun with DDP (or FSDP) over NCCL; on CPU with gloo,
+    for testing. The chart sets it to trainer.gpus."""
     base_models: list[str] = Field(default_factory=list)
     """Model folders a job may name besides the configured model."""
     max_record_bytes: int = 256 * 1024

@@ -30,7 +30,7 @@ def build_dpo_trainer(
     hp: Hyperparameters,
     args: dict[str, Any],
     peft_config: Any,
-    callback: Any,
+    callbacks: list[Any],
 ) -> Any:
     """A DPOTrainer over conversational preference pairs. With a parent adapter (no
     peft_config), TRL keeps a frozen copy of it as the reference policy."""
@@ -43,5 +43,5 @@ def build_dpo_trainer(
         train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[callback],
+        callbacks=callbacks,
     )

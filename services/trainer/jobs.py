@@ -6,6 +6,10 @@ job's scratch folder; this module publishes the result to the artifact store aft
 worker exited cleanly, so a killed job (or a killed trainer) publishes nothing. Job
 records are persisted on every change; at start, a job that was running when the trainer
 died reads as FAILED and the queue continues.
+
+A job over several GPUs (world_size > 1) is the same worker running torchrun
+(:mod:`services.trainer.distributed`); killing the worker's process group kills torchrun's
+agent, and every rank dies with it (the kernel's parent-death signal).
 """
 
 from __future__ import annotations
@@ -29,6 +33,15 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.trainer import hyperparameters as hparams
+from services.trainer.distributed import (
+    Devices,
+    Strategy,
+    alive,
+    check_strategy,
+    descendants,
+    detect_devices,
+    resolve_world_size,
+)
 from services.trainer.hyperparameters import Hyperparameters, Kind
 from services.trainer.metrics import TrainerMetrics
 from services.trainer.state import TrainerState
@@ -51,10 +64,17 @@ from spar.v1 import trainer_pb2 as pb
 log = logging.getLogger(__name__)
 
 KINDS: dict[int, Kind] = {pb.JOB_KIND_DPO: "dpo", pb.JOB_KIND_SFT: "sft"}
+STRATEGIES: dict[int, Strategy] = {
+    pb.DISTRIBUTED_STRATEGY_UNSPECIFIED: "ddp",
+    pb.DISTRIBUTED_STRATEGY_DDP: "ddp",
+    pb.DISTRIBUTED_STRATEGY_FSDP: "fsdp",
+}
 FINAL = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
 RESTARTED = "trainer restarted during the job; nothing was published; resubmit it"
 STOPPED = "the trainer was stopped during the job; nothing was published; resubmit it"
 LOG_TAIL_LINES = 5
+#: How long a killed job's ranks may take to go after its worker (they die with it).
+RANKS_EXIT_S = 10.0
 
 
 def _now() -> Timestamp:
@@ -76,6 +96,8 @@ class _Running:
     process: asyncio.subprocess.Process
     cancelled: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Processes below the worker (torchrun's ranks) seen when it was killed.
+    killed: list[int] = field(default_factory=list)
 
 
 class JobManager:
@@ -97,6 +119,7 @@ class JobManager:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._devices: Devices | None = None
         self.bounds = hparams.Bounds(
             max_lora_rank=settings.trainer.max_lora_rank,
             max_epochs=settings.trainer.max_epochs,
@@ -188,6 +211,13 @@ class JobManager:
         self._changed = asyncio.Event()
         self.metrics.queue_length.labels(self.metrics.service).set(len(self.queue))
 
+    @property
+    def devices(self) -> Devices:
+        """What jobs may spread over; counted once, at the first submit (imports torch)."""
+        if self._devices is None:
+            self._devices = detect_devices(self.settings.trainer.device)
+        return self._devices
+
     # Submit and cancel
 
     def submit(self, request: pb.SubmitJobRequest, given: dict[str, Any]) -> pb.Job:
@@ -238,18 +268,22 @@ class JobManager:
         self.state.dataset_path(request.dataset_digest, kind)
         role = check_role(request.role or ("actor" if kind == "dpo" else "refiner"))
         base_model = self._base_model(request.base_model)
-        if request.world_size > 1 or request.strategy == pb.DISTRIBUTED_STRATEGY_FSDP:
-            raise FailedPrecondition(
-                "this trainer runs each job in one process on one device; world_size > 1 "
-                "and FSDP are not supported (leave world_size 0 or 1)"
-            )
+        strategy = STRATEGIES.get(request.strategy)
+        if strategy is None:
+            raise InvalidArgument(f"strategy={request.strategy} is unknown; use DDP or FSDP")
+        world_size = resolve_world_size(
+            request.world_size, self.settings.trainer.world_size, self.devices
+        )
+        check_strategy(strategy, world_size)
         base = hparams.defaults(kind, max_length=self.settings.trainer.default_max_length)
         if request.parent_adapter:
             base, given = self._inherit(request.parent_adapter, role, base_model, base, given)
         hp = hparams.resolve(kind, given, base, self.bounds)
         accepted = pb.SubmitJobRequest()
         accepted.CopyFrom(request)
-        accepted.role, accepted.base_model, accepted.world_size = role, base_model, 1
+        accepted.role, accepted.base_model, accepted.world_size = role, base_model, world_size
+        if world_size > 1 and request.strategy == pb.DISTRIBUTED_STRATEGY_UNSPECIFIED:
+            accepted.strategy = pb.DISTRIBUTED_STRATEGY_DDP
         accepted.hyperparameters.CopyFrom(hyperparameters_message(hp))
         return accepted
 
@@ -359,6 +393,8 @@ class JobManager:
             device=self.settings.trainer.device,
             threads=self.settings.trainer.threads,
             gradient_checkpointing=self.settings.trainer.gradient_checkpointing,
+            world_size=request.world_size or 1,
+            strategy=STRATEGIES[request.strategy],
         )
         (folder / "spec.json").write_text(spec.to_json())
         job.state = pb.JOB_STATE_RUNNING
@@ -376,7 +412,10 @@ class JobManager:
         self._running = running
         (folder / "worker.pid").write_text(str(process.pid))
         self.metrics.running.labels(self.metrics.service, kind).set(1)
-        log.info("job %s running (worker pid %d)", job.id, process.pid)
+        log.info(
+            "job %s running (worker pid %d, %d process(es))",
+            job.id, process.pid, spec.world_size,
+        )  # fmt: skip
         self._notify()
         try:
             await self._follow(job, running)
@@ -384,6 +423,7 @@ class JobManager:
             if process.returncode is None:
                 self._kill(running)
                 await process.wait()
+            await self._ranks_gone(running)
             self._running = None
             self.metrics.running.labels(self.metrics.service, kind).set(0)
             self._clean_scratch(job.id)
@@ -434,6 +474,15 @@ class JobManager:
 
     async def _publish(self, job: pb.Job, metrics: dict[str, float]) -> None:
         request = job.request
+        hp = hyperparameters_from_message(request.hyperparameters)
+        world_size = request.world_size or 1
+        # How the job was spread belongs to how it was trained: the global batch decides
+        # what each optimizer step saw.
+        how = {
+            "world_size": world_size,
+            "strategy": STRATEGIES[request.strategy],
+            "global_batch_size": hp.batch_size * hp.gradient_accumulation_steps * world_size,
+        }
         try:
             manifest = await asyncio.to_thread(
                 self.store.publish,
@@ -444,7 +493,7 @@ class JobManager:
                 parent=request.parent_adapter,
                 job_id=job.id,
                 dataset_digest=request.dataset_digest,
-                hyperparameters=hyperparameters_from_message(request.hyperparameters).as_dict(),
+                hyperparameters=hp.as_dict() | how,
                 metrics=metrics,
             )
         except (SparError, OSError) as exc:
@@ -480,8 +529,20 @@ class JobManager:
         self._notify()
 
     def _kill(self, running: _Running) -> None:
+        """The worker's process group and every process below it (torchrun's ranks run in
+        sessions of their own; they would also die with the worker, a moment later)."""
+        running.killed = descendants(running.process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(running.process.pid, signal.SIGKILL)
+        for pid in running.killed:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    async def _ranks_gone(self, running: _Running) -> None:
+        """Waits until a killed job's ranks are gone, so the next job finds the GPUs free."""
+        deadline = time.monotonic() + RANKS_EXIT_S
+        while any(alive(pid) for pid in running.killed) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     def _clean_scratch(self, job_id: str) -> None:
         folder = self.state.job_dir(job_id)

@@ -21,7 +21,7 @@ def build_sft_trainer(
     hp: Hyperparameters,
     args: dict[str, Any],
     peft_config: Any,
-    callback: Any,
+    callbacks: list[Any],
 ) -> Any:
     from datasets import Dataset  # type: ignore[import-untyped]
     from trl.trainer.sft_trainer import SFTTrainer
@@ -32,5 +32,5 @@ def build_sft_trainer(
         train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[callback],
+        callbacks=callbacks,
     )

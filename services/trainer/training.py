@@ -5,6 +5,10 @@ adapter or the parent version's, trains with TRL (:mod:`services.trainer.dpo` or
 :mod:`services.trainer.sft`), reports progress through a callback and saves the adapter
 folder. Publishing is the server's business: a worker that dies leaves only its scratch
 folder behind.
+
+The same code runs as each rank of a job over several processes
+(:mod:`services.trainer.distributed`): the Trainer finds torchrun's environment and wraps
+the model in DDP (or shards it with FSDP); rank 0 alone reports and saves.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from services.trainer.datasets import to_trl
+from services.trainer.distributed import Rank, Strategy, micro_batch_index, micro_batch_seed
 from services.trainer.hyperparameters import Hyperparameters, Kind
 
 Report = Callable[[dict[str, Any]], None]
@@ -39,6 +44,10 @@ class JobSpec:
     device: str = "auto"
     threads: int = 0
     gradient_checkpointing: bool = True
+    #: Processes (GPUs) the job runs on, each with ``hyperparameters.batch_size`` examples
+    #: per micro-batch: the global batch is batch_size x gradient_accumulation_steps x this.
+    world_size: int = 1
+    strategy: Strategy = "ddp"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -68,13 +77,16 @@ def load_records(path: Path, kind: Kind) -> list[dict[str, Any]]:
 
 def load_policy(spec: JobSpec, hp: Hyperparameters, device: str, dtype: Any) -> tuple[Any, Any]:
     """(model, tokenizer): the base model with the parent adapter made trainable, or the bare
-    base model (TRL then adds a fresh LoRA adapter from :func:`lora_config`)."""
+    base model (TRL then adds a fresh LoRA adapter from :func:`lora_config`). Under FSDP the
+    model stays in host memory until accelerate shards it onto the devices."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(spec.base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=dtype)
+    if not sharded(spec):
+        model = model.to(device)
     if spec.parent_dir:
         from peft import PeftModel
 
@@ -121,6 +133,62 @@ def common_args(
         "lr_scheduler_type": "linear",
         "warmup_steps": 0,
     }
+
+
+def sharded(spec: JobSpec) -> bool:
+    return spec.strategy == "fsdp" and spec.world_size > 1
+
+
+def distributed_args(spec: JobSpec, device: str) -> dict[str, Any]:
+    """TrainingArguments of a job over several processes (none for one process)."""
+    if spec.world_size == 1:
+        return {}
+    out: dict[str, Any] = {"ddp_backend": "nccl" if device == "cuda" else "gloo"}
+    if sharded(spec):
+        # FSDP2 wraps each decoder layer; it checkpoints activations itself (the Trainer's
+        # gradient checkpointing would add an all-gather per layer in the backward pass).
+        out["fsdp"] = "full_shard auto_wrap"
+        out["fsdp_config"] = {
+            "version": 2,
+            "reshard_after_forward": True,
+            "state_dict_type": "FULL_STATE_DICT",
+            "activation_checkpointing": spec.gradient_checkpointing,
+        }
+        out["gradient_checkpointing"] = False
+    else:
+        # Every LoRA weight gets a gradient each step: DDP need not search for unused ones.
+        out["ddp_find_unused_parameters"] = False
+    return out
+
+
+class MicroBatchSeeds:
+    """Reseeds torch before every micro-batch from (seed, its global index), so dropout
+    draws the same masks for the same batch on any world size
+    (:mod:`services.trainer.distributed`)."""
+
+    def __init__(self, seed: int, rank: Rank) -> None:
+        self.seed = seed
+        self.rank = rank
+        self.accumulated = 0
+
+    def _reseed(self, args: Any, state: Any) -> None:
+        import torch
+
+        index = micro_batch_index(
+            int(state.global_step), self.accumulated, int(args.gradient_accumulation_steps),
+            self.rank,
+        )  # fmt: skip
+        torch.manual_seed(micro_batch_seed(self.seed, index))
+
+    # transformers.TrainerCallback hooks: before the first micro-batch of a step, and after
+    # each one but the last.
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.accumulated = 0
+        self._reseed(args, state)
+
+    def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.accumulated += 1
+        self._reseed(args, state)
 
 
 class ProgressCallback:
@@ -177,28 +245,62 @@ def training_callback(report: Report) -> Any:
     return _Callback(report)
 
 
+def seeds_callback(seed: int, rank: Rank) -> Any:
+    """A transformers TrainerCallback that is :class:`MicroBatchSeeds`."""
+    from transformers import TrainerCallback
+
+    class _Callback(MicroBatchSeeds, TrainerCallback):  # type: ignore[misc]
+        pass
+
+    return _Callback(seed, rank)
+
+
+def threads_per_process(spec: JobSpec, device: str) -> int:
+    """torch threads: the setting, else (0) torch's default for one process and an equal
+    share of the cores for each of several CPU processes (no oversubscription)."""
+    if spec.threads > 0 or device != "cpu" or spec.world_size == 1:
+        return spec.threads
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // spec.world_size)
+
+
 def run_job(spec: JobSpec, report: Report) -> dict[str, float]:
-    """Trains and saves the adapter into ``spec.output_dir``; returns the final metrics."""
+    """Trains and saves the adapter into ``spec.output_dir``; returns the final metrics.
+    As one rank of several, only rank 0 reports (``report`` is called there alone) and
+    saves."""
     import torch
 
-    if spec.threads > 0:
-        torch.set_num_threads(spec.threads)
+    rank = Rank.from_env()
+    if rank.world_size != spec.world_size:
+        raise RuntimeError(
+            f"the job is for world_size={spec.world_size} but this process is one of "
+            f"{rank.world_size}; multi-process jobs start through torchrun"
+        )
     hp = Hyperparameters.from_dict(spec.hyperparameters)
     device, dtype = pick_device(spec.device)
+    threads = threads_per_process(spec, device)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if device == "cuda" and rank.world_size > 1:
+        torch.cuda.set_device(rank.local_rank)
     records = load_records(Path(spec.dataset_path), spec.kind)
     model, tokenizer = load_policy(spec, hp, device, dtype)
     scratch = Path(spec.output_dir).with_name("scratch")
-    callback = training_callback(report)
+    callback = training_callback(report if rank.main else _discard)
+    callbacks = [callback, seeds_callback(hp.seed, rank)]
     peft = None if spec.parent_dir else lora_config(hp)
     args = common_args(hp, device, scratch, spec.gradient_checkpointing)
+    args.update(distributed_args(spec, device))
     if spec.kind == "dpo":
         from services.trainer.dpo import build_dpo_trainer
 
-        trainer = build_dpo_trainer(model, tokenizer, records, hp, args, peft, callback)
+        trainer = build_dpo_trainer(model, tokenizer, records, hp, args, peft, callbacks)
     else:
         from services.trainer.sft import build_sft_trainer
 
-        trainer = build_sft_trainer(model, tokenizer, records, hp, args, peft, callback)
+        trainer = build_sft_trainer(model, tokenizer, records, hp, args, peft, callbacks)
     kept = len(trainer.train_dataset)
     if kept == 0:
         raise ValueError(
@@ -208,7 +310,12 @@ def run_job(spec: JobSpec, report: Report) -> dict[str, float]:
     t0 = time.monotonic()
     result = trainer.train()
     runtime = time.monotonic() - t0
-    save_adapter(trainer.model, Path(spec.output_dir))
+    # Under FSDP every rank holds a shard: gathering the full weights takes all of them.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if sharded(spec) else None
+    if rank.main:
+        save_adapter(trainer.model, Path(spec.output_dir), state_dict)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     metrics = {
         "train_loss": float(result.training_loss),
         "train_runtime_s": runtime,
@@ -222,11 +329,17 @@ def run_job(spec: JobSpec, report: Report) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if math.isfinite(v)}
 
 
-def save_adapter(model: Any, out: Path) -> None:
+def _discard(event: dict[str, Any]) -> None:
+    pass
+
+
+def save_adapter(model: Any, out: Path, state_dict: dict[str, Any] | None = None) -> None:
     """Saves only the trained adapter (not TRL's frozen reference copy) and only the files a
-    version consists of, so its content digest depends on the weights and config alone."""
+    version consists of, so its content digest depends on the weights and config alone.
+    state_dict: the gathered full weights of a sharded (FSDP) model."""
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out), selected_adapters=["default"], safe_serialization=True)
+    extra = {} if state_dict is None else {"state_dict": state_dict}
+    model.save_pretrained(str(out), selected_adapters=["default"], safe_serialization=True, **extra)
     for path in out.iterdir():
         if path.name not in ADAPTER_FILES:
             if path.is_dir():

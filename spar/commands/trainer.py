@@ -83,6 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             parent=args.parent,
             base_model=args.base_model,
             hyperparameters=hyperparameters,
+            world_size=args.world_size,
+            strategy=args.strategy,
         )
         if args.detach:
             _print_job(job, args.json)
@@ -226,6 +228,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         p.add_argument("--iteration", type=int, default=0, help="self-play iteration (name)")
         p.add_argument("--base-model", default="", help="base model folder (default: trainer's)")
         p.add_argument("--detach", action="store_true", help="print the job and return")
+        p.add_argument(
+            "--world-size", type=int, default=0,
+            help="processes (GPUs) for the job; 0: the trainer's default (all its GPUs)",
+        )  # fmt: skip
+        p.add_argument(
+            "--strategy", choices=["ddp", "fsdp"], default="",
+            help="how the job spreads over several GPUs (default ddp; fsdp shards the model)",
+        )  # fmt: skip
         group = p.add_argument_group("hyperparameters (unset: the trainer's defaults)")
         for flag, kind_ in (
             ("--beta", float), ("--sft-weight", float), ("--lora-rank", int),

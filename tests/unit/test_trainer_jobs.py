@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.trainer.datasets import DatasetBuilder
+from services.trainer.distributed import Devices
 from services.trainer.jobs import RESTARTED, JobManager
 from services.trainer.metrics import TrainerMetrics
 from services.trainer.state import TrainerState
@@ -83,8 +84,11 @@ def test_submit_rejects_bad_requests(tmp_path: Path) -> None:
     with pytest.raises(FailedPrecondition, match="run `spar model prepare`"):
         jobs.submit(request(digest), {})
     (tmp_path / "model" / "config.json").write_text("{}")
-    with pytest.raises(FailedPrecondition, match="world_size > 1"):
-        jobs.submit(request(digest, world_size=2), {})
+    jobs._devices = Devices("cuda", 2, 16)
+    with pytest.raises(FailedPrecondition, match=r"world_size=4 asks for 4 GPUs .* sees 2"):
+        jobs.submit(request(digest, world_size=4), {})
+    with pytest.raises(FailedPrecondition, match="FSDP shards the model"):
+        jobs.submit(request(digest, world_size=1, strategy=pb.DISTRIBUTED_STRATEGY_FSDP), {})
     with pytest.raises(NotFound, match="not in the store"):
         jobs.submit(request(digest, parent_adapter="actor-1-000000000000"), {})
     with pytest.raises(InvalidArgument, match="lora_rank=999"):
@@ -93,6 +97,29 @@ def test_submit_rejects_bad_requests(tmp_path: Path) -> None:
         jobs.get("job-000000000000")
     with pytest.raises(NotFound):
         jobs.get("../../x")
+
+
+def test_world_size_is_resolved_at_submit(tmp_path: Path) -> None:
+    jobs = manager(tmp_path)
+    digest = upload(jobs)
+    jobs._devices = Devices("cuda", 2, 16)
+    every = jobs.submit(request(digest), {})
+    assert every.request.world_size == 2, "0 means every GPU the trainer sees"
+    assert every.request.strategy == pb.DISTRIBUTED_STRATEGY_DDP
+    one = jobs.submit(request(digest, world_size=1), {})
+    assert one.request.world_size == 1
+    assert one.request.strategy == pb.DISTRIBUTED_STRATEGY_UNSPECIFIED
+    jobs.queue.clear()
+    sharded = jobs.submit(request(digest, strategy=pb.DISTRIBUTED_STRATEGY_FSDP), {})
+    assert sharded.request.world_size == 2
+    assert sharded.request.strategy == pb.DISTRIBUTED_STRATEGY_FSDP
+    jobs.settings.trainer.world_size = 1
+    assert jobs.submit(request(digest), {}).request.world_size == 1
+    jobs.queue.clear()
+    jobs._devices = Devices("cpu", 0, 2)
+    assert jobs.submit(request(digest), {}).request.world_size == 1, "the setting, on CPU too"
+    jobs.settings.trainer.world_size = 0
+    assert jobs.submit(request(digest), {}).request.world_size == 1, "one CPU process"
 
 
 def test_parent_keeps_its_lora_shape(tmp_path: Path) -> None:

@@ -1,0 +1,228 @@
+"""Jobs over several processes on CPU: torchrun with gloo ranks behind a real trainer.
+
+The default model, four preference pairs, max_length 64, one torch thread per rank (the CI
+box has two shared cores). A 2-process job must train the adapter the single-process job
+with the same global batch, seed and data trains; a killed rank must fail the job, publish
+nothing and leave no rank behind; a cancelled job likewise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.trainer.server import TrainerServer
+from spar.client import AsyncTrainerClient
+from spar.config import Settings, TrainerSettings
+from spar.errors import FailedPrecondition
+from spar.v1 import trainer_pb2 as pb
+
+PAIRS = [
+    {"prompt": f"Name {thing}. Answer in lowercase.", "chosen": good, "rejected": bad}
+    for thing, good, bad in [
+        ("a colour", "blue is a calm colour.", "BLUE IS A CALM COLOUR!"),
+        ("an animal", "a cat is a fine animal.", "A CAT IS A FINE ANIMAL!"),
+        ("a fruit", "an apple is a sweet fruit.", "AN APPLE IS A SWEET FRUIT!"),
+        ("a city", "paris is a lovely city.", "PARIS IS A LOVELY CITY!"),
+    ]
+]
+#: Global batch 2 (per-device batch 1): two optimizer steps over the four pairs. The paper's
+#: losses (sigmoid DPO + 0.1 SFT) and LoRA dropout 0.05 stay on: they must match too.
+HP: dict[str, Any] = {
+    "lora_rank": 8,
+    "lora_alpha": 16,
+    "max_length": 64,
+    "epochs": 1,
+    "batch_size": 1,
+    "learning_rate": 2e-3,
+    "seed": 0,
+}
+
+
+@pytest.fixture(scope="module")
+async def trainer(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[TrainerServer]:
+    root = tmp_path_factory.mktemp("trainer-distributed")
+    own = settings.model_copy(deep=True)
+    own.trainer = TrainerSettings(
+        store_dir=str(root / "store"),
+        state_dir=str(root / "state"),
+        device="cpu",
+        threads=1,
+        gradient_checkpointing=False,
+    )
+    server = TrainerServer(own)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def client(trainer: TrainerServer) -> AsyncIterator[AsyncTrainerClient]:
+    async with AsyncTrainerClient(f"127.0.0.1:{trainer.port}", timeout=60) as c:
+        yield c
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def _tensors(path: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def _ranks(worker: int) -> dict[int, int]:
+    """rank -> pid of the processes below the job's worker (torchrun's agent), read from
+    /proc: a rank is a process whose environment holds torchrun's RANK."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+            except (OSError, IndexError):
+                continue
+    out = {}
+    for pid, parent in parents.items():
+        if parent != worker:
+            continue
+        try:
+            environ = (Path(f"/proc/{pid}") / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for item in environ:
+            if item.startswith(b"RANK="):
+                out[int(item[5:])] = pid
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def _running_ranks(
+    client: AsyncTrainerClient, trainer: TrainerServer, job_id: str, world: int
+) -> tuple[int, dict[int, int]]:
+    """Waits until rank 0 reports the training started; (worker pid, rank -> pid)."""
+    async for progress in client.watch_job(job_id):
+        assert progress.state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING), progress
+        if progress.state == pb.JOB_STATE_RUNNING and progress.total_steps > 0:
+            break
+    worker = int((trainer.state.job_dir(job_id) / "worker.pid").read_text())
+    ranks = _ranks(worker)
+    assert sorted(ranks) == list(range(world)), f"ranks below worker {worker}: {ranks}"
+    return worker, ranks
+
+
+async def _gone(pids: list[int], within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return not any(_alive(p) for p in pids)
+
+
+async def test_world_size_beyond_the_cpus_is_refused(client: AsyncTrainerClient) -> None:
+    data = await client.upload_dataset("dpo", PAIRS)
+    cpus = _cpus()
+    with pytest.raises(FailedPrecondition) as caught:
+        await client.submit_job("dpo", data.dataset_digest, world_size=cpus + 1)
+    assert f"world_size={cpus + 1} asks for {cpus + 1} processes" in caught.value.message
+    assert f"CPU with {cpus} cores" in caught.value.message
+    with pytest.raises(FailedPrecondition, match="FSDP shards the model"):
+        await client.submit_job("dpo", data.dataset_digest, world_size=1, strategy="fsdp")
+
+
+@pytest.mark.slow
+async def test_two_gloo_ranks_train_the_single_process_adapter(
+    client: AsyncTrainerClient, trainer: TrainerServer
+) -> None:
+    """Global batch 2 both ways: 1 process x 2 accumulation steps, 2 processes x 1."""
+    import torch
+
+    data = await client.upload_dataset("dpo", PAIRS)
+    single = await client.submit_job(
+        "dpo",
+        data.dataset_digest,
+        world_size=1,
+        hyperparameters={**HP, "gradient_accumulation_steps": 2},
+    )
+    double = await client.submit_job(
+        "dpo",
+        data.dataset_digest,
+        world_size=2,
+        hyperparameters={**HP, "gradient_accumulation_steps": 1},
+    )
+    assert double.request.world_size == 2
+    assert double.request.strategy == pb.DISTRIBUTED_STRATEGY_DDP
+    single_done = await client.wait_job(single.id)
+    progress = [p async for p in client.watch_job(double.id)]
+    double_done = progress[-1].job
+    assert single_done.state == pb.JOB_STATE_SUCCEEDED, single_done.error
+    assert double_done.state == pb.JOB_STATE_SUCCEEDED, double_done.error
+
+    # Rank 0 alone reports: every step once, in order, with the job's global throughput.
+    steps = [p.step for p in progress if p.state == pb.JOB_STATE_RUNNING and p.step]
+    assert steps == [1, 2] and progress[-2].total_steps == 2
+    assert all(p.loss > 0 and p.tokens_per_second > 0 for p in progress if p.step)
+
+    a = _tensors(trainer.store.files_dir(single_done.result.name))
+    b = _tensors(trainer.store.files_dir(double_done.result.name))
+    assert a.keys() == b.keys() and len(a) > 0
+    moved = max(float(t.abs().max()) for k, t in a.items() if "lora_B" in k)
+    assert moved > 1e-3, "training must have moved the adapter (lora_B starts at zero)"
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+    manifest = await client.get_manifest(double_done.result.name)
+    assert manifest.hyperparameters["global_batch_size"] == 2
+
+
+@pytest.mark.slow
+async def test_a_killed_rank_fails_the_job_and_publishes_nothing(
+    client: AsyncTrainerClient, trainer: TrainerServer
+) -> None:
+    data = await client.upload_dataset("dpo", PAIRS)
+    published = len(trainer.store.list())
+    job = await client.submit_job(
+        "dpo", data.dataset_digest, world_size=2, hyperparameters={**HP, "epochs": 100}
+    )
+    worker, ranks = await _running_ranks(client, trainer, job.id, 2)
+    os.kill(ranks[1], signal.SIGKILL)
+    failed = await asyncio.wait_for(client.wait_job(job.id), timeout=120)
+
+    assert failed.state == pb.JOB_STATE_FAILED and not failed.result.name
+    assert f"rank 1 of 2 (pid {ranks[1]}) was killed by signal SIGKILL" in failed.error
+    assert "torchrun stopped the other ranks" in failed.error
+    assert await _gone([worker, *ranks.values()]), "no rank may outlive the job"
+    assert len(trainer.store.list()) == published
+    assert not list(trainer.store.root.glob(".partial-*"))
+    assert not (trainer.state.job_dir(job.id) / "output").exists()
+
+
+@pytest.mark.slow
+async def test_cancel_ends_every_rank(client: AsyncTrainerClient, trainer: TrainerServer) -> None:
+    data = await client.upload_dataset("dpo", PAIRS)
+    published = len(trainer.store.list())
+    job = await client.submit_job(
+        "dpo", data.dataset_digest, world_size=2, hyperparameters={**HP, "epochs": 100}
+    )
+    worker, ranks = await _running_ranks(client, trainer, job.id, 2)
+    cancelled = await client.cancel_job(job.id)
+    assert cancelled.state == pb.JOB_STATE_CANCELLED and not cancelled.result.name
+    # The trainer waits for the ranks before it answers: they are gone already.
+    assert not any(_alive(p) for p in [worker, *ranks.values()])
+    assert len(trainer.store.list()) == published
