@@ -131,6 +131,7 @@ BAD_VALUES = [
     (["alerts.SparServiceDown.severity=page"], "/alerts/SparServiceDown/severity"),
     (["alerts.SparNope.enabled=true"], "'SparNope' not allowed"),
     (["cache.sizeLimit=lots"], "/cache/sizeLimit"),
+    (["trainer.shm.sizeLimit=lots"], "/trainer/shm/sizeLimit"),
     (["actor.resources.requests.memory=16 GB"], "/actor/resources/requests/memory"),
     (["actor.pdb.maxUnavailable=0"], "/actor/pdb/maxUnavailable"),
     (["networkPolicy.monitoringNamespace=Not_A_Namespace"], "/networkPolicy/monitoringNamespace"),
@@ -347,6 +348,34 @@ def test_gpus_shm_and_scheduling(production_objects: Objects, cpu_objects: Objec
     actor_env = env_of(containers(one(cpu_objects, "Deployment", f"{FULL}-actor"))[0])
     assert actor_env["SPAR_ENGINE__DTYPE"] == "float32"
     assert actor_env["SPAR_ENGINE__ENFORCE_EAGER"] == "true"
+
+
+def test_trainer_jobs_use_every_gpu_of_the_pod(
+    production_objects: Objects, cpu_objects: Objects, tools: Tools
+) -> None:
+    """trainer.gpu is the pod's GPUs and each job's world size; NCCL gets its /dev/shm and
+    never NVLink multicast."""
+
+    def trainer(objects: Objects) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+        deployment = one(objects, "Deployment", f"{FULL}-trainer")
+        container = containers(deployment)[0]
+        shm = {v["name"]: v for v in pod_spec(deployment)["volumes"]}["shm"]["emptyDir"]
+        return env_of(container), container["resources"], shm
+
+    env, resources, shm = trainer(production_objects)
+    assert resources["limits"]["nvidia.com/gpu"] == 2
+    assert env["SPAR_TRAINER__WORLD_SIZE"] == "2"
+    assert env["NCCL_NVLS_ENABLE"] == "0"
+    assert shm == {"medium": "Memory", "sizeLimit": "16Gi"}, "the chart-wide size by default"
+    env, _, _ = trainer(cpu_objects)
+    assert env["SPAR_TRAINER__WORLD_SIZE"] == "0", "0: one process on CPU"
+    objects = tools.render(sets=["trainer.gpu=4", "trainer.shm.sizeLimit=32Gi"])
+    env, resources, shm = trainer(objects)
+    assert env["SPAR_TRAINER__WORLD_SIZE"] == "4"
+    assert resources["requests"]["nvidia.com/gpu"] == 4
+    assert shm["sizeLimit"] == "32Gi"
+    actor = pod_spec(one(objects, "Deployment", f"{FULL}-actor"))
+    assert {v["name"]: v for v in actor["volumes"]}["shm"]["emptyDir"]["sizeLimit"] == "8Gi"
 
 
 def test_default_model_is_prepared_into_the_cache_volume(default_objects: Objects) -> None:

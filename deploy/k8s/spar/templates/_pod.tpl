@@ -3,7 +3,7 @@ The pod template of one role. Call with
   (dict "ctx" $ "role" "actor" "args" (list ...) "engine" true "shm" true "model" true "env" (list ...)
         "volumes" (list ...) "mounts" (list ...) "serviceAccount" "name" "kubeApi" false)
 engine: the pod runs a vLLM engine (engine settings); shm: it gets a memory-backed /dev/shm
-(PyTorch, NCCL); model: it loads the base model (init container or model claim); kubeApi:
+(PyTorch, NCCL) of shm.sizeLimit, or of "shmSizeLimit" when given; model: it loads the base model (init container or model claim); kubeApi:
 it talks to the Kubernetes API.
 */}}
 {{- define "spar.podTemplate" -}}
@@ -165,7 +165,7 @@ spec:
       emptyDir: {sizeLimit: {{ $.Values.cache.sizeLimit }}}
     {{- if .shm }}
     - name: shm
-      emptyDir: {medium: Memory, sizeLimit: {{ $.Values.shm.sizeLimit }}}
+      emptyDir: {medium: Memory, sizeLimit: {{ default $.Values.shm.sizeLimit .shmSizeLimit }}}
     {{- end }}
     {{- if and .model (eq $.Values.model.source "pvc") }}
     - name: model
