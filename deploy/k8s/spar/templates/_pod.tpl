@@ -3,8 +3,8 @@ The pod template of one role. Call with
   (dict "ctx" $ "role" "actor" "args" (list ...) "engine" true "shm" true "model" true "env" (list ...)
         "volumes" (list ...) "mounts" (list ...) "serviceAccount" "name" "kubeApi" false)
 engine: the pod runs a vLLM engine (engine settings); shm: it gets a memory-backed /dev/shm
-(PyTorch, NCCL) of shm.sizeLimit, or of "shmSizeLimit" when given; model: it loads the base model (init container or model claim); kubeApi:
-it talks to the Kubernetes API.
+(PyTorch, NCCL) of shm.sizeLimit, or of "shmSizeLimit" when given; model: it loads the base
+model (init container or model claim); kubeApi: it talks to the Kubernetes API.
 */}}
 {{- define "spar.podTemplate" -}}
 {{- $ := .ctx -}}
