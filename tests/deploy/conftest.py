@@ -39,7 +39,9 @@ def values_files() -> dict[str, list[Path]]:
     return {"defaults": [], "production": [VALUES_PRODUCTION], "cpu": [VALUES_CPU]}
 
 
-@pytest.fixture(scope="session")
+# Module scope: they serve test_dashboard_data.py and stop when it is done, so the rest
+# of the session does not carry them.
+@pytest.fixture(scope="module")
 async def trainer_server(
     settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[object]:
@@ -58,7 +60,7 @@ async def trainer_server(
     await server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def coordinator_server(
     settings: Settings,
     tmp_path_factory: pytest.TempPathFactory,

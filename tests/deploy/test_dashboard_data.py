@@ -1,6 +1,7 @@
 """Every dashboard query returns data from a real Prometheus that scrapes real spar services
-after real traffic. The services are the test session's (tests/conftest.py): a service
-counts once it has a session fixture `<service>_server` here and a traffic driver below.
+after real traffic. The services are the test session's: a service counts once a fixture
+`<service>_server` exists (tests/conftest.py; tests/deploy/conftest.py adds the trainer
+and the coordinator) and it has a traffic driver below.
 
 Queries that need a service not covered yet are named in an expected failure, never
 skipped silently; with every service covered the test passes or fails on data alone.
@@ -196,7 +197,7 @@ def session_services(request: pytest.FixtureRequest) -> Services:
         try:
             server = request.getfixturevalue(f"{service}_server")
         except pytest.FixtureLookupError:
-            found.missing[service] = f"no `{service}_server` session fixture in tests/conftest.py"
+            found.missing[service] = f"no `{service}_server` fixture"
             continue
         if service not in DRIVERS:
             found.missing[service] = "no traffic driver in test_dashboard_data.py"
