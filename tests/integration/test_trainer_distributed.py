@@ -147,48 +147,74 @@ async def test_world_size_beyond_the_cpus_is_refused(client: AsyncTrainerClient)
         await client.submit_job("dpo", data.dataset_digest, world_size=1, strategy="fsdp")
 
 
-@pytest.mark.slow
-async def test_two_gloo_ranks_train_the_single_process_adapter(
-    client: AsyncTrainerClient, trainer: TrainerServer
-) -> None:
-    """Global batch 2 both ways: 1 process x 2 accumulation steps, 2 processes x 1."""
-    import torch
+@pytest.fixture(scope="module")
+async def single(trainer: TrainerServer) -> dict[str, Any]:
+    """The single-process job: global batch 2 as 1 process x 2 accumulation steps."""
+    async with AsyncTrainerClient(f"127.0.0.1:{trainer.port}") as c:
+        data = await c.upload_dataset("dpo", PAIRS)
+        job = await c.submit_job(
+            "dpo",
+            data.dataset_digest,
+            world_size=1,
+            hyperparameters={**HP, "gradient_accumulation_steps": 2},
+        )
+        done = await c.wait_job(job.id)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.error
+    tensors = _tensors(trainer.store.files_dir(done.result.name))
+    moved = max(float(t.abs().max()) for k, t in tensors.items() if "lora_B" in k)
+    assert moved > 1e-3, "training must have moved the adapter (lora_B starts at zero)"
+    return {"digest": data.dataset_digest, "tensors": tensors}
 
-    data = await client.upload_dataset("dpo", PAIRS)
-    single = await client.submit_job(
+
+async def _two_ranks(
+    client: AsyncTrainerClient, trainer: TrainerServer, digest: str, strategy: str
+) -> tuple[list[pb.JobProgress], dict[str, Any]]:
+    """The 2-process job with the same global batch: 2 processes x 1 accumulation step."""
+    job = await client.submit_job(
         "dpo",
-        data.dataset_digest,
-        world_size=1,
-        hyperparameters={**HP, "gradient_accumulation_steps": 2},
-    )
-    double = await client.submit_job(
-        "dpo",
-        data.dataset_digest,
+        digest,
         world_size=2,
+        strategy=strategy,
         hyperparameters={**HP, "gradient_accumulation_steps": 1},
     )
-    assert double.request.world_size == 2
-    assert double.request.strategy == pb.DISTRIBUTED_STRATEGY_DDP
-    single_done = await client.wait_job(single.id)
-    progress = [p async for p in client.watch_job(double.id)]
-    double_done = progress[-1].job
-    assert single_done.state == pb.JOB_STATE_SUCCEEDED, single_done.error
-    assert double_done.state == pb.JOB_STATE_SUCCEEDED, double_done.error
+    assert job.request.world_size == 2
+    progress = [p async for p in client.watch_job(job.id)]
+    done = progress[-1].job
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.error
+    return progress, _tensors(trainer.store.files_dir(done.result.name))
 
+
+def _assert_same_adapter(got: dict[str, Any], want: dict[str, Any]) -> None:
+    import torch
+
+    assert got.keys() == want.keys() and len(want) > 0
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.slow
+async def test_two_gloo_ranks_train_the_single_process_adapter(
+    client: AsyncTrainerClient, trainer: TrainerServer, single: dict[str, Any]
+) -> None:
+    progress, tensors = await _two_ranks(client, trainer, single["digest"], "")
+    assert progress[-1].job.request.strategy == pb.DISTRIBUTED_STRATEGY_DDP
     # Rank 0 alone reports: every step once, in order, with the job's global throughput.
     steps = [p.step for p in progress if p.state == pb.JOB_STATE_RUNNING and p.step]
     assert steps == [1, 2] and progress[-2].total_steps == 2
     assert all(p.loss > 0 and p.tokens_per_second > 0 for p in progress if p.step)
-
-    a = _tensors(trainer.store.files_dir(single_done.result.name))
-    b = _tensors(trainer.store.files_dir(double_done.result.name))
-    assert a.keys() == b.keys() and len(a) > 0
-    moved = max(float(t.abs().max()) for k, t in a.items() if "lora_B" in k)
-    assert moved > 1e-3, "training must have moved the adapter (lora_B starts at zero)"
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
-    manifest = await client.get_manifest(double_done.result.name)
+    _assert_same_adapter(tensors, single["tensors"])
+    manifest = await client.get_manifest(progress[-1].job.result.name)
     assert manifest.hyperparameters["global_batch_size"] == 2
+
+
+@pytest.mark.slow
+async def test_fsdp_ranks_train_the_single_process_adapter(
+    client: AsyncTrainerClient, trainer: TrainerServer, single: dict[str, Any]
+) -> None:
+    """Sharded: rank 0 saves the weights gathered from both shards."""
+    progress, tensors = await _two_ranks(client, trainer, single["digest"], "fsdp")
+    assert progress[-1].job.request.strategy == pb.DISTRIBUTED_STRATEGY_FSDP
+    _assert_same_adapter(tensors, single["tensors"])
 
 
 @pytest.mark.slow
