@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                         failed[key] = str(exc).splitlines()[0][:200]
                         continue
                     rows.append((key, world, strategy, gc, r))
+                    print(f"{key}: {r['tokens_per_s']:.0f} tokens/s", file=sys.stderr, flush=True)
     print(
         f"\nDPO + LoRA r={args.rank} (trainer job processes), {args.model} "
         f"({params / 1e6:.0f}M params), {args.device}, {args.batch} pairs of 2 x {args.length} "
