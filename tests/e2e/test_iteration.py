@@ -71,7 +71,7 @@ async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
         "SPAR_COORDINATOR__SAMPLES_PER_PROMPT": "2",
         "SPAR_COORDINATOR__SAMPLE_MAX_TOKENS": "48",
         "SPAR_COORDINATOR__JUDGE": "verifier",
-        "SPAR_COORDINATOR__SEARCH_MAX_NODES": "6",
+        "SPAR_COORDINATOR__SEARCH_MAX_NODES": "9",
         "SPAR_COORDINATOR__MAX_LENGTH": "768",
         "SPAR_COORDINATOR__LORA_RANK": "8",
         "SPAR_COORDINATOR__LEARNING_RATE_DPO": "5e-4",
