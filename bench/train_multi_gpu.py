@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, world, strategy, gc, r in rows:
         if world == worlds[0]:
             base.setdefault(gc, r["tokens_per_s"] / world)
-        efficiency = r["tokens_per_s"] / (world * base[gc])
+        efficiency = r["tokens_per_s"] / (world * base.get(gc, float("nan")))
         pairs = int(r["tokens_per_step"] / (2 * args.length) + 0.5)
         print(
             f"{key:20s} {world:4d} {strategy:>8s} {'on' if gc else 'off':>4s} {pairs:5d} "
@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:20s} FAILED: {why}")
     # The headline: the first checkpointing setting, DDP, on the base and the largest world.
     gc0 = args.checkpointing.split(",")[0]
-    one = fields[f"w{worlds[0]}_ddp_gc{gc0}_tokens_per_s"]
-    many = fields[f"w{worlds[-1]}_ddp_gc{gc0}_tokens_per_s"]
+    one = fields.get(f"w{worlds[0]}_ddp_gc{gc0}_tokens_per_s", float("nan"))
+    many = fields.get(f"w{worlds[-1]}_ddp_gc{gc0}_tokens_per_s", float("nan"))
     headline = (
         f"tokens_per_s_{worlds[0]}gpu={one:.0f} tokens_per_s_{worlds[-1]}gpu={many:.0f} "
         f"efficiency={many / (worlds[-1] / worlds[0] * one):.3f}"

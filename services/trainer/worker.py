@@ -74,9 +74,17 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:MAX_MESSAGE_CHARS]
 
 
+def _one_gpu() -> None:
+    """A job of one process trains on one GPU: with several visible, the Trainer would wrap
+    the model in nn.DataParallel (which TRL refuses). Runs before CUDA initialises."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = "0" if visible is None else visible.split(",")[0]
+
+
 def _train(spec_path: Path) -> int:
     """One process trains (world_size 1, no torchrun)."""
     report = _reporter(_event_stream())
+    _one_gpu()
     from services.trainer.training import JobSpec, run_job
 
     try:
