@@ -137,6 +137,9 @@ def _launch(spec_path: Path, world_size: int) -> int:
     from services.trainer.distributed import describe_failure, rank_failures, torchrun_argv
 
     os.environ[PARENT_PID_ENV] = str(os.getpid())  # the ranks' parent: they die with us
+    # NVLink multicast (NVLS) can take a shared host's GPUs out of service; LoRA's small
+    # all-reduces gain little from it. Off unless the operator sets it explicitly.
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     try:
         torchrun(torchrun_argv(world_size, str(spec_path)))
     except ChildFailedError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from itertools import chain, pairwise
 
@@ -143,6 +144,18 @@ def test_a_rank_error_is_reported_with_its_message() -> None:
     )
     plain = rank_failures({0: Failure(10, 3, "To enable traceback see: https://...")})
     assert describe_failure(plain, 2) == "rank 0 of 2 (pid 10) exited with code 3"
+
+
+def test_a_one_process_job_sees_one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several visible GPUs would make the Trainer use nn.DataParallel, which TRL refuses."""
+    from services.trainer.worker import _one_gpu
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    _one_gpu()
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    _one_gpu()
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
 
 
 def test_steps_stay_in_order() -> None:
