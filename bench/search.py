@@ -242,9 +242,12 @@ def row(name: str, runs: Sequence[Run], wall: float | None = None) -> str:
     tokens = statistics.mean(r.generated_tokens for r in runs)
     nodes = statistics.mean(r.nodes for r in runs)
     extra = f"{len(runs) / wall * 60:9.2f}" if wall else f"{'':9s}"
+    # Seconds per 1,000 generated tokens: the trees of two runs differ (a refinement that
+    # cannot be parsed is not a node), so latency alone compares unequal work.
+    per_k = sum(r.wall_s for r in runs) / max(sum(r.generated_tokens for r in runs), 1) * 1000
     return (
         f"{name:28s} {p50(runs):8.1f} {max(r.wall_s for r in runs):8.1f} {extra} "
-        f"{nodes:6.1f} {tokens:8.0f}"
+        f"{nodes:6.1f} {tokens:8.0f} {per_k:9.1f}"
     )
 
 
@@ -272,7 +275,7 @@ async def main_async(args: argparse.Namespace) -> str:
                 max_depth=args.depth,
                 end_gate=args.end_gate,
                 refine_max_tokens=args.refine_tokens,
-                parse_retries=0,
+                parse_retries=args.parse_retries,
             ),
             budget=Budget(args.max_nodes, args.max_tokens, math.inf),
         )
@@ -280,7 +283,8 @@ async def main_async(args: argparse.Namespace) -> str:
         lat = pairs[: args.latency_runs]
         print(f"pairs={len(pairs)} branch={args.branch} keep_top=2 depth={args.depth} "
               f"end_gate={args.end_gate} judge=hybrid k=5x{args.judge_tokens} tokens "
-              f"refine={args.refine_tokens} tokens budget={args.max_nodes} nodes/"
+              f"refine={args.refine_tokens} tokens parse_retries={args.parse_retries} "
+              f"budget={args.max_nodes} nodes/"
               f"{args.max_tokens} tokens", flush=True)  # fmt: skip
         spar1, _ = await run_many(spar_search, engine, lat, setup, 1)
         print(f"spar  concurrency 1: p50 {p50(spar1):.1f} s {load()}", flush=True)
@@ -307,7 +311,10 @@ async def main_async(args: argparse.Namespace) -> str:
     throughput_ratio = spar_rate / ref_rate
     utilisation = spar_tps / peak
     print()
-    print(f"{'':28s} {'p50 s':>8s} {'max s':>8s} {'ans/min':>9s} {'nodes':>6s} {'gen tok':>8s}")
+    print(
+        f"{'':28s} {'p50 s':>8s} {'max s':>8s} {'ans/min':>9s} {'nodes':>6s} {'gen tok':>8s} "
+        f"{'s/1k tok':>9s}"
+    )
     print(row("spar, concurrency 1", spar1))
     print(row("reference, concurrency 1", ref1))
     print(row(f"spar, concurrency {args.concurrency}", spar8, spar8_wall))
@@ -333,6 +340,7 @@ def main() -> None:
     p.add_argument("--end-gate", type=float, default=1.0)
     p.add_argument("--judge-tokens", type=int, default=32, help="tokens per judge sample")
     p.add_argument("--refine-tokens", type=int, default=64, help="tokens per refinement")
+    p.add_argument("--parse-retries", type=int, default=0, help="refine retries per node")
     p.add_argument("--max-nodes", type=int, default=9, help="node budget per search")
     p.add_argument("--max-tokens", type=int, default=100_000, help="token budget per search")
     p.add_argument("--peak-sequences", type=int, default=64)
