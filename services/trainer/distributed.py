@@ -19,16 +19,21 @@ Why a W-process job trains the same adapter as one process with the same global 
   (BatchSamplerShard); each rank accumulates G of its batches per optimizer step. Step s
   therefore trains on batches s*G*W ... (s+1)*G*W - 1 whatever W is: one process with
   G*W accumulation steps runs the same micro-batches, grouped into the same steps.
-- Gradients: the Trainer divides each micro-batch's mean loss by G and sums them; DDP
-  averages the sum over the W ranks. Both are the mean over the step's G*W micro-batches.
-- Dropout: :func:`micro_batch_index` numbers micro-batch a of step s on rank r as
-  (s*G + a)*W + r, which is the index of the same batch in the single-process run, and
-  every micro-batch reseeds torch from (seed, index): the same masks on any world size
-  (and no two ranks share masks, as they would with one seed per rank).
-- One process with per-device batch W*B (same G) sees the same examples per step as well.
-  Its adapter matches for losses that are a mean over pairs (DPO's sigmoid term) with
-  lora_dropout 0; DPO's SFT term is a mean over the micro-batch's tokens and dropout masks
-  depend on the batch shape, so there it differs a little.
+- Gradients: the Trainer divides each micro-batch's loss by G and sums them; DDP averages
+  the sum over the W ranks. Both are the mean over the step's G*W micro-batches.
+- Dropout (LoRA dropout of SFT jobs; TRL's DPOTrainer turns dropout off):
+  :func:`micro_batch_index` numbers micro-batch a of step s on rank r as (s*G + a)*W + r,
+  which is the index of the same batch in the single-process run, and every micro-batch
+  reseeds torch from (seed, index): the same masks on any world size (and no two ranks
+  share masks, as they would with one seed per rank).
+- Loss: DPO's terms are means per micro-batch, averaged as above; SFT's loss is a mean over
+  the completion tokens of the whole global batch (the Trainer counts them across the
+  accumulation steps and the ranks) on any world size.
+- One process with per-device batch W*B (same G) sees the same examples per step as well,
+  but its adapter matches only approximately: DPO's SFT term is a mean over each
+  micro-batch's tokens (so a batch of W*B weighs tokens differently from W batches of B;
+  seen on the default model: 1.6e-3 apart on LoRA weights of 0.04 after 4 steps), and an
+  SFT job's dropout masks depend on the batch's shape. Sigmoid DPO alone matches.
 - The dataset should hold a multiple of the global batch: otherwise accelerate fills the
   last step of every rank with examples from the start (even_batches), where one process
   takes a short last step.

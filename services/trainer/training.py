@@ -164,7 +164,8 @@ def distributed_args(spec: JobSpec, device: str) -> dict[str, Any]:
 class MicroBatchSeeds:
     """Reseeds torch before every micro-batch from (seed, its global index), so dropout
     draws the same masks for the same batch on any world size
-    (:mod:`services.trainer.distributed`)."""
+    (:mod:`services.trainer.distributed`). It matters for SFT jobs: TRL's DPOTrainer turns
+    dropout off."""
 
     def __init__(self, seed: int, rank: Rank) -> None:
         self.seed = seed

@@ -33,8 +33,13 @@ PAIRS = [
         ("a city", "paris is a lovely city.", "PARIS IS A LOVELY CITY!"),
     ]
 ]
-#: Global batch 2 (per-device batch 1): two optimizer steps over the four pairs. The paper's
-#: losses (sigmoid DPO + 0.1 SFT) and LoRA dropout 0.05 stay on: they must match too.
+RECORDS = [
+    {"prompt": f"Judge: is '{word}' lowercase?", "completion": f"Final Judgement: {verdict}"}
+    for word, verdict in [("tree", "Yes"), ("TREE", "No"), ("Sky", "No"), ("river", "Yes")]
+]
+#: Global batch 2 (per-device batch 1): two optimizer steps over four examples. The paper's
+#: DPO losses (sigmoid + 0.1 SFT) stay on; SFT jobs keep LoRA dropout 0.05 (TRL turns
+#: dropout off in DPO), so their ranks must draw the single process's masks.
 HP: dict[str, Any] = {
     "lora_rank": 8,
     "lora_alpha": 16,
@@ -167,11 +172,12 @@ async def single(trainer: TrainerServer) -> dict[str, Any]:
 
 
 async def _two_ranks(
-    client: AsyncTrainerClient, trainer: TrainerServer, digest: str, strategy: str
-) -> tuple[list[pb.JobProgress], dict[str, Any]]:
+    client: AsyncTrainerClient, trainer: TrainerServer, digest: str, strategy: str,
+    kind: str = "dpo",
+) -> tuple[list[pb.JobProgress], dict[str, Any]]:  # fmt: skip
     """The 2-process job with the same global batch: 2 processes x 1 accumulation step."""
     job = await client.submit_job(
-        "dpo",
+        kind,
         digest,
         world_size=2,
         strategy=strategy,
@@ -215,6 +221,26 @@ async def test_fsdp_ranks_train_the_single_process_adapter(
     progress, tensors = await _two_ranks(client, trainer, single["digest"], "fsdp")
     assert progress[-1].job.request.strategy == pb.DISTRIBUTED_STRATEGY_FSDP
     _assert_same_adapter(tensors, single["tensors"])
+
+
+@pytest.mark.slow
+async def test_sft_ranks_with_dropout_train_the_single_process_adapter(
+    client: AsyncTrainerClient, trainer: TrainerServer
+) -> None:
+    """Dropout draws the same masks for the same batch on any world size (one seed per
+    micro-batch), and the loss is a mean over the global batch's completion tokens."""
+    data = await client.upload_dataset("sft", RECORDS)
+    job = await client.submit_job(
+        "sft",
+        data.dataset_digest,
+        world_size=1,
+        hyperparameters={**HP, "gradient_accumulation_steps": 2},
+    )
+    done = await client.wait_job(job.id)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.error
+    assert done.request.hyperparameters.lora_dropout == pytest.approx(0.05)
+    _, tensors = await _two_ranks(client, trainer, data.dataset_digest, "", kind="sft")
+    _assert_same_adapter(tensors, _tensors(trainer.store.files_dir(done.result.name)))
 
 
 @pytest.mark.slow
