@@ -173,7 +173,7 @@ class TrainerSettings(BaseModel):
     world_size: int = Field(default=0, ge=0)
     """Processes (GPUs) of a job that leaves world_size 0: 0 means every GPU the trainer sees
     (1 on CPU). More than one runs torchrun with DDP (or FSDP) over NCCL; on CPU with gloo,
-    for testing. The chart sets it to trainer.gpus."""
+    for testing. The chart sets it to trainer.gpu."""
     base_models: list[str] = Field(default_factory=list)
     """Model folders a job may name besides the configured model."""
     max_record_bytes: int = 256 * 1024

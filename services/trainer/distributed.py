@@ -90,14 +90,14 @@ def resolve_world_size(requested: int, configured: int, devices: Devices) -> int
         if devices.gpus == 0:
             raise FailedPrecondition(
                 "SPAR_TRAINER__DEVICE=cuda but torch sees no GPU on this trainer; give the pod "
-                "GPUs (trainer.gpus in the chart) or set SPAR_TRAINER__DEVICE=auto"
+                "GPUs (trainer.gpu in the chart) or set SPAR_TRAINER__DEVICE=auto"
             )
         world = world or devices.gpus
         if world > devices.gpus:
             raise FailedPrecondition(
                 f"{source} asks for {world} GPUs but this trainer sees {devices.gpus}; ask for "
                 f"at most {devices.gpus} (0 means all of them) or give the trainer more GPUs "
-                "(trainer.gpus in the chart)"
+                "(trainer.gpu in the chart)"
             )
         return world
     world = world or 1
