@@ -126,6 +126,11 @@ async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
         async with AsyncActorClient(t, timeout=120) as actor:
             reply = await actor.generate("Say hi.", max_tokens=4)
             assert reply.adapter == final.actor_candidate.name
-            await actor.activate_adapter("base")
+    # Leave every replica of the session on the base model for the tests that follow.
+    for t in [*actors, f"127.0.0.1:{refiner_server.port}"]:  # type: ignore[attr-defined]
+        async with AsyncActorClient(t, timeout=120) as host:
+            await host.activate_adapter("base")
+            for a in (await host.list_adapters()).adapters:
+                await host.retire_adapter(a.version.name)
     assert final.HasField("candidate_eval") and final.candidate_eval.prompts == 4
     assert [t.stage for t in final.timings][-1] == pb.ITERATION_STAGE_RECORD
