@@ -65,7 +65,7 @@ async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
         "SPAR_COORDINATOR__REFINER__TARGETS": json.dumps([f"127.0.0.1:{refiner_server.port}"]),  # type: ignore[attr-defined]
         "SPAR_COORDINATOR__PROMPTS_PATH": str(PROMPTS),
         "SPAR_COORDINATOR__EVAL_PATH": str(PROMPTS),
-        "SPAR_COORDINATOR__NUM_PROMPTS": "4",
+        "SPAR_COORDINATOR__NUM_PROMPTS": "8",
         "SPAR_COORDINATOR__EVAL_PROMPTS": "4",
         "SPAR_COORDINATOR__EVAL_MAX_TOKENS": "48",
         "SPAR_COORDINATOR__SAMPLES_PER_PROMPT": "2",
@@ -90,7 +90,7 @@ async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
     proc.send_signal(signal.SIGKILL)
     await proc.wait()
     samples = Journal(tmp_path / "state" / "iterations" / "0001" / "samples.jsonl")
-    assert len(samples.read()) == 4
+    assert len(samples.read()) == 8
 
     proc, target = await start_coordinator(env)  # resumes by itself
     try:
@@ -107,9 +107,9 @@ async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
     assert final.state == pb.ITERATION_STATE_SUCCEEDED, final.error
     assert final.stage == pb.ITERATION_STAGE_DONE
     lines = samples.path.read_text().splitlines()
-    assert len(lines) == len(samples.read()) == 4, "resumed work must not duplicate data"
+    assert len(lines) == len(samples.read()) == 8, "resumed work must not duplicate data"
     c = final.counts
-    assert (c.prompts, c.samples) == (4, 8)
+    assert (c.prompts, c.samples) == (8, 16)
     assert c.negatives >= 1 and c.searches == c.negatives
     assert final.search_cost.nodes_expanded > 0
     assert c.dpo_pairs == c.refined >= 1, "a refined search gives one DPO pair"
