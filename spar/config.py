@@ -278,6 +278,43 @@ class CoordinatorSettings(BaseModel):
     """How often every replica is checked against the desired versions (0: never)."""
 
 
+class TlsSettings(BaseModel):
+    """Transport security of every server and client (``SPAR_TLS__*``; docs/operations.md).
+
+    With cert_file, key_file and ca_file servers use mutual TLS (clients must present a
+    certificate signed by the CA) and clients verify servers with the CA; with cert_file
+    and key_file only, servers use TLS without client certificates. A server with no
+    certificate refuses to start unless plaintext is true.
+    """
+
+    cert_file: str = ""
+    """PEM certificate (chain) a server presents, and spar's clients present for mutual TLS."""
+    key_file: str = ""
+    """PEM private key of cert_file."""
+    ca_file: str = ""
+    """PEM CA bundle: servers require client certificates it signed (mutual TLS), clients
+    verify servers with it. Empty: no client certificates; clients use the system roots."""
+    plaintext: bool = False
+    """Serve and connect without TLS when no certificate is configured (local use only;
+    ``spar up`` and ``--plaintext`` set it)."""
+    server_name: str = ""
+    """Name clients check the server certificate against instead of the target's host
+    (replicas are reached by pod IP; the chart sets a name the shared certificate covers)."""
+    require_client_cert: bool = True
+    """With ca_file: require client certificates (mutual TLS). False lets clients without a
+    certificate connect (e.g. external refiner clients that authenticate with a token)."""
+
+
+class AuthSettings(BaseModel):
+    """Bearer-token auth of the spar gRPC services (``SPAR_AUTH__*``); health stays open."""
+
+    tokens_file: str = ""
+    """Tokens a server accepts, one a line (re-read when it changes). Empty: no auth."""
+    token_file: str = ""
+    """Token spar's own clients send as ``authorization: Bearer <token>`` (re-read when it
+    changes). Empty: they send none."""
+
+
 class Settings(BaseSettings):
     """Settings of every spar process."""
 
@@ -302,6 +339,8 @@ class Settings(BaseSettings):
     refiner: RefinerSettings = Field(default_factory=RefinerSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     coordinator: CoordinatorSettings = Field(default_factory=CoordinatorSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     coordinator_target: str = ""
     """Coordinator a starting actor/refiner replica asks for its desired adapter version
     before it reports SERVING; empty: no reconciliation (serve the base model)."""
