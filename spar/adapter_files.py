@@ -33,7 +33,8 @@ def check_name(name: str) -> str:
     """Returns name when it is a valid adapter version name, else raises InvalidArgument."""
     if name == BASE:
         raise InvalidArgument(f"{BASE!r} is reserved for the base model; name the adapter")
-    if not _NAME.match(name) or ".." in name:
+    # fullmatch: with match, "$" would also accept a name that ends in a newline.
+    if not _NAME.fullmatch(name) or ".." in name:
         raise InvalidArgument(
             f"adapter name {name[:80]!r} is invalid: use 1-128 characters of letters, digits, "
             "'.', '_' and '-', starting with a letter or digit (e.g. actor-3-0123456789ab)"

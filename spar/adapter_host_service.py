@@ -7,8 +7,10 @@ from pathlib import Path
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from spar.adapter_files import BASE, check_name
 from spar.adapter_registry import HostedVersion
 from spar.errors import InvalidArgument
+from spar.request_checks import check_path_text
 from spar.runtime import EngineRuntime
 from spar.v1 import adapter_host_pb2 as pb
 from spar.v1 import adapter_host_pb2_grpc as pb_grpc
@@ -22,9 +24,10 @@ def version_message(v: HostedVersion) -> common_pb2.AdapterVersion:
 
 
 class AdapterHostService(pb_grpc.AdapterHostServicer):
-    def __init__(self, runtime: EngineRuntime, base_model: str) -> None:
+    def __init__(self, runtime: EngineRuntime, base_model: str, max_path_chars: int = 4096) -> None:
         self.runtime = runtime
         self.base_model = base_model
+        self.max_path_chars = max_path_chars
 
     async def StageAdapter(
         self, request: pb.StageAdapterRequest, context: grpc.aio.ServicerContext
@@ -36,6 +39,7 @@ class AdapterHostService(pb_grpc.AdapterHostServicer):
         if which == "local_path":
             if not request.source.local_path:
                 raise InvalidArgument("source.local_path is empty")
+            check_path_text(request.source.local_path, "source.local_path", self.max_path_chars)
             version, loaded = await self.runtime.host.stage_local(
                 v.name,
                 Path(request.source.local_path),
@@ -64,6 +68,8 @@ class AdapterHostService(pb_grpc.AdapterHostServicer):
     ) -> pb.ActivateAdapterResponse:
         if not request.name:
             raise InvalidArgument("name is required: a staged version, or 'base'")
+        if request.name != BASE:
+            check_name(request.name)
         previous, active = self.runtime.host.activate(request.name)
         return pb.ActivateAdapterResponse(previous=previous or "", active=active or "")
 
@@ -72,6 +78,7 @@ class AdapterHostService(pb_grpc.AdapterHostServicer):
     ) -> pb.RetireAdapterResponse:
         if not request.name:
             raise InvalidArgument("name is required")
+        check_name(request.name)
         return pb.RetireAdapterResponse(retired=await self.runtime.host.retire(request.name))
 
     async def ListAdapters(

@@ -71,6 +71,20 @@ class Limits(BaseModel):
     """Longest prompt (all messages together) in characters, checked before tokenising."""
     max_stop_strings: int = 8
     """Stop strings per request."""
+    max_stop_chars: int = 256
+    """Longest stop string in characters."""
+    max_messages: int = 64
+    """Chat messages per request."""
+    max_request_id_chars: int = 128
+    """Longest client request_id (printable ASCII)."""
+    max_response_chars: int = 32_000
+    """Longest response text a Judge or Refine request may carry."""
+    max_constraints: int = 32
+    """Verifiable constraints per Judge, Refine or Answer request."""
+    max_constraint_kwargs_chars: int = 4096
+    """Largest kwargs of one constraint, as compact JSON, in characters."""
+    max_path_chars: int = 4096
+    """Longest file path a request may name (adapter local_path, base_model, prompts_path)."""
     max_message_bytes: int = 16 * 1024 * 1024
     """Largest gRPC message the servers accept or send."""
 
@@ -184,6 +198,8 @@ class TrainerSettings(BaseModel):
     """Largest dataset (canonical JSON Lines) in bytes."""
     max_queued_jobs: int = 32
     """Jobs that may wait; more get RESOURCE_EXHAUSTED."""
+    max_idempotency_key_chars: int = 128
+    """Longest idempotency_key of a SubmitJob request."""
     default_max_length: int = 1024
     """Longest tokenized example when a job leaves max_length unset."""
     max_length_limit: int = 8192

@@ -8,6 +8,16 @@ from __future__ import annotations
 
 import grpc
 
+MAX_MESSAGE_CHARS = 2000
+"""Longer messages are cut: a status message travels in gRPC trailers (8 KiB by default),
+and a message that quotes a huge request field must not turn into a transport error."""
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[:MAX_MESSAGE_CHARS] + f"… ({len(message) - MAX_MESSAGE_CHARS} more characters)"
+
 
 class SparError(Exception):
     """Base error; ``code`` is the gRPC status the server answers with."""
@@ -15,6 +25,7 @@ class SparError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
     def __init__(self, message: str) -> None:
+        message = _bounded(message)
         super().__init__(message)
         self.message = message
 

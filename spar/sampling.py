@@ -42,6 +42,11 @@ def generation_request(
     raw: bool = False,
     request_id: str = "",
 ) -> GenerationRequest:
+    if len(messages) > limits.max_messages:
+        raise InvalidArgument(
+            f"{len(messages)} messages exceed the server limit {limits.max_messages} "
+            "(SPAR_LIMITS__MAX_MESSAGES)"
+        )
     chars = sum(len(m.content) for m in messages)
     if chars > limits.max_prompt_chars:
         raise InvalidArgument(
@@ -69,8 +74,10 @@ def generation_request(
         raise InvalidArgument(
             f"{len(stop)} stop strings exceed the server limit {limits.max_stop_strings}"
         )
-    if any(not s or len(s) > 256 for s in stop):
-        raise InvalidArgument("every stop string must have 1 to 256 characters")
+    if any(not s or len(s) > limits.max_stop_chars for s in stop):
+        raise InvalidArgument(
+            f"every stop string must have 1 to {limits.max_stop_chars} characters"
+        )
     return GenerationRequest(
         messages=messages,
         n=n,

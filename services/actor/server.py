@@ -33,7 +33,10 @@ class ActorServer:
             ActorService(self.runtime, settings, self.metrics), self.grpc.server
         )
         adapter_host_pb2_grpc.add_AdapterHostServicer_to_server(
-            AdapterHostService(self.runtime, str(settings.model_path())), self.grpc.server
+            AdapterHostService(
+                self.runtime, str(settings.model_path()), settings.limits.max_path_chars
+            ),
+            self.grpc.server,
         )
         self.grpc.add_services(SERVICE_NAMES)
         self.port = 0

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from spar.adapter_files import BASE, check_name
 from spar.config import Settings
 from spar.engine.protocol import GenerationRequest, Usage
 from spar.metrics import Metrics
+from spar.request_checks import check_token
 from spar.runtime import EngineRuntime
 from spar.sampling import generation_request, messages_from
 from spar.v1 import actor_pb2 as pb
@@ -39,13 +41,20 @@ class ActorService(pb_grpc.ActorServicer):
         self.metrics = metrics
 
     def _request(self, request: pb.GenerateRequest) -> GenerationRequest:
+        limits = self.settings.limits
+        check_token(request.request_id, "request_id", limits.max_request_id_chars)
+        if request.adapter and request.adapter != BASE:
+            check_name(request.adapter)
         return generation_request(
             messages_from(request.prompt, request.messages),
             request.sampling,
-            limits=self.settings.limits,
+            limits=limits,
             defaults=self.settings.sampling,
             raw=request.raw_prompt,
-            request_id=request.request_id or uuid.uuid4().hex,
+            # The engine's id is always unique: two clients may send the same request_id.
+            request_id=f"{request.request_id}-{uuid.uuid4().hex}"
+            if request.request_id
+            else uuid.uuid4().hex,
         )
 
     def _count(self, usage: Usage) -> None:
@@ -73,7 +82,7 @@ class ActorService(pb_grpc.ActorServicer):
             ],
             usage=usage_message(result.usage),
             adapter=version.name if version else "",
-            request_id=req.request_id,
+            request_id=request.request_id or req.request_id,
         )
 
     async def GenerateStream(
@@ -95,7 +104,7 @@ class ActorService(pb_grpc.ActorServicer):
                         finish_reason=FINISH[delta.finish_reason] if delta.finish_reason else None,
                         usage=usage_message(delta.usage) if delta.usage else None,
                         adapter=name,
-                        request_id=req.request_id,
+                        request_id=request.request_id or req.request_id,
                     )
             finally:
                 await stream.aclose()  # type: ignore[attr-defined]

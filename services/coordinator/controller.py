@@ -16,9 +16,11 @@ from services.coordinator.metrics import CoordinatorMetrics
 from services.coordinator.replicas import GrpcReplica, pod_namespace, replica_source
 from services.coordinator.rollout import RolloutFailed, Version, activate_all
 from services.coordinator.state import ROLES, StateStore, version_message
+from spar.adapter_files import check_name
 from spar.client import AsyncActorClient, AsyncRefinerClient, AsyncTrainerClient
 from spar.config import Settings
 from spar.errors import FailedPrecondition, InvalidArgument, NotFound, SparError
+from spar.request_checks import check_path_text
 from spar.v1 import coordinator_pb2
 
 log = logging.getLogger(__name__)
@@ -111,8 +113,10 @@ class Coordinator:
         """Starts the next iteration, or resumes the last one if it did not finish."""
         if self._running is not None:
             return self._running.record
-        if prompts_path and not Path(prompts_path).is_file():
-            raise InvalidArgument(f"prompts_path {prompts_path!r} is not a readable file")
+        if prompts_path:
+            check_path_text(prompts_path, "prompts_path", self.settings.limits.max_path_chars)
+            if not Path(prompts_path).is_file():
+                raise InvalidArgument(f"prompts_path {prompts_path[:200]!r} is not a readable file")
         last = self.current()
         resume = last is not None and last.state in (
             S.ITERATION_STATE_RUNNING,
@@ -220,7 +224,9 @@ class Coordinator:
 
     async def rollback(self, role: str, name: str) -> tuple[Version, int]:
         if role not in ROLES:
-            raise InvalidArgument(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+            raise InvalidArgument(f"role must be one of {', '.join(ROLES)}, not {role[:40]!r}")
+        if name and name != "base":
+            check_name(name)
         if self._running is not None and self._running.record.stage == S.ITERATION_STAGE_ROLLOUT:
             raise FailedPrecondition("a rollout is in progress; wait for it to finish")
         active, previous = self.store.desired(role)

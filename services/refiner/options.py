@@ -7,6 +7,7 @@ over a limit is an InvalidArgument naming the field and the limit, e.g.
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from collections.abc import Sequence
@@ -50,21 +51,50 @@ DEADLINE_MARGIN_S = 0.5
 
 
 def text(value: str, field: str, limits: Limits) -> str:
+    """An instruction or prompt: non-empty and at most max_prompt_chars."""
+    return _text(value, field, limits.max_prompt_chars, "SPAR_LIMITS__MAX_PROMPT_CHARS")
+
+
+def response_text(value: str, field: str, limits: Limits) -> str:
+    """A response to judge or refine: non-empty and at most max_response_chars."""
+    return _text(value, field, limits.max_response_chars, "SPAR_LIMITS__MAX_RESPONSE_CHARS")
+
+
+def _text(value: str, field: str, limit: int, setting: str) -> str:
     if not value.strip():
         raise InvalidArgument(f"{field} is empty; set it to some text")
-    if len(value) > limits.max_prompt_chars:
+    if len(value) > limit:
         raise InvalidArgument(
-            f"{field} is {len(value)} characters; the server limit is {limits.max_prompt_chars}"
+            f"{field} is {len(value)} characters; the server limit is {limit} ({setting})"
         )
     return value
 
 
-def constraints(messages: Sequence[common_pb2.VerifiableConstraint]) -> list[Constraint]:
+def constraints(
+    messages: Sequence[common_pb2.VerifiableConstraint], limits: Limits
+) -> list[Constraint]:
+    if len(messages) > limits.max_constraints:
+        raise InvalidArgument(
+            f"{len(messages)} constraints exceed the server limit {limits.max_constraints} "
+            "(SPAR_LIMITS__MAX_CONSTRAINTS)"
+        )
     out = []
     for i, c in enumerate(messages):
         if not c.instruction_id:
             raise InvalidArgument(f"constraints[{i}].instruction_id is empty")
-        out.append(Constraint(c.instruction_id, MessageToDict(c.kwargs)))
+        if len(c.instruction_id) > 128:
+            raise InvalidArgument(f"constraints[{i}].instruction_id is longer than 128 characters")
+        try:
+            kwargs = MessageToDict(c.kwargs)
+        except ValueError as exc:  # NaN or infinity: JSON has no such numbers
+            raise InvalidArgument(f"constraints[{i}].kwargs: {exc}") from None
+        size = len(json.dumps(kwargs, separators=(",", ":"), default=str))
+        if size > limits.max_constraint_kwargs_chars:
+            raise InvalidArgument(
+                f"constraints[{i}].kwargs is {size} characters as JSON; the server limit is "
+                f"{limits.max_constraint_kwargs_chars} (SPAR_LIMITS__MAX_CONSTRAINT_KWARGS_CHARS)"
+            )
+        out.append(Constraint(c.instruction_id, kwargs))
     return out
 
 

@@ -39,7 +39,10 @@ class RefinerServer:
         self.service = RefinerService(self.runtime, settings, self.refiner_metrics)
         refiner_pb2_grpc.add_RefinerServicer_to_server(self.service, self.grpc.server)  # type: ignore[no-untyped-call]
         adapter_host_pb2_grpc.add_AdapterHostServicer_to_server(  # type: ignore[no-untyped-call]
-            AdapterHostService(self.runtime, str(settings.model_path())), self.grpc.server
+            AdapterHostService(
+                self.runtime, str(settings.model_path()), settings.limits.max_path_chars
+            ),
+            self.grpc.server,
         )
         self.grpc.add_services(SERVICE_NAMES)
         self.port = 0

@@ -180,7 +180,7 @@ class RefinerService(pb_grpc.RefinerServicer):
     def _constraints(
         self, messages: Sequence[common_pb2.VerifiableConstraint], instruction: str
     ) -> list[Constraint]:
-        constraints = opt.constraints(messages)
+        constraints = opt.constraints(messages, self.settings.limits)
         if constraints:  # also for the llm judge, which ignores them: bad input is an error
             ifeval.validate(constraints, instruction)
         return constraints
@@ -205,7 +205,7 @@ class RefinerService(pb_grpc.RefinerServicer):
     ) -> pb.JudgeResponse:
         limits = self.settings.limits
         instruction = opt.text(request.instruction, "instruction", limits)
-        response = opt.text(request.response, "response", limits)
+        response = opt.response_text(request.response, "response", limits)
         kind = opt.judge_kind(request.kind, self.config)
         constraints = self._constraints(request.constraints, instruction)
         config = opt.judge_config(
@@ -289,7 +289,7 @@ class RefinerService(pb_grpc.RefinerServicer):
     def _refine_plan(self, request: pb.RefineRequest) -> tuple[SearchPlan, str]:
         limits = self.settings.limits
         instruction = opt.text(request.instruction, "instruction", limits)
-        response = opt.text(request.response, "response", limits)
+        response = opt.response_text(request.response, "response", limits)
         plan = self._plan(
             instruction, request.constraints, request.judge, request.options, request.budget,
             instruction + "\0" + response,

@@ -58,6 +58,7 @@ from spar.errors import (
     ResourceExhausted,
     SparError,
 )
+from spar.request_checks import check_path_text, check_token, expand_path
 from spar.v1 import common_pb2
 from spar.v1 import trainer_pb2 as pb
 
@@ -222,6 +223,11 @@ class JobManager:
 
     def submit(self, request: pb.SubmitJobRequest, given: dict[str, Any]) -> pb.Job:
         """Queues a job; ``given`` are the hyperparameters the caller set."""
+        check_token(
+            request.idempotency_key,
+            "idempotency_key",
+            self.settings.trainer.max_idempotency_key_chars,
+        )
         if request.idempotency_key in self._keys:
             existing = self.jobs[self._keys[request.idempotency_key]]
             if (
@@ -293,7 +299,9 @@ class JobManager:
             configured,
             *(str(Path(p).expanduser().resolve()) for p in self.settings.trainer.base_models),
         ]
-        path = str(Path(requested).expanduser().resolve()) if requested else configured
+        if requested:
+            check_path_text(requested, "base_model", self.settings.limits.max_path_chars)
+        path = str(expand_path(requested, "base_model")) if requested else configured
         if path not in allowed:
             raise InvalidArgument(
                 f"base_model {requested[:200]!r} is not a model this trainer may load; allowed: "

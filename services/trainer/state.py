@@ -45,7 +45,7 @@ class TrainerState:
         write_atomic(meta, json.dumps(info, sort_keys=True).encode())
 
     def dataset_info(self, digest: str) -> dict[str, Any]:
-        if not _DIGEST.match(digest):
+        if not _DIGEST.fullmatch(digest):
             raise InvalidArgument(
                 "dataset_digest must be the 64 hex characters UploadDataset returned"
             )
@@ -69,7 +69,7 @@ class TrainerState:
     # Jobs
 
     def job_dir(self, job_id: str) -> Path:
-        if not _JOB_ID.match(job_id):
+        if not _JOB_ID.fullmatch(job_id):
             raise NotFound(
                 f"no job {job_id[:40]!r} on this trainer (ids look like job-0123abcd4567)"
             )
