@@ -7,6 +7,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from spar.metrics import Metrics
 
 ROLLOUT_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+#: Values of the ``state`` label of ``spar_iterations_total`` (IterationState, lower case).
+FINAL_STATES = ("succeeded", "rejected", "failed")
 
 
 class CoordinatorMetrics:
@@ -37,6 +39,10 @@ class CoordinatorMetrics:
             ["service", "state"],
             registry=r,
         )
+        # Every final state exists at 0 from the start, so increase() over a window sees
+        # the first iteration (a counter series born at 1 has no increase to show).
+        for state in FINAL_STATES:
+            self.iterations.labels(self.service, state)
         self.iteration_stage = Gauge(
             "spar_iteration_stage", "Stage number of the running iteration (0: idle).", ["service"],
             registry=r,
