@@ -10,6 +10,7 @@ Manifests are plain JSON with the field names of ``spar.v1.AdapterManifest``.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -21,13 +22,15 @@ from typing import Any
 
 from services.trainer.files import fsync_dir, fsync_file
 from spar.adapter_files import FileDigest, check_name, digest_of, file_digests, version_name
-from spar.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from spar.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
 Manifest = dict[str, Any]
 ROLES = ("actor", "refiner")
 PARTIAL_PREFIX = ".partial-"
+#: Write errors that mean the store's volume (or the process's share of it) is full.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 MANIFEST = "manifest.json"
 FILES = "files"
 
@@ -101,7 +104,9 @@ class ArtifactStore:
         }
         tmp = self.root / f"{PARTIAL_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
         try:
-            shutil.copytree(folder, tmp / FILES)
+            for f in files:  # file by file, so a write error keeps its errno
+                (tmp / FILES / f.path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(folder / f.path, tmp / FILES / f.path)
             copied = file_digests(tmp / FILES)
             if digest_of(copied) != digest:
                 raise FailedPrecondition(f"{folder} changed while it was being published")
@@ -119,6 +124,14 @@ class ArtifactStore:
                     return self.get(name)
                 raise
             fsync_dir(self.root)
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise ResourceExhausted(
+                    f"the artifact store {self.root} has no space left for {name} "
+                    f"({exc.strerror}); nothing was published; free space or grow the store's "
+                    "volume (SPAR_TRAINER__STORE_DIR), then resubmit the job"
+                ) from exc
+            raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         log.info("published adapter %s (%d files)", name, len(files))
