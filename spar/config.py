@@ -32,10 +32,16 @@ def _default_cache_dir() -> Path:
 
 
 class EngineSettings(BaseModel):
-    """Settings of the vLLM engine of the actor and the refiner."""
+    """Settings of the inference engine of the actor and the refiner."""
 
+    kind: Literal["vllm", "hf"] = "vllm"
+    """Engine implementation: vLLM, or Hugging Face transformers + peft (no vLLM needed)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the hf engine runs: CUDA when a GPU is there (auto), else CPU (vLLM picks its
+    own platform)."""
     dtype: str = "float32"
-    """Weights and activations dtype. float32 on CPU (bf16 is 2.5x slower on AVX2)."""
+    """Weights and activations dtype. float32 on CPU (bf16 is 2.5x slower on AVX2). The hf
+    engine uses float32 on CPU and bfloat16 on CUDA unless this is set explicitly."""
     max_model_len: int = 2048
     """Context length: prompt plus generated tokens of one sample."""
     enforce_eager: bool = True
@@ -55,7 +61,12 @@ class EngineSettings(BaseModel):
     seed: int = 0
     """Engine seed; sampling of the whole engine is reproducible from it."""
     max_num_seqs: int = 64
-    """Sequences scheduled together."""
+    """Sequences scheduled together (vLLM)."""
+    max_batch_sequences: int = Field(default=256, ge=1)
+    """Rows (samples) the hf engine generates together in one batch."""
+    batch_wait_ms: float = Field(default=5.0, ge=0.0)
+    """How long the hf engine waits for more requests before it starts a batch that is
+    not full."""
 
 
 class Limits(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 from spar.adapter_host import AdapterHost
 from spar.config import Settings
@@ -46,12 +47,28 @@ class EngineRuntime:
         return self._host
 
 
-async def start_vllm_runtime(runtime: EngineRuntime, settings: Settings, metrics: Metrics) -> None:
-    """Starts vLLM in a worker thread (the event loop keeps serving), warms it, attaches it."""
+def start_engine(settings: Settings, model_path: Path | None = None) -> Engine:
+    """Starts the engine that ``settings.engine.kind`` names (blocking).
+
+    Each engine module is imported only when chosen: the hf engine runs where vLLM is
+    not installed.
+    """
+    if settings.engine.kind == "hf":
+        from spar.engine.hf_engine import HfEngine
+
+        return HfEngine.start(settings, model_path)
     from spar.engine.vllm_engine import VllmEngine
 
+    return VllmEngine.start(settings, model_path)
+
+
+async def start_engine_runtime(
+    runtime: EngineRuntime, settings: Settings, metrics: Metrics
+) -> None:
+    """Starts the engine in a worker thread (the event loop keeps serving), warms it,
+    reconciles its adapters with the coordinator and attaches it."""
     t0 = time.perf_counter()
-    engine = await asyncio.to_thread(VllmEngine.start, settings)
+    engine = await asyncio.to_thread(start_engine, settings)
     await warm_up(engine)
     host = AdapterHost(
         engine,
@@ -63,7 +80,12 @@ async def start_vllm_runtime(runtime: EngineRuntime, settings: Settings, metrics
     runtime.attach(engine, host)
     metrics.engine_ready.labels(metrics.service).set(1)
     log.info(
-        "%s engine ready in %.1f s (%s)", runtime.role, time.perf_counter() - t0, engine.info.model
+        "%s %s engine ready in %.1f s (%s on %s)",
+        runtime.role,
+        settings.engine.kind,
+        time.perf_counter() - t0,
+        engine.info.model,
+        engine.info.device,
     )
 
 

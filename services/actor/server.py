@@ -9,7 +9,7 @@ from services.actor.service import ActorService
 from spar.adapter_host_service import AdapterHostService
 from spar.config import Settings
 from spar.metrics import Metrics
-from spar.runtime import EngineRuntime, start_vllm_runtime
+from spar.runtime import EngineRuntime, start_engine_runtime
 from spar.server import GrpcServer
 from spar.v1 import actor_pb2, actor_pb2_grpc, adapter_host_pb2, adapter_host_pb2_grpc
 
@@ -55,7 +55,7 @@ class ActorServer:
         return task
 
     async def _start_engine(self) -> None:
-        await start_vllm_runtime(self.runtime, self.settings, self.metrics)
+        await start_engine_runtime(self.runtime, self.settings, self.metrics)
         await self.grpc.set_serving(True)
 
     async def stop(self) -> None:

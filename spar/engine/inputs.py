@@ -1,0 +1,59 @@
+"""What every engine checks the same way: the model folder, prompt rendering, context fit.
+
+Pure logic over a tokenizer (no engine), so both engines give the same tokens and the
+same errors for the same request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from spar.engine.protocol import GenerationRequest
+from spar.errors import FailedPrecondition, InvalidArgument
+
+
+def require_model_folder(path: Path) -> Path:
+    """Returns path when it holds a Hugging Face model, else raises FailedPrecondition."""
+    if not (path / "config.json").is_file():
+        raise FailedPrecondition(
+            f"model folder {path} does not exist or has no config.json; run "
+            "`spar model prepare` (default model) or set SPAR_MODEL / --model to a "
+            "Hugging Face model folder"
+        )
+    return path
+
+
+def render_prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
+    """Prompt token ids: the messages' text as is when ``raw``, else the chat template."""
+    if request.raw:
+        text = "".join(m.content for m in request.messages)
+        ids: list[int] = tokenizer(text).input_ids
+        return ids
+    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # jinja errors of a model's template
+        raise InvalidArgument(f"the model's chat template rejected the messages: {exc}") from exc
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    return ids
+
+
+def fit_max_tokens(prompt_tokens: int, request: GenerationRequest, max_model_len: int) -> int:
+    """max_tokens the request may generate after its prompt (lowered if it clamps)."""
+    room = max_model_len - prompt_tokens
+    if room <= 0:
+        raise InvalidArgument(
+            f"the prompt is {prompt_tokens} tokens; the model's context is {max_model_len} "
+            "tokens. Shorten the prompt."
+        )
+    max_tokens = request.max_tokens
+    if max_tokens > room:
+        if not request.clamp_to_context:
+            raise InvalidArgument(
+                f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the "
+                f"model's context of {max_model_len} tokens; lower max_tokens to at most {room} "
+                "or shorten the prompt."
+            )
+        max_tokens = room
+    return max_tokens
