@@ -20,7 +20,7 @@ from pathlib import Path
 
 from services.actor.server import ActorServer
 from spar.client import AsyncActorClient
-from spar.config import EngineSettings, Settings
+from spar.config import EngineSettings, Settings, TlsSettings
 from spar.engine.protocol import GenerationRequest, Message
 from spar.model import prepare_default_model
 
@@ -49,6 +49,7 @@ async def main(args: argparse.Namespace) -> None:
             port=0,
             metrics_port=-1,
             engine=EngineSettings(kv_cache_gib=1.0, max_num_seqs=max(32, args.concurrency)),
+            tls=TlsSettings(plaintext=True),
         )
         server = ActorServer(settings)
         await server.start()

@@ -25,7 +25,7 @@ from services.coordinator.rollout import Version
 from services.coordinator.state import StateStore
 from services.trainer.server import TrainerServer
 from spar.client import AsyncActorClient
-from spar.config import EngineSettings, Settings
+from spar.config import EngineSettings, Settings, TlsSettings
 from spar.model import prepare_default_model
 
 
@@ -67,6 +67,7 @@ async def main(args: argparse.Namespace) -> None:
         base = Settings(
             cache_dir=root, model=str(model), port=0, metrics_port=-1,
             engine=EngineSettings(kv_cache_gib=1.0, max_lora_rank=16),
+            tls=TlsSettings(plaintext=True),  # loopback only
         )  # fmt: skip
         trainer = TrainerServer(base)
         await trainer.start()

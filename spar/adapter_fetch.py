@@ -15,12 +15,13 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, Unpack
 
 import grpc
 
 from spar.adapter_files import FileDigest, digest_of, version_name
 from spar.errors import DataLoss, FailedPrecondition, from_status
+from spar.security import ClientSecurity, open_aio_channel
 from spar.v1 import trainer_pb2, trainer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -162,9 +163,14 @@ class _Receiver:
 
 
 async def _fetch_once(
-    target: str, name: str, expected_digest: str, folder: Path, timeout: float | None
+    target: str,
+    name: str,
+    expected_digest: str,
+    folder: Path,
+    timeout: float | None,
+    security: ClientSecurity,
 ) -> FetchedVersion:
-    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+    async with open_aio_channel(target, CHANNEL_OPTIONS, **security) as channel:
         stub = trainer_pb2_grpc.ArtifactStoreStub(channel)
         stream = stub.FetchAdapter(trainer_pb2.FetchAdapterRequest(name=name), timeout=timeout)
         receiver: _Receiver | None = None
@@ -195,15 +201,17 @@ async def fetch_adapter(
     expected_digest: str = "",
     attempts: int = FETCH_ATTEMPTS,
     timeout: float | None = 600.0,
+    **security: Unpack[ClientSecurity],
 ) -> FetchedVersion:
     """Fetches version ``name`` from the ArtifactStore at ``target`` into a new folder under
-    ``into``; returns it verified. Raises DataLoss when every attempt arrived corrupted."""
+    ``into``; returns it verified. Raises DataLoss when every attempt arrived corrupted.
+    ``security``: TLS and token of the channel (spar.security.client_security)."""
     into.mkdir(parents=True, exist_ok=True)
     last = ""
     for attempt in range(1, attempts + 1):
         folder = into / f".fetch-{name}-{uuid.uuid4().hex[:8]}"
         try:
-            return await _fetch_once(target, name, expected_digest, folder, timeout)
+            return await _fetch_once(target, name, expected_digest, folder, timeout, security)
         except CorruptTransfer as exc:
             last = str(exc)
         except grpc.RpcError as exc:

@@ -25,13 +25,24 @@ from spar.adapter_registry import AdapterRegistry, HostedVersion
 from spar.engine.protocol import AdapterRef, Engine
 from spar.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from spar.metrics import Metrics
+from spar.security import ClientSecurity
 
 log = logging.getLogger(__name__)
 
 
 class AdapterHost:
-    def __init__(self, engine: Engine, *, role: str, cache_dir: Path, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        role: str,
+        cache_dir: Path,
+        metrics: Metrics,
+        security: ClientSecurity | None = None,
+    ) -> None:
         self.engine = engine
+        self.security = security or ClientSecurity()
+        """TLS and token of the ArtifactStore fetches (spar.security.client_security)."""
         self.role = role
         self.cache_dir = cache_dir
         self.metrics = metrics
@@ -69,7 +80,12 @@ class AdapterHost:
 
         async def load() -> HostedVersion:
             fetched = await fetch_adapter(
-                store_target, name, self.cache_dir, expected_digest=digest, attempts=attempts
+                store_target,
+                name,
+                self.cache_dir,
+                expected_digest=digest,
+                attempts=attempts,
+                **self.security,
             )
             try:
                 if fetched.role != self.role:

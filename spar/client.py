@@ -5,17 +5,24 @@ status code and message.
 
     with ActorClient("127.0.0.1:50051") as actor:
         reply = actor.generate("Write a haiku about rain.", n=3)
+
+Every client takes ``credentials`` (TLS; None: plaintext), ``token`` (sent as
+``authorization: Bearer <token>``) and ``server_name``; :func:`spar.security.client_security`
+builds them from the ``SPAR_TLS__*`` / ``SPAR_AUTH__*`` settings:
+
+    with ActorClient(target, **client_security(Settings())) as actor: ...
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, Unpack
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from spar.errors import InvalidArgument, SparError, from_status
+from spar.security import ClientSecurity, open_aio_channel, open_channel
 from spar.v1 import (
     actor_pb2,
     actor_pb2_grpc,
@@ -45,10 +52,12 @@ def _error(exc: grpc.RpcError) -> SparError:
 class _Client:
     """What every blocking client shares: channel, default deadline, errors, health."""
 
-    def __init__(self, target: str, *, timeout: float | None = None) -> None:
+    def __init__(
+        self, target: str, *, timeout: float | None = None, **security: Unpack[ClientSecurity]
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.channel = open_channel(target, CHANNEL_OPTIONS, **security)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
     def __enter__(self) -> Self:
@@ -76,10 +85,12 @@ class _Client:
 class _AsyncClient:
     """What every asyncio client shares: channel, default deadline, errors, health."""
 
-    def __init__(self, target: str, *, timeout: float | None = None) -> None:
+    def __init__(
+        self, target: str, *, timeout: float | None = None, **security: Unpack[ClientSecurity]
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.channel = open_aio_channel(target, CHANNEL_OPTIONS, **security)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
     async def __aenter__(self) -> Self:
@@ -153,8 +164,10 @@ def stage_request(
 class ActorClient(_Client):
     """Blocking client of an actor (``Actor`` + ``AdapterHost`` + health)."""
 
-    def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        super().__init__(target, timeout=timeout)
+    def __init__(
+        self, target: str, *, timeout: float | None = None, **security: Unpack[ClientSecurity]
+    ) -> None:
+        super().__init__(target, timeout=timeout, **security)
         self.actor = actor_pb2_grpc.ActorStub(self.channel)
         self.adapters = adapter_host_pb2_grpc.AdapterHostStub(self.channel)
 
@@ -211,8 +224,10 @@ class ActorClient(_Client):
 class AsyncActorClient(_AsyncClient):
     """asyncio client of an actor; same methods as :class:`ActorClient`, awaitable."""
 
-    def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        super().__init__(target, timeout=timeout)
+    def __init__(
+        self, target: str, *, timeout: float | None = None, **security: Unpack[ClientSecurity]
+    ) -> None:
+        super().__init__(target, timeout=timeout, **security)
         self.actor = actor_pb2_grpc.ActorStub(self.channel)
         self.adapters = adapter_host_pb2_grpc.AdapterHostStub(self.channel)
 
@@ -433,8 +448,10 @@ class RefinerClient(_Client):
                                constraints=[("punctuation:no_comma", {})])
     """
 
-    def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        super().__init__(target, timeout=timeout)
+    def __init__(
+        self, target: str, *, timeout: float | None = None, **security: Unpack[ClientSecurity]
+    ) -> None:
+        super().__init__(target, timeout=timeout, **security)
         self.refiner = refiner_pb2_grpc.RefinerStub(self.channel)
         self.adapters = adapter_host_pb2_grpc.AdapterHostStub(self.channel)
 
@@ -476,8 +493,10 @@ class RefinerClient(_Client):
 class AsyncRefinerClient(_AsyncClient):
     """asyncio client of a refiner; same methods as :class:`RefinerClient`, awaitable."""
 
-    def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        super().__init__(target, timeout=timeout)
+    def __init__(
+        self, target: str, *, timeout: float | None = None, **security: Unpack[ClientSecurity]
+    ) -> None:
+        super().__init__(target, timeout=timeout, **security)
         self.refiner = refiner_pb2_grpc.RefinerStub(self.channel)
         self.adapters = adapter_host_pb2_grpc.AdapterHostStub(self.channel)
 
@@ -636,8 +655,10 @@ class TrainerClient(_Client):
             print(progress.step, progress.loss)
     """
 
-    def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        super().__init__(target, timeout=timeout)
+    def __init__(
+        self, target: str, *, timeout: float | None = None, **security: Unpack[ClientSecurity]
+    ) -> None:
+        super().__init__(target, timeout=timeout, **security)
         self.trainer = trainer_pb2_grpc.TrainerStub(self.channel)
         self.store = trainer_pb2_grpc.ArtifactStoreStub(self.channel)
 
@@ -692,8 +713,10 @@ class TrainerClient(_Client):
 class AsyncTrainerClient(_AsyncClient):
     """asyncio client of a trainer; same methods as :class:`TrainerClient`, awaitable."""
 
-    def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        super().__init__(target, timeout=timeout)
+    def __init__(
+        self, target: str, *, timeout: float | None = None, **security: Unpack[ClientSecurity]
+    ) -> None:
+        super().__init__(target, timeout=timeout, **security)
         self.trainer = trainer_pb2_grpc.TrainerStub(self.channel)
         self.store = trainer_pb2_grpc.ArtifactStoreStub(self.channel)
 
@@ -763,8 +786,10 @@ class CoordinatorClient(_Client):
             print(event.message)
     """
 
-    def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        super().__init__(target, timeout=timeout)
+    def __init__(
+        self, target: str, *, timeout: float | None = None, **security: Unpack[ClientSecurity]
+    ) -> None:
+        super().__init__(target, timeout=timeout, **security)
         self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
 
     def start_iteration(
@@ -800,8 +825,10 @@ class CoordinatorClient(_Client):
 class AsyncCoordinatorClient(_AsyncClient):
     """asyncio client of the coordinator; same methods as :class:`CoordinatorClient`."""
 
-    def __init__(self, target: str, *, timeout: float | None = None) -> None:
-        super().__init__(target, timeout=timeout)
+    def __init__(
+        self, target: str, *, timeout: float | None = None, **security: Unpack[ClientSecurity]
+    ) -> None:
+        super().__init__(target, timeout=timeout, **security)
         self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
 
     async def start_iteration(

@@ -17,6 +17,7 @@ from spar.config import Settings
 from spar.engine.protocol import Engine, GenerationRequest, Message
 from spar.errors import SparError, Unavailable
 from spar.metrics import Metrics
+from spar.security import client_security
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ async def start_engine_runtime(
         role=runtime.role,
         cache_dir=settings.adapters_dir() / runtime.role,
         metrics=metrics,
+        security=client_security(settings),
     )
     await reconcile_with_coordinator(host, settings)
     runtime.attach(engine, host)
@@ -101,7 +103,9 @@ async def reconcile_with_coordinator(host: AdapterHost, settings: Settings) -> N
     from spar.client import AsyncCoordinatorClient
 
     deadline = time.monotonic() + settings.reconcile_timeout_s
-    async with AsyncCoordinatorClient(settings.coordinator_target, timeout=30) as coordinator:
+    async with AsyncCoordinatorClient(
+        settings.coordinator_target, timeout=30, **client_security(settings)
+    ) as coordinator:
         while True:
             try:
                 state = await coordinator.get_state()

@@ -2,7 +2,9 @@
 
 Handlers raise :class:`spar.errors.SparError`; :class:`ServiceInterceptor` turns that
 into a gRPC status, records request metrics, and bounds every handler by the client's
-deadline (so the engine work of an expired request is aborted, not left running).
+deadline (so the engine work of an expired request is aborted, not left running). With
+bearer-token auth on, it refuses ``/spar.*`` calls without an accepted token
+(UNAUTHENTICATED, counted like any other status); health and reflection stay open.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from spar.config import AuthSettings, TlsSettings
 from spar.errors import SparError
 from spar.metrics import Metrics
+from spar.request_decoding import checked, lenient
+from spar.security import BearerAuth, server_credentials, tls_mode
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +71,13 @@ class _Call:
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, auth: BearerAuth | None = None) -> None:
         self.metrics = metrics
+        self.auth = auth
+
+    def _authenticate(self, context: Context) -> None:
+        if self.auth is not None:
+            self.auth.check(context.invocation_metadata())
 
     async def intercept_service(
         self,
@@ -79,7 +89,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         method = details.method.rsplit("/", 1)[-1]
         kwargs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": lenient(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
@@ -103,8 +113,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             call = _Call(self.metrics, method)
             error: BaseException | None = None
             try:
+                self._authenticate(context)
                 async with asyncio.timeout(_deadline(context)):
-                    return await fn(request, context)
+                    return await fn(checked(request), context)
             except (asyncio.CancelledError, grpc.aio.AbortError) as exc:
                 error = exc
                 raise
@@ -121,8 +132,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             call = _Call(self.metrics, method)
             error: BaseException | None = None
             try:
+                self._authenticate(context)
                 async with asyncio.timeout(_deadline(context)):
-                    async for item in fn(request, context):
+                    async for item in fn(checked(request), context):
                         yield item
             except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit) as exc:
                 error = exc
@@ -137,12 +149,19 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 class GrpcServer:
-    """A grpc.aio server with health, reflection, metrics and graceful shutdown."""
+    """A grpc.aio server with TLS, token auth, health, reflection, metrics and graceful
+    shutdown. Raises FailedPrecondition (before anything starts) when the TLS or token
+    settings are unusable, e.g. no certificate and plaintext not allowed."""
 
-    def __init__(self, metrics: Metrics, *, max_message_bytes: int) -> None:
+    def __init__(
+        self, metrics: Metrics, *, max_message_bytes: int, tls: TlsSettings, auth: AuthSettings
+    ) -> None:
         self.metrics = metrics
+        self.credentials = server_credentials(tls)
+        self.tls_mode = tls_mode(tls) if self.credentials is not None else "plaintext"
+        self.auth = BearerAuth(auth.tokens_file) if auth.tokens_file else None
         self.server = grpc.aio.server(
-            interceptors=[ServiceInterceptor(metrics)],
+            interceptors=[ServiceInterceptor(metrics, self.auth)],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
@@ -161,9 +180,17 @@ class GrpcServer:
     async def start(self, host: str, port: int) -> int:
         names = [*self._services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], self.server)
-        bound = self.server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        if self.credentials is None:
+            bound = self.server.add_insecure_port(address)
+        else:
+            bound = self.server.add_secure_port(address, self.credentials)
         if bound == 0:
             raise OSError(f"cannot bind {host}:{port}: the address is in use or not local")
+        log.info(
+            "gRPC on %s:%d: %s, %s", host, bound, self.tls_mode,
+            "bearer tokens required" if self.auth else "no token auth",
+        )  # fmt: skip
         await self.set_serving(False)
         await self.server.start()
         return int(bound)

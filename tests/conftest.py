@@ -13,8 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from spar.config import EngineSettings, Settings
+from spar.config import EngineSettings, Settings, TlsSettings
 from spar.model import prepare_default_model
+
+# Servers under test (and the spar subprocesses tests start, which inherit the
+# environment) serve plaintext on 127.0.0.1; the TLS tests configure certificates.
+os.environ.setdefault("SPAR_TLS__PLAINTEXT", "true")
 
 
 def _user_cache() -> Path:
@@ -40,6 +44,7 @@ def settings(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Sett
         metrics_port=0,
         engine=EngineSettings(kv_cache_gib=1.0, max_lora_rank=16, max_num_seqs=32),
         grace_period_s=2.0,
+        tls=TlsSettings(plaintext=True),
     )
 
 

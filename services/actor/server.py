@@ -28,7 +28,12 @@ class ActorServer:
         self.settings = settings
         self.metrics = Metrics("actor")
         self.runtime = EngineRuntime("actor")
-        self.grpc = GrpcServer(self.metrics, max_message_bytes=settings.limits.max_message_bytes)
+        self.grpc = GrpcServer(
+            self.metrics,
+            max_message_bytes=settings.limits.max_message_bytes,
+            tls=settings.tls,
+            auth=settings.auth,
+        )
         actor_pb2_grpc.add_ActorServicer_to_server(
             ActorService(self.runtime, settings, self.metrics), self.grpc.server
         )

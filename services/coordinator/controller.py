@@ -21,6 +21,7 @@ from spar.client import AsyncActorClient, AsyncRefinerClient, AsyncTrainerClient
 from spar.config import Settings
 from spar.errors import FailedPrecondition, InvalidArgument, NotFound, SparError
 from spar.request_checks import check_path_text
+from spar.security import client_security
 from spar.v1 import coordinator_pb2
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,10 @@ class Coordinator:
         root = Path(self.c.state_dir) if self.c.state_dir else settings.cache_dir / "coordinator"
         self.store = StateStore(root)
         self.metrics = metrics
-        self.actor = AsyncActorClient(self.c.actor_target, timeout=3600)
-        self.refiner = AsyncRefinerClient(self.c.refiner_target, timeout=3600)
-        self.trainer = AsyncTrainerClient(self.c.trainer_target, timeout=600)
+        self.security = client_security(settings)
+        self.actor = AsyncActorClient(self.c.actor_target, timeout=3600, **self.security)
+        self.refiner = AsyncRefinerClient(self.c.refiner_target, timeout=3600, **self.security)
+        self.trainer = AsyncTrainerClient(self.c.trainer_target, timeout=600, **self.security)
         self._replicas: dict[str, GrpcReplica] = {}
         self._sources = {
             "actor": replica_source(self.c.actor, pod_namespace()),
@@ -70,7 +72,7 @@ class Coordinator:
         out = []
         for t in targets:
             if t not in self._replicas:
-                self._replicas[t] = GrpcReplica(t)
+                self._replicas[t] = GrpcReplica(t, **self.security)
             out.append(self._replicas[t])
         return out
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Unpack
 
 from services.coordinator.discovery import EndpointSliceReplicas, ReplicaSource, StaticReplicas
 from services.coordinator.rollout import Hosted, Version
 from spar.client import AsyncActorClient
 from spar.config import DiscoverySettings
+from spar.security import ClientSecurity
 
 RPC_TIMEOUT_S = 300.0
 """Staging fetches and loads weights; generous, but bounded."""
@@ -17,9 +19,9 @@ RPC_TIMEOUT_S = 300.0
 class GrpcReplica:
     """:class:`services.coordinator.rollout.ReplicaOps` over a replica's AdapterHost."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, **security: Unpack[ClientSecurity]) -> None:
         self.target = target
-        self.client = AsyncActorClient(target, timeout=RPC_TIMEOUT_S)
+        self.client = AsyncActorClient(target, timeout=RPC_TIMEOUT_S, **security)
 
     async def stage(self, version: Version, store_target: str) -> bool:
         reply = await self.client.stage_adapter(
@@ -59,8 +61,10 @@ def pod_namespace() -> str:
 
 
 @asynccontextmanager
-async def connected(targets: Sequence[str]) -> AsyncIterator[list[GrpcReplica]]:
-    replicas = [GrpcReplica(t) for t in targets]
+async def connected(
+    targets: Sequence[str], **security: Unpack[ClientSecurity]
+) -> AsyncIterator[list[GrpcReplica]]:
+    replicas = [GrpcReplica(t, **security) for t in targets]
     try:
         yield replicas
     finally:

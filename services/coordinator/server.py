@@ -24,7 +24,12 @@ class CoordinatorServer:
         self.settings = settings
         self.metrics = Metrics("coordinator")
         self.coordinator = Coordinator(settings, CoordinatorMetrics(self.metrics))
-        self.grpc = GrpcServer(self.metrics, max_message_bytes=settings.limits.max_message_bytes)
+        self.grpc = GrpcServer(
+            self.metrics,
+            max_message_bytes=settings.limits.max_message_bytes,
+            tls=settings.tls,
+            auth=settings.auth,
+        )
         coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
             CoordinatorService(self.coordinator), self.grpc.server
         )

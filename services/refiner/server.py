@@ -35,7 +35,12 @@ class RefinerServer:
         self.metrics = Metrics("refiner")
         self.refiner_metrics = RefinerMetrics(self.metrics)
         self.runtime = EngineRuntime("refiner")
-        self.grpc = GrpcServer(self.metrics, max_message_bytes=settings.limits.max_message_bytes)
+        self.grpc = GrpcServer(
+            self.metrics,
+            max_message_bytes=settings.limits.max_message_bytes,
+            tls=settings.tls,
+            auth=settings.auth,
+        )
         self.service = RefinerService(self.runtime, settings, self.refiner_metrics)
         refiner_pb2_grpc.add_RefinerServicer_to_server(self.service, self.grpc.server)  # type: ignore[no-untyped-call]
         adapter_host_pb2_grpc.add_AdapterHostServicer_to_server(  # type: ignore[no-untyped-call]

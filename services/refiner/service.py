@@ -40,6 +40,7 @@ from spar.errors import (
 )
 from spar.ifeval import Constraint
 from spar.runtime import EngineRuntime
+from spar.security import client_security
 from spar.v1 import actor_pb2, common_pb2
 from spar.v1 import refiner_pb2 as pb
 from spar.v1 import refiner_pb2_grpc as pb_grpc
@@ -160,7 +161,9 @@ class RefinerService(pb_grpc.RefinerServicer):
 
     def actor(self) -> AsyncActorClient:
         if self._actor is None:  # created in the server's event loop
-            self._actor = AsyncActorClient(self.config.actor_target)
+            self._actor = AsyncActorClient(
+                self.config.actor_target, **client_security(self.settings)
+            )
         return self._actor
 
     async def close(self) -> None:

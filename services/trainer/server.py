@@ -32,7 +32,12 @@ class TrainerServer:
         self.store = ArtifactStore(settings.store_dir())
         self.state = TrainerState(settings.trainer_state_dir())
         self.jobs = JobManager(settings, self.store, self.state, self.trainer_metrics)
-        self.grpc = GrpcServer(self.metrics, max_message_bytes=settings.limits.max_message_bytes)
+        self.grpc = GrpcServer(
+            self.metrics,
+            max_message_bytes=settings.limits.max_message_bytes,
+            tls=settings.tls,
+            auth=settings.auth,
+        )
         trainer_pb2_grpc.add_TrainerServicer_to_server(
             TrainerService(settings, self.state, self.jobs), self.grpc.server
         )

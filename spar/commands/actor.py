@@ -11,7 +11,13 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from spar.commands.flags import add_client_flags, add_serve_flags, print_json, settings_from
+from spar.commands.flags import (
+    add_client_flags,
+    add_serve_flags,
+    print_json,
+    security_from,
+    settings_from,
+)
 from spar.log_setup import configure_logging
 
 
@@ -35,7 +41,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "top_p": args.top_p,
         "stop": args.stop or (),
     }
-    with ActorClient(args.target, timeout=args.timeout) as client:
+    with ActorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
         if args.stream:
             for delta in client.generate_stream(args.prompt, **kwargs):
                 if args.json:
@@ -61,7 +67,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_host(args: argparse.Namespace) -> int:
     from spar.client import ActorClient
 
-    with ActorClient(args.target, timeout=args.timeout) as client:
+    with ActorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
         reply: Message
         if args.host_command == "list":
             reply = client.list_adapters()

@@ -13,6 +13,7 @@ from spar.commands.flags import (
     add_client_flags,
     add_serve_flags,
     print_json,
+    security_from,
     settings_from,
 )
 from spar.log_setup import configure_logging
@@ -80,7 +81,7 @@ def watch_with_progress(client: Any, it: pb.Iteration, *, show: bool = True) -> 
 def cmd_iterate(args: argparse.Namespace) -> int:
     from spar.client import CoordinatorClient
 
-    with CoordinatorClient(args.target, timeout=args.timeout) as client:
+    with CoordinatorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
         it = client.start_iteration(args.prompts or "", args.num_prompts)
         final = watch_with_progress(client, it, show=not args.json)
     if args.json:
@@ -97,7 +98,7 @@ def cmd_iterate(args: argparse.Namespace) -> int:
 def cmd_state(args: argparse.Namespace) -> int:
     from spar.client import CoordinatorClient
 
-    with CoordinatorClient(args.target, timeout=args.timeout) as client:
+    with CoordinatorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
         state = client.get_state()
     if args.json:
         print_json(state)
@@ -116,7 +117,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from spar.client import CoordinatorClient
 
-    with CoordinatorClient(args.target, timeout=args.timeout) as client:
+    with CoordinatorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
         reply = client.rollback(args.role, args.version or "")
     if args.json:
         print_json(reply)

@@ -11,6 +11,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from spar.config import DEFAULT_PORTS, Settings
+from spar.security import ClientSecurity, client_security
 
 EXIT_ERROR = 1
 
@@ -29,7 +30,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
-    return Settings(**overrides)
+    settings = Settings(**overrides)
+    if getattr(args, "plaintext", False):
+        settings.tls.plaintext = True
+    return settings
+
+
+def security_from(args: argparse.Namespace) -> ClientSecurity:
+    """TLS credentials and bearer token of a CLI client (SPAR_TLS__*, SPAR_AUTH__*)."""
+    return client_security(settings_from(args))
 
 
 def default_target(role: str) -> str:
@@ -46,6 +55,17 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="Prometheus port; 0 picks a free one, -1 turns it off (SPAR_METRICS_PORT)",
     )
     p.add_argument("--model", help="Hugging Face model folder (default: the prepared SmolLM2)")
+    add_plaintext_flag(p, "serve")
+
+
+def add_plaintext_flag(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument(
+        "--plaintext",
+        action="store_true",
+        default=None,
+        help=f"{verb} without TLS when no certificate is configured; local use only "
+        "(SPAR_TLS__PLAINTEXT)",
+    )
 
 
 def add_client_flags(p: argparse.ArgumentParser, role: str) -> None:
@@ -57,3 +77,4 @@ def add_client_flags(p: argparse.ArgumentParser, role: str) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+    add_plaintext_flag(p, "connect")

@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from spar.commands.flags import add_client_flags, print_json
+from spar.commands.flags import add_client_flags, print_json, security_from
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -68,7 +68,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         with tqdm(
             total=len(records), desc="eval", unit="prompt", disable=not sys.stderr.isatty()
         ) as bar:
-            async with AsyncActorClient(args.target, timeout=args.timeout) as client:
+            async with AsyncActorClient(
+                args.target, timeout=args.timeout, **security_from(args)
+            ) as client:
                 return await evaluate_actor(
                     client,
                     records,

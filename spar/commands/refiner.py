@@ -9,7 +9,13 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from spar.commands.flags import add_client_flags, add_serve_flags, print_json, settings_from
+from spar.commands.flags import (
+    add_client_flags,
+    add_serve_flags,
+    print_json,
+    security_from,
+    settings_from,
+)
 from spar.errors import InvalidArgument
 from spar.log_setup import configure_logging
 from spar.v1 import common_pb2
@@ -65,7 +71,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     from spar.client import RefinerClient
 
     constraints = [parse_constraint(c) for c in args.constraint or []]
-    with RefinerClient(args.target, timeout=args.timeout) as client:
+    with RefinerClient(args.target, timeout=args.timeout, **security_from(args)) as client:
         reply = client.judge(
             args.prompt,
             args.response,
@@ -105,7 +111,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
         max_generated_tokens=args.budget_tokens,
         max_wall_time_s=args.budget_seconds,
     )
-    with RefinerClient(args.target, timeout=args.timeout) as client:
+    with RefinerClient(args.target, timeout=args.timeout, **security_from(args)) as client:
         if args.response is None:
             answer = client.answer(
                 args.prompt,

@@ -13,6 +13,7 @@ from spar.commands.flags import (
     add_client_flags,
     add_serve_flags,
     print_json,
+    security_from,
     settings_from,
 )
 from spar.errors import InvalidArgument
@@ -67,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if args.target_modules:
         hyperparameters["target_modules"] = args.target_modules.split(",")
-    with TrainerClient(args.target, timeout=args.timeout) as client:
+    with TrainerClient(args.target, timeout=args.timeout, **security_from(args)) as client:
         data = client.upload_dataset(args.kind, records, name=Path(args.data).name)
         if not args.json:
             print(
@@ -162,7 +163,7 @@ def _print_job(job: Any, as_json: bool) -> None:
 def cmd_job(args: argparse.Namespace) -> int:
     from spar.client import TrainerClient
 
-    with TrainerClient(args.target, timeout=args.timeout) as client:
+    with TrainerClient(args.target, timeout=args.timeout, **security_from(args)) as client:
         if args.train_command == "cancel":
             job = client.cancel_job(args.job_id)
         else:
@@ -176,7 +177,7 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
     from spar.client import TrainerClient
 
-    with TrainerClient(args.target, timeout=args.timeout) as client:
+    with TrainerClient(args.target, timeout=args.timeout, **security_from(args)) as client:
         if args.adapters_command == "show":
             manifest = client.get_manifest(args.name)
             if args.json:

@@ -12,9 +12,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from spar.commands.flags import EXIT_ERROR, add_client_flags, print_json, settings_from
+from spar.commands.flags import (
+    EXIT_ERROR,
+    add_client_flags,
+    print_json,
+    security_from,
+    settings_from,
+)
 from spar.config import DEFAULT_PORTS
 from spar.errors import SparError
+from spar.security import ClientSecurity, client_security
 
 #: Start order: the coordinator before the engine replicas, which ask it for their
 #: desired adapter version before they report SERVING.
@@ -73,7 +80,7 @@ def child_env(base: dict[str, str], eps: dict[str, Endpoint], role: str) -> dict
 def cmd_health(args: argparse.Namespace) -> int:
     from spar.client import ActorClient
 
-    with ActorClient(args.target) as client:
+    with ActorClient(args.target, **security_from(args)) as client:
         status = client.health(args.service)
     if args.json:
         print_json({"target": args.target, "status": status})
@@ -96,7 +103,11 @@ def _sigterm_as_interrupt(*_: object) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    # The embedded default: every service on loopback, plaintext unless TLS files are
+    # configured (the children inherit the environment).
+    os.environ.setdefault("SPAR_TLS__PLAINTEXT", "true")
     settings = settings_from(args)
+    security = client_security(settings)
     eps = endpoints(settings.host, args.base_port)
     base = dict(os.environ)
     if settings.model:
@@ -112,10 +123,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             env = child_env(base, eps, role)
             children.append(subprocess.Popen(cmd, env=env, start_new_session=True))
         for role in ROLES:
-            _wait_serving(eps[role].grpc, children, timeout=args.start_timeout)
+            _wait_serving(eps[role].grpc, children, args.start_timeout, security)
         _announce(eps, args.json)
         if args.demo:
-            demo(eps, args.prompt)
+            demo(eps, args.prompt, security)
         if args.exit:
             return 0
         print("spar is up; Ctrl-C stops every service.", file=sys.stderr)
@@ -129,26 +140,26 @@ def cmd_up(args: argparse.Namespace) -> int:
         _stop(children)
 
 
-def demo(eps: dict[str, Endpoint], prompt: str) -> None:
+def demo(eps: dict[str, Endpoint], prompt: str, security: ClientSecurity) -> None:
     """A refined answer, then one small self-play iteration with progress bars."""
     from spar.client import CoordinatorClient
     from spar.commands.coordinator import summary, watch_with_progress
 
     print(f"\nprompt:  {prompt}", flush=True)
-    _print_refined_answer(eps["refiner"].grpc, prompt)
+    _print_refined_answer(eps["refiner"].grpc, prompt, security)
     print("one small self-play iteration (prompts → samples → judge → search → train → "
           "evaluate → roll out):", flush=True)  # fmt: skip
-    with CoordinatorClient(eps["coordinator"].grpc) as coordinator:
+    with CoordinatorClient(eps["coordinator"].grpc, **security) as coordinator:
         final = watch_with_progress(coordinator, coordinator.start_iteration())
     print(summary(final), flush=True)
 
 
-def _print_refined_answer(target: str, prompt: str) -> None:
+def _print_refined_answer(target: str, prompt: str, security: ClientSecurity) -> None:
     """One refined answer (judge, then a small search when the answer fails)."""
     from spar.client import RefinerClient, search_budget, search_options
     from spar.v1 import common_pb2
 
-    with RefinerClient(target, timeout=600) as refiner:
+    with RefinerClient(target, timeout=600, **security) as refiner:
         answer = refiner.answer(
             prompt,
             constraints=[("punctuation:no_comma", {})],
@@ -182,11 +193,16 @@ def _stop(children: Sequence[subprocess.Popen[bytes]]) -> None:
             child.wait()
 
 
-def _wait_serving(target: str, children: Sequence[subprocess.Popen[bytes]], timeout: float) -> None:
+def _wait_serving(
+    target: str,
+    children: Sequence[subprocess.Popen[bytes]],
+    timeout: float,
+    security: ClientSecurity,
+) -> None:
     from spar.client import ActorClient
 
     deadline = time.monotonic() + timeout
-    with ActorClient(target) as client:
+    with ActorClient(target, **security) as client:
         while time.monotonic() < deadline:
             if any(c.poll() is not None for c in children):
                 raise SparError("a service exited during start-up; see its log above")
