@@ -1,0 +1,71 @@
+"""Fixtures of the fuzz tests: a trainer and a coordinator without engines, and the
+session summary of how many fuzz cases were tried."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from spar.config import CoordinatorSettings, DiscoverySettings, Settings, TrainerSettings
+from tests.fuzz.fuzz_support import CASES, CODES
+
+
+def _closed_port() -> int:
+    """A loopback port nobody listens on (connections are refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+async def fuzz_trainer(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[object]:
+    from services.trainer.server import TrainerServer
+
+    root = tmp_path_factory.mktemp("fuzz-trainer")
+    own = settings.model_copy(deep=True)
+    own.trainer = TrainerSettings(
+        store_dir=str(root / "store"), state_dir=str(root / "state"), threads=1, max_queued_jobs=2
+    )
+    server = TrainerServer(own)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def fuzz_coordinator(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[object]:
+    """A coordinator whose actor, refiner and trainer are not there, with no replicas."""
+    from services.coordinator.server import CoordinatorServer
+
+    nowhere = f"127.0.0.1:{_closed_port()}"
+    own = settings.model_copy(deep=True)
+    own.coordinator = CoordinatorSettings(
+        state_dir=str(tmp_path_factory.mktemp("fuzz-coordinator")),
+        actor_target=nowhere,
+        refiner_target=nowhere,
+        trainer_target=nowhere,
+        actor=DiscoverySettings(targets=[]),
+        refiner=DiscoverySettings(targets=[]),
+        reconcile_interval_s=0,
+    )
+    server = CoordinatorServer(own)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not CASES:
+        return
+    total = sum(CASES.values())
+    by_service = ", ".join(f"{k}={v}" for k, v in sorted(CASES.items()))
+    terminalreporter.write_line(f"FUZZ cases={total} ({by_service})")
+    if CODES:
+        codes = ", ".join(f"{s}:{c}={n}" for (s, c), n in sorted(CODES.items()))
+        terminalreporter.write_line(f"FUZZ codes {codes}")
