@@ -30,7 +30,7 @@ RECORDS = [{"prompt": "Say yes.", "completion": "yes"}, {"prompt": "Say no.", "c
 HP: dict[str, Any] = {
     "lora_rank": 8,
     "lora_alpha": 16,
-    "max_length": 32,
+    "max_length": 64,
     "epochs": 1,
     "batch_size": 2,
 }
