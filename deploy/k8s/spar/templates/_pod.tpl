@@ -206,12 +206,20 @@ grpc:
 {{- toYaml $res }}
 {{- end }}
 
-{{/* TLS and auth: the files every server and client reads, named by environment. */}}
+{{/*
+TLS and auth: the files every server and client reads, named by environment. Without TLS
+plaintext must be allowed explicitly (spar refuses to serve without a certificate
+otherwise). With TLS, clients check every peer's certificate against one name the shared
+certificate covers, since the coordinator reaches replicas by pod IP.
+*/}}
 {{- define "spar.securityEnv" -}}
 {{- if .Values.tls.enabled }}
 - {name: SPAR_TLS__CERT_FILE, value: /etc/spar/tls/tls.crt}
 - {name: SPAR_TLS__KEY_FILE, value: /etc/spar/tls/tls.key}
 - {name: SPAR_TLS__CA_FILE, value: /etc/spar/tls/ca.crt}
+- {name: SPAR_TLS__SERVER_NAME, value: {{ default (include "spar.fqdn" (dict "ctx" . "name" (include "spar.serviceName" (dict "ctx" . "role" "refiner")))) .Values.tls.serverName | quote }}}
+{{- else }}
+- {name: SPAR_TLS__PLAINTEXT, value: "true"}
 {{- end }}
 {{- if .Values.auth.enabled }}
 - {name: SPAR_AUTH__TOKENS_FILE, value: /etc/spar/auth/tokens}
