@@ -43,9 +43,18 @@ CHANNEL_OPTIONS = [
 ]
 
 
+#: What a TLS client sees from a plaintext server (OpenSSL's "wrong version number").
+_PLAINTEXT_SERVER = "WRONG_VERSION_NUMBER"
+
+
 def _error(exc: grpc.RpcError) -> SparError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE and _PLAINTEXT_SERVER in (details or ""):
+        details = (
+            f"{details} (the server speaks plaintext, e.g. spar up: connect with "
+            "SPAR_TLS__PLAINTEXT=true or --plaintext, or give the server a certificate)"
+        )
     return from_status(code, details or "")
 
 

@@ -209,6 +209,14 @@ async def test_tls_server_and_client(pki: Pki, start_trainer: object) -> None:
         await health(target, security(TlsSettings(plaintext=True)))
 
 
+async def test_tls_client_to_a_plaintext_server_says_what_to_set(
+    pki: Pki, start_trainer: object
+) -> None:
+    server = await start_trainer(TlsSettings(plaintext=True))  # type: ignore[operator]
+    with pytest.raises(Unavailable, match=r"the server speaks plaintext.*SPAR_TLS__PLAINTEXT"):
+        await health(f"127.0.0.1:{server.port}", security(TlsSettings(ca_file=pki.ca)))
+
+
 async def test_mutual_tls_requires_a_client_certificate_from_the_ca(
     pki: Pki, start_trainer: object
 ) -> None:
