@@ -157,6 +157,12 @@ class HfEngine:
             decoder = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError) as exc:
             raise FailedPrecondition(f"could not load the model from {path}: {exc}") from exc
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(positions, int) and e.max_model_len > positions:
+            raise FailedPrecondition(
+                f"SPAR_ENGINE__MAX_MODEL_LEN={e.max_model_len} exceeds the {positions} "
+                f"positions of the model in {path}; lower it to at most {positions}"
+            )
         model.to(device).eval()
         info = EngineInfo(
             model=str(path),
