@@ -482,6 +482,11 @@ async def roll_out(
         previous_name = active.name if active else ""
     t0 = time.perf_counter()
     await stage_all(replicas, version, store_target)
+    if not store.manages(role):
+        # The first rollout of a role: record the base model as desired before any replica
+        # switches, so a coordinator killed mid-switch reconciles every replica back to
+        # one version (reconciliation leaves roles it never managed alone).
+        store.set_desired(role, None, None)
     await activate_all(replicas, version.name, previous_name)
     if active is None or active.name != version.name:
         store.set_desired(role, version, active)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.coordinator.rollout import (
@@ -99,3 +101,24 @@ async def test_no_replicas_is_an_error() -> None:
 def test_to_retire_keeps_active_and_kept() -> None:
     hosted = Hosted(frozenset({"a", "b", "c", "d"}), active="d")
     assert to_retire(hosted, ["a", ""]) == ["b", "c"]
+
+
+async def test_first_rollout_records_base_before_any_switch(tmp_path: Path) -> None:
+    """A coordinator killed mid-switch on a role's first rollout must leave a record that
+    reconciliation acts on: the base model, the one version every replica had. What a
+    kill would leave is what is on disk while the first replica switches."""
+    from services.coordinator.loop import roll_out
+    from services.coordinator.state import StateStore
+
+    store = StateStore(tmp_path)
+    on_disk_at_switch: list[tuple[bool, object]] = []
+
+    class Switching(FakeReplica):
+        async def activate(self, name: str) -> None:
+            on_disk_at_switch.append((store.manages("actor"), store.desired("actor")))
+            await super().activate(name)
+
+    assert not store.manages("actor")
+    await roll_out(store, "actor", NEW, [Switching("a"), Switching("b")], "store:1")
+    assert on_disk_at_switch == [(True, (None, None))] * 2
+    assert store.desired("actor")[0] == NEW, "recorded once every replica switched"
