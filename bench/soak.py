@@ -206,6 +206,21 @@ class RssSeries:
         values = [v for _, v in self.samples] or [0.0]
         return values[0], max(values), values[-1], slope_per_minute(self.samples)
 
+    def late_slope(self) -> float:
+        """Slope over the second half of the run: warm-up (engine caches, first
+        searches) is over by then, so a leak shows here and warm-up does not."""
+        if not self.samples:
+            return 0.0
+        half = self.samples[-1][0] / 2
+        return slope_per_minute([(t, v) for t, v in self.samples if t >= half])
+
+    def per_minute(self) -> list[float]:
+        """RSS at the end of each whole minute of the run."""
+        marks: dict[int, float] = {}
+        for t, v in self.samples:
+            marks[int(t // 60)] = v
+        return [marks[m] for m in sorted(marks)]
+
 
 async def sample_rss(series: list[RssSeries], stop: asyncio.Event, every: float = 1.0) -> None:
     t0 = time.monotonic()
@@ -269,24 +284,31 @@ def report(stats: SoakStats, rss: list[RssSeries]) -> str:
         f"latency of OK (s): p50 {p50:.2f}  p95 {p95:.2f}  p99 {p99:.2f}  max {lat_max:.2f}"
     )
     lines.append(f"answers/min: {stats.answers_per_minute:.1f}")
-    growth = 0.0
+    growth = late = 0.0
     if rss:
         lines.append(
-            f"{'RSS MiB':<10}{'start':>9}{'max':>9}{'end':>9}{'slope/min':>11}{'samples':>9}"
+            f"{'RSS MiB':<10}{'start':>9}{'max':>9}{'end':>9}{'slope/min':>11}"
+            f"{'2nd-half slope/min':>20}{'samples':>9}"
         )
         for s in rss:
             start, top, end, slope = s.summary()
             growth += end - start
+            late += s.late_slope()
             lines.append(
-                f"{s.name:<10}{start:>9.0f}{top:>9.0f}{end:>9.0f}{slope:>11.2f}{len(s.samples):>9}"
+                f"{s.name:<10}{start:>9.0f}{top:>9.0f}{end:>9.0f}{slope:>11.2f}"
+                f"{s.late_slope():>20.2f}{len(s.samples):>9}"
             )
+        for s in rss:
+            marks = " ".join(f"{v:.0f}" for v in s.per_minute())
+            lines.append(f"{s.name} RSS MiB by minute: {marks}")
     for e in stats.errors:
         lines.append(f"error: {e[:300]}")
     rss_text = f"{growth:.1f}" if rss else "n/a"
     lines.append(
         f"RESULT soak clients={stats.clients} seconds={stats.seconds:.0f} ok={stats.ok} "
         f"resource_exhausted={stats.resource_exhausted} other_errors={stats.other_errors} "
-        f"p50_s={p50:.2f} p95_s={p95:.2f} p99_s={p99:.2f} rss_growth_mb={rss_text}"
+        f"p50_s={p50:.2f} p95_s={p95:.2f} p99_s={p99:.2f} rss_growth_mb={rss_text} "
+        f"rss_late_slope_mb_per_min={late:.1f}"
     )
     return "\n".join(lines)
 
