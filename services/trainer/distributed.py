@@ -56,6 +56,10 @@ WORKER_MODULE = "services.trainer.worker"
 RANK_FLAG = "--rank"
 #: How often torchrun looks at its ranks (s): a dead rank fails the job this fast.
 MONITOR_INTERVAL_S = 0.2
+#: Longest a rank waits in one collective (or for its peers at start and at the end) before
+#: it fails: a rank stuck on a peer that is gone then fails the job in minutes, where
+#: PyTorch's default (30 min) would hold the job, its GPUs and the caller that long.
+COLLECTIVE_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)

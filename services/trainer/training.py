@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from services.trainer.datasets import to_trl
-from services.trainer.distributed import Rank, Strategy, micro_batch_index, micro_batch_seed
+from services.trainer.distributed import (
+    COLLECTIVE_TIMEOUT_S,
+    Rank,
+    Strategy,
+    micro_batch_index,
+    micro_batch_seed,
+)
 from services.trainer.hyperparameters import Hyperparameters, Kind
 
 Report = Callable[[dict[str, Any]], None]
@@ -143,7 +149,10 @@ def distributed_args(spec: JobSpec, device: str) -> dict[str, Any]:
     """TrainingArguments of a job over several processes (none for one process)."""
     if spec.world_size == 1:
         return {}
-    out: dict[str, Any] = {"ddp_backend": "nccl" if device == "cuda" else "gloo"}
+    out: dict[str, Any] = {
+        "ddp_backend": "nccl" if device == "cuda" else "gloo",
+        "ddp_timeout": COLLECTIVE_TIMEOUT_S,
+    }
     if sharded(spec):
         # FSDP2 wraps each decoder layer; it checkpoints activations itself (the Trainer's
         # gradient checkpointing would add an all-gather per layer in the backward pass).
@@ -316,6 +325,9 @@ def run_job(spec: JobSpec, report: Report) -> dict[str, float]:
     if rank.main:
         save_adapter(trainer.model, Path(spec.output_dir), state_dict)
     if torch.distributed.is_initialized():
+        # Every rank waits here until rank 0 has saved: a rank that tears its process group
+        # down while a peer still uses it can leave that peer hanging (pytorch#75097).
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     metrics = {
         "train_loss": float(result.training_loss),

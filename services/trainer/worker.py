@@ -122,7 +122,10 @@ def _train_rank(spec_path: Path) -> int:
         return 1
     if rank.main:
         report({"event": "done", "metrics": metrics})
-    return 0
+    # The adapter is saved and the process group gone: leave without the interpreter's
+    # teardown, where a collective backend's destructor can still wait on a peer.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _launch(spec_path: Path, world_size: int) -> int:

@@ -9,6 +9,7 @@ from itertools import chain, pairwise
 import pytest
 
 from services.trainer.distributed import (
+    COLLECTIVE_TIMEOUT_S,
     Devices,
     Rank,
     RankFailure,
@@ -58,6 +59,17 @@ def test_torchrun_starts_the_worker_module_as_ranks_without_restarts() -> None:
     assert "--standalone" in argv and "--nproc-per-node=4" in argv
     assert "--max-restarts=0" in argv
     assert argv[-4:] == ["--module", "services.trainer.worker", "--rank", "/jobs/j/spec.json"]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_a_rank_waits_for_its_peers_minutes_not_pytorchs_half_hour(device: str) -> None:
+    from services.trainer.training import JobSpec, distributed_args
+
+    spec = JobSpec("dpo", "/m", "/d.jsonl", "/out", {}, world_size=2)
+    args = distributed_args(spec, device)
+    assert args["ddp_backend"] == ("nccl" if device == "cuda" else "gloo")
+    assert args["ddp_timeout"] == COLLECTIVE_TIMEOUT_S <= 600
+    assert distributed_args(JobSpec("dpo", "/m", "/d.jsonl", "/out", {}), device) == {}
 
 
 def test_rank_comes_from_torchruns_environment() -> None:
