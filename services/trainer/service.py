@@ -20,6 +20,9 @@ from spar.errors import InvalidArgument
 from spar.v1 import trainer_pb2 as pb
 from spar.v1 import trainer_pb2_grpc as pb_grpc
 
+#: Longest dataset name (a label kept with the dataset; the digest identifies it).
+MAX_DATASET_NAME_CHARS = 200
+
 
 def record_dict(record: pb.DatasetRecord) -> tuple[str, dict[str, Any]]:
     """(which, fields) of a record; only the fields that are set, as TRL names them."""
@@ -68,7 +71,13 @@ class TrainerService(pb_grpc.TrainerServicer):
                 kind = KINDS.get(message.header.kind)
                 if kind is None:
                     raise InvalidArgument("header.kind is required: JOB_KIND_DPO or JOB_KIND_SFT")
-                builder, name = DatasetBuilder(kind, self.limits), message.header.name[:200]
+                name = message.header.name
+                if len(name) > MAX_DATASET_NAME_CHARS:
+                    raise InvalidArgument(
+                        f"header.name is {len(name)} characters; the limit is "
+                        f"{MAX_DATASET_NAME_CHARS} (it is a label: the digest names the dataset)"
+                    )
+                builder = DatasetBuilder(kind, self.limits)
                 continue
             if part != "batch":
                 raise InvalidArgument("send the header once, first; then only batches")

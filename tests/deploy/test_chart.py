@@ -634,8 +634,6 @@ def test_long_release_names_fit_kubernetes_limits(tools: Tools) -> None:
 
 #: Read by spar.commands.flags.default_target (the CLI's --target defaults).
 CLI_TARGETS = {"SPAR_ACTOR_TARGET", "SPAR_REFINER_TARGET", "SPAR_TRAINER_TARGET"}
-#: Settings whose server side is another issue (TLS and auth); wired and documented here.
-PENDING_SETTINGS = ("SPAR_TLS__", "SPAR_AUTH__")
 
 
 def _setting(settings: Any, var: str) -> Any:
@@ -660,7 +658,7 @@ def test_every_spar_variable_the_chart_sets_is_a_setting(
 ) -> None:
     from spar.config import Settings
 
-    unread, pending = [], set()
+    unread = []
     for objects in (production_objects, cpu_objects):
         for obj in find(objects, "Deployment") + find(objects, "Pod"):
             for c in containers(obj) + containers(obj, init=True):
@@ -676,17 +674,7 @@ def test_every_spar_variable_the_chart_sets_is_a_setting(
                     try:
                         actual = _setting(settings, key)
                     except AttributeError:
-                        if key.startswith(PENDING_SETTINGS):
-                            pending.add(key)
-                        else:
-                            unread.append(f"{obj['metadata']['name']}/{c['name']}: {key}")
+                        unread.append(f"{obj['metadata']['name']}/{c['name']}: {key}")
                         continue
                     assert _same(actual, value), (key, value, actual)
     assert not unread, "the chart sets variables no setting reads:\n" + "\n".join(unread)
-    assert pending <= {
-        "SPAR_TLS__CERT_FILE",
-        "SPAR_TLS__KEY_FILE",
-        "SPAR_TLS__CA_FILE",
-        "SPAR_AUTH__TOKENS_FILE",
-        "SPAR_AUTH__TOKEN_FILE",
-    }

@@ -92,6 +92,8 @@ async def test_bad_datasets_are_rejected(client: AsyncTrainerClient) -> None:
         await client.upload_dataset("sft", [{"prompt": "p", "completion": " "}])
     with pytest.raises(InvalidArgument, match="record 1: unexpected fields"):
         await client.upload_dataset("dpo", [{**DPO_PAIRS[0], "score": "1"}])
+    with pytest.raises(InvalidArgument, match=r"header\.name is 201 characters; the limit is 200"):
+        await client.upload_dataset("dpo", DPO_PAIRS, name="n" * 201)
     # A header that is not first, and records of the wrong kind, straight at the stub.
     batch = pb.DatasetBatch(records=[pb.DatasetRecord(sft=pb.SftRecord(prompt="p"))])
     with pytest.raises(InvalidArgument, match="first message of an upload must be the header"):
