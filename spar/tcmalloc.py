@@ -25,6 +25,7 @@ import platform
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -105,14 +106,18 @@ def library_from_deb(deb: bytes, member: str = MEMBER) -> bytes:
 # -- I/O -----------------------------------------------------------------------------
 
 
-def _download(url: str) -> bytes:
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            body: bytes = response.read(MAX_DEB_BYTES + 1)
-    except (urllib.error.URLError, OSError) as exc:
-        raise FailedPrecondition(
-            f"could not download {url} ({exc}); pass --deb with a copy of {DEB_FILE}"
-        ) from exc
+def _download(url: str, attempts: int = 3) -> bytes:
+    for attempt in range(1, attempts + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                body: bytes = response.read(MAX_DEB_BYTES + 1)
+            break
+        except (urllib.error.URLError, OSError) as exc:
+            if attempt == attempts:
+                raise FailedPrecondition(
+                    f"could not download {url} ({exc}); pass --deb with a copy of {DEB_FILE}"
+                ) from exc
+            time.sleep(2 * attempt)
     if len(body) > MAX_DEB_BYTES:
         raise FailedPrecondition(f"{url} is larger than {MAX_DEB_BYTES} bytes; refusing it")
     return body
