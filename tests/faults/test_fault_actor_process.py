@@ -5,9 +5,12 @@
    back on the same port, without a restart of its own.
 2. SIGTERM with a long request in flight: the request completes within the grace period,
    health turns NOT_SERVING, new requests are refused, and the process exits 0.
+3. SIGTERM with a request that needs far longer than the grace period: it is cut off when
+   the grace period ends, and the process exits 0.
 
 One actor process serves the module: started once, killed and restarted by the first
-test, terminated by the second (so the order of the tests matters).
+test, terminated by the second, started again and terminated by the third (so the order
+of the tests matters).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from spar.client import AsyncActorClient, AsyncRefinerClient, search_budget
 from spar.config import Settings
-from spar.errors import SparError, Unavailable
+from spar.errors import Cancelled, SparError, Unavailable
 from spar.v1 import common_pb2
 
 pytestmark = pytest.mark.slow
@@ -260,4 +263,40 @@ async def test_sigterm_drains_in_flight_and_refuses_new_requests(
         f"\nFAULT sigterm: in-flight stream finished {drained:.2f} s after SIGTERM "
         f"({tokens} tokens); new request refused in {refused:.2f} s; exit 0 after "
         f"{exited:.2f} s (grace {GRACE_S:.0f} s)"
+    )
+
+
+async def test_a_request_outlasting_the_grace_period_is_cut_off_at_its_end(
+    actor_process: ActorProcess,
+) -> None:
+    """SIGTERM while a request needs far longer than the grace period: the stream ends
+    with an error when the grace period ends (not when the request would have finished),
+    and the process still exits 0."""
+    actor_process.start()  # the previous test terminated it
+    await actor_process.wait_serving()
+    process = actor_process.process
+    assert process is not None
+    async with AsyncActorClient(actor_process.target, timeout=300) as client:
+        # ~1,000 tokens: over a minute on CPU, three times the grace period.
+        stream = client.generate_stream(
+            "1, 2, 3, 4, 5, 6, 7, 8,", raw_prompt=True, max_tokens=1000, temperature=0.0
+        )
+        await anext(stream)
+        process.send_signal(signal.SIGTERM)
+        terminated = time.monotonic()
+        chunks, finished = 0, []
+        with pytest.raises(SparError) as caught:
+            async for delta in stream:
+                chunks += 1
+                finished += [delta.finish_reason] if delta.finish_reason else []
+        cut = time.monotonic() - terminated
+    assert chunks > 0 and not finished  # it was streaming, and never finished
+    assert GRACE_S - 1 < cut < GRACE_S + 10, f"cut {cut:.1f} s after SIGTERM"
+    assert isinstance(caught.value, Unavailable | Cancelled), caught.value
+    code = await asyncio.to_thread(process.wait, 30)
+    exited = time.monotonic() - terminated
+    assert code == 0, actor_process.log.read_text()[-4000:]
+    print(
+        f"\nFAULT grace-cut: stream cut {cut:.2f} s after SIGTERM ({caught.value.code.name}, "
+        f"{chunks} chunks streamed meanwhile); exit 0 after {exited:.2f} s (grace {GRACE_S:.0f} s)"
     )
