@@ -49,6 +49,7 @@ from types import ModuleType
 from typing import Any
 
 from spar.errors import FailedPrecondition, InvalidArgument
+from spar.install_report import report_install
 
 #: The PyPI wheel that carries NLTK's punkt_tab, pinned by version and sha256.
 PUNKT_WHEEL = ("llama-index-core", "0.14.25")
@@ -377,13 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inst.add_argument("--dest", type=Path, default=None, help="NLTK data folder")
     inst.add_argument("--wheel", type=Path, default=None, help=f"a local {PUNKT_WHEEL_FILE}")
     args = parser.parse_args(argv)
-    try:
-        path, created = install_punkt_tab(args.dest, args.wheel)
-    except FailedPrecondition as exc:
-        print(f"spar: {exc.message}", file=sys.stderr)
-        return 1
-    print(f"{'installed' if created else 'present'}: {path}")
-    return 0
+    return report_install(lambda: install_punkt_tab(args.dest, args.wheel))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spar.errors import FailedPrecondition
+from spar.install_report import report_install
 
 DEB_FILE = "libtcmalloc-minimal4_2.10-1_amd64.deb"
 DEB_URL = f"https://deb.debian.org/debian/pool/main/g/google-perftools/{DEB_FILE}"
@@ -132,7 +133,13 @@ def install(
     present = installed(libs)
     if present is not None:
         return present, False
-    body = deb.read_bytes() if deb else _download(DEB_URL)
+    if deb:
+        try:
+            body = deb.read_bytes()
+        except OSError as exc:
+            raise FailedPrecondition(f"cannot read --deb {deb}: {exc.strerror}") from exc
+    else:
+        body = _download(DEB_URL)
     digest = hashlib.sha256(body).hexdigest()
     if digest != sha256:
         raise FailedPrecondition(
@@ -169,13 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not supported():
         print(f"skipped: no pinned tcmalloc for {sys.platform}/{platform.machine()}")
         return 0
-    try:
-        path, written = install(args.dest, args.deb)
-    except FailedPrecondition as exc:
-        print(f"spar.tcmalloc: {exc.message}", file=sys.stderr)
-        return 1
-    print(f"{'installed' if written else 'present'}: {path}")
-    return 0
+    return report_install(lambda: install(args.dest, args.deb))
 
 
 if __name__ == "__main__":

@@ -74,3 +74,9 @@ def test_a_package_with_another_hash_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(FailedPrecondition, match="refusing to load a library"):
         tcmalloc.install(libs, deb)
     assert not libs.exists()
+
+
+def test_a_missing_local_package_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FailedPrecondition, match="cannot read --deb"):
+        tcmalloc.install(tmp_path / "libs", tmp_path / "missing.deb")
+    assert tcmalloc.main(["install", "--dest", str(tmp_path / "l"), "--deb", "/no.deb"]) == 1
