@@ -16,6 +16,7 @@ of the tests matters).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -82,7 +83,16 @@ class ActorProcess:
                     "--metrics-port", str(self.metrics_port),
                 ],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                start_new_session=True,
             )  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL to the actor and its vLLM engine processes, as when its pod dies: a
+        SIGKILL to the server alone would leave the engine running, orphaned."""
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     async def wait_serving(self, timeout_s: float = 240.0) -> None:
         assert self.process is not None
@@ -108,9 +118,8 @@ class ActorProcess:
         return 0.0
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            self.kill()  # also reaps engine processes a SIGTERM-ed actor left behind
 
 
 @pytest.fixture(scope="module")
@@ -179,8 +188,8 @@ async def test_actor_killed_during_answer_gives_unavailable_then_recovers(
             lambda: actor_process.generating() >= 1 or pending.done(), 60, "the actor generates"
         )
         assert not pending.done(), pending.result()
-        actor_process.process.send_signal(signal.SIGKILL)
         killed = time.monotonic()
+        actor_process.kill()
         with pytest.raises(Unavailable) as failed:
             await pending
         to_unavailable = time.monotonic() - killed
