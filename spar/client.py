@@ -425,8 +425,9 @@ def refine_request(
 
 
 def answer_request(
-    prompt: str,
+    prompt: str = "",
     *,
+    messages: Sequence[tuple[str, str]] = (),
     constraints: Sequence[ConstraintSpec] = (),
     judge: str = "",
     temperature: float | None = None,
@@ -440,6 +441,7 @@ def answer_request(
         sampling.temperature = temperature
     return refiner_pb2.AnswerRequest(
         prompt=prompt,
+        messages=[common_pb2.ChatMessage(role=r, content=c) for r, c in messages],
         constraints=constraint_messages(constraints),
         sampling=sampling,
         judge=_choice(JUDGE_KINDS, judge, "judge kind"),
@@ -491,7 +493,7 @@ class RefinerClient(_Client):
             stream.cancel()
 
     def answer(
-        self, prompt: str, *, timeout: float | None = None, **kwargs: Any
+        self, prompt: str = "", *, timeout: float | None = None, **kwargs: Any
     ) -> refiner_pb2.AnswerResponse:
         reply: refiner_pb2.AnswerResponse = self._call(
             self.refiner.Answer, answer_request(prompt, **kwargs), timeout
@@ -539,7 +541,7 @@ class AsyncRefinerClient(_AsyncClient):
             call.cancel()
 
     async def answer(
-        self, prompt: str, *, timeout: float | None = None, **kwargs: Any
+        self, prompt: str = "", *, timeout: float | None = None, **kwargs: Any
     ) -> refiner_pb2.AnswerResponse:
         req = answer_request(prompt, **kwargs)
         reply: refiner_pb2.AnswerResponse = await self._call(self.refiner.Answer, req, timeout)
@@ -825,9 +827,34 @@ class CoordinatorClient(_Client):
         )
         return reply
 
-    def rollback(self, role: str, name: str = "") -> coordinator_pb2.RollbackResponse:
-        req = coordinator_pb2.RollbackRequest(role=role, name=name)
+    def rollback(
+        self, role: str, name: str = "", *, operator: str = "", reason: str = ""
+    ) -> coordinator_pb2.RollbackResponse:
+        req = coordinator_pb2.RollbackRequest(
+            role=role, name=name, operator=operator, reason=reason
+        )
         reply: coordinator_pb2.RollbackResponse = self._call(self.stub.Rollback, req)
+        return reply
+
+    def list_audit(
+        self, iteration: int = 0, role: str = "", limit: int = 0
+    ) -> coordinator_pb2.ListAuditResponse:
+        req = coordinator_pb2.ListAuditRequest(iteration=iteration, role=role, limit=limit)
+        reply: coordinator_pb2.ListAuditResponse = self._call(self.stub.ListAudit, req)
+        return reply
+
+    def promote(
+        self, iteration: int, *, operator: str = "", reason: str = ""
+    ) -> coordinator_pb2.Iteration:
+        req = coordinator_pb2.PromoteRequest(iteration=iteration, operator=operator, reason=reason)
+        reply: coordinator_pb2.Iteration = self._call(self.stub.Promote, req)
+        return reply
+
+    def reject(
+        self, iteration: int, *, operator: str = "", reason: str = ""
+    ) -> coordinator_pb2.Iteration:
+        req = coordinator_pb2.RejectRequest(iteration=iteration, operator=operator, reason=reason)
+        reply: coordinator_pb2.Iteration = self._call(self.stub.Reject, req)
         return reply
 
 
@@ -867,7 +894,32 @@ class AsyncCoordinatorClient(_AsyncClient):
         )
         return reply
 
-    async def rollback(self, role: str, name: str = "") -> coordinator_pb2.RollbackResponse:
-        req = coordinator_pb2.RollbackRequest(role=role, name=name)
+    async def rollback(
+        self, role: str, name: str = "", *, operator: str = "", reason: str = ""
+    ) -> coordinator_pb2.RollbackResponse:
+        req = coordinator_pb2.RollbackRequest(
+            role=role, name=name, operator=operator, reason=reason
+        )
         reply: coordinator_pb2.RollbackResponse = await self._call(self.stub.Rollback, req)
+        return reply
+
+    async def list_audit(
+        self, iteration: int = 0, role: str = "", limit: int = 0
+    ) -> coordinator_pb2.ListAuditResponse:
+        req = coordinator_pb2.ListAuditRequest(iteration=iteration, role=role, limit=limit)
+        reply: coordinator_pb2.ListAuditResponse = await self._call(self.stub.ListAudit, req)
+        return reply
+
+    async def promote(
+        self, iteration: int, *, operator: str = "", reason: str = ""
+    ) -> coordinator_pb2.Iteration:
+        req = coordinator_pb2.PromoteRequest(iteration=iteration, operator=operator, reason=reason)
+        reply: coordinator_pb2.Iteration = await self._call(self.stub.Promote, req)
+        return reply
+
+    async def reject(
+        self, iteration: int, *, operator: str = "", reason: str = ""
+    ) -> coordinator_pb2.Iteration:
+        req = coordinator_pb2.RejectRequest(iteration=iteration, operator=operator, reason=reason)
+        reply: coordinator_pb2.Iteration = await self._call(self.stub.Reject, req)
         return reply

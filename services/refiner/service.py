@@ -22,6 +22,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from services.refiner import options as opt
 from services.refiner.admission import Admission
+from services.refiner.conversation import conversation
 from services.refiner.cost import Budget, Cost, GenerateFn, Meter, PhaseCost
 from services.refiner.judge import CheckFn, Judge, JudgeConfig, JudgeKind, Judgement, Verdict
 from services.refiner.metrics import RefinerMetrics
@@ -30,7 +31,7 @@ from services.refiner.search import Node, SearchConfig, SearchEvent, SearchResul
 from spar import ifeval
 from spar.client import AsyncActorClient
 from spar.config import Settings
-from spar.engine.protocol import AdapterRef, GenerationRequest, GenerationResult
+from spar.engine.protocol import AdapterRef, GenerationRequest, GenerationResult, Message
 from spar.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -345,13 +346,16 @@ class RefinerService(pb_grpc.RefinerServicer):
     # -- Answer ----------------------------------------------------------------------
 
     async def _ask_actor(
-        self, prompt: str, sampling: common_pb2.SamplingParams, context: grpc.aio.ServicerContext
+        self,
+        chat: Sequence[Message],
+        sampling: common_pb2.SamplingParams,
+        context: grpc.aio.ServicerContext,
     ) -> actor_pb2.GenerateResponse:
         if sampling.n > 1:
             raise InvalidArgument(f"sampling.n={sampling.n}: Answer refines one answer; use n=1")
         try:
             return await self.actor().generate(
-                prompt,
+                messages=[(m.role, m.content) for m in chat],
                 n=1,
                 temperature=sampling.temperature if sampling.HasField("temperature") else 0.0,
                 top_p=sampling.top_p if sampling.HasField("top_p") else None,
@@ -373,12 +377,13 @@ class RefinerService(pb_grpc.RefinerServicer):
         self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext
     ) -> pb.AnswerResponse:
         start = time.monotonic()
-        prompt = opt.text(request.prompt, "prompt", self.settings.limits)
+        chat = conversation(request.prompt, request.messages, self.settings.limits)
+        prompt = chat.instruction
         plan = self._plan(
             prompt, request.constraints, request.judge, request.options, request.budget, prompt
         )
         async with self.admission.slot():
-            reply = await self._ask_actor(prompt, request.sampling, context)
+            reply = await self._ask_actor(chat.messages, request.sampling, context)
             original = reply.completions[0].text.strip() if reply.completions else ""
             generated = PhaseCost(
                 prompt_tokens=reply.usage.prompt_tokens,

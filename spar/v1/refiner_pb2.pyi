@@ -161,7 +161,7 @@ class RefineEvent(_message.Message):
     def __init__(self, kind: _Optional[_Union[RefineEventKind, str]] = ..., node: _Optional[_Union[SearchNode, _Mapping]] = ..., cost: _Optional[_Union[_common_pb2.SearchCost, _Mapping]] = ..., result: _Optional[_Union[RefineResponse, _Mapping]] = ...) -> None: ...
 
 class AnswerRequest(_message.Message):
-    __slots__ = ("prompt", "constraints", "sampling", "judge", "budget", "options", "include_trace")
+    __slots__ = ("prompt", "constraints", "sampling", "judge", "budget", "options", "include_trace", "messages")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +169,7 @@ class AnswerRequest(_message.Message):
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TRACE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     constraints: _containers.RepeatedCompositeFieldContainer[_common_pb2.VerifiableConstraint]
     sampling: _common_pb2.SamplingParams
@@ -176,7 +177,8 @@ class AnswerRequest(_message.Message):
     budget: _common_pb2.SearchBudget
     options: _common_pb2.SearchOptions
     include_trace: bool
-    def __init__(self, prompt: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.VerifiableConstraint, _Mapping]]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., judge: _Optional[_Union[_common_pb2.JudgeKind, str]] = ..., budget: _Optional[_Union[_common_pb2.SearchBudget, _Mapping]] = ..., options: _Optional[_Union[_common_pb2.SearchOptions, _Mapping]] = ..., include_trace: _Optional[bool] = ...) -> None: ...
+    messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]
+    def __init__(self, prompt: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.VerifiableConstraint, _Mapping]]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., judge: _Optional[_Union[_common_pb2.JudgeKind, str]] = ..., budget: _Optional[_Union[_common_pb2.SearchBudget, _Mapping]] = ..., options: _Optional[_Union[_common_pb2.SearchOptions, _Mapping]] = ..., include_trace: _Optional[bool] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ...) -> None: ...
 
 class AnswerResponse(_message.Message):
     __slots__ = ("answer", "original", "verdict", "value", "outcome", "cost", "actor_adapter", "refiner_adapter", "trace")

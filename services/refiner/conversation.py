@@ -1,0 +1,69 @@
+"""What an Answer request asks: the conversation the actor continues and the instruction
+the judge and the search hold the answer to. Pure logic.
+
+An Answer request carries a single ``prompt`` or a whole chat (``messages``: system and
+earlier turns, then the user's last message). The actor gets the chat as it is. The judge
+and the refiner need one instruction text: for a single user message it is that
+message, unchanged; for a longer chat it is the transcript with the last user message
+marked as the instruction to follow, so a follow-up ("make it shorter") is judged in the
+context that gives it its meaning, and a system prompt's requirements count too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from spar.config import Limits
+from spar.engine.protocol import Message
+from spar.errors import InvalidArgument
+from spar.sampling import messages_from
+from spar.v1 import common_pb2
+
+ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """The chat the actor continues and the instruction its answer is judged against."""
+
+    messages: list[Message]
+    instruction: str
+
+
+def conversation(
+    prompt: str, messages: Sequence[common_pb2.ChatMessage], limits: Limits
+) -> Conversation:
+    """Validates prompt or messages (exactly one) within the request limits."""
+    chat = messages_from(prompt, messages)
+    if len(chat) > limits.max_messages:
+        raise InvalidArgument(
+            f"{len(chat)} messages exceed the server limit {limits.max_messages} "
+            "(SPAR_LIMITS__MAX_MESSAGES)"
+        )
+    chars = sum(len(m.content) for m in chat)
+    if chars > limits.max_prompt_chars:
+        field = "prompt" if prompt else "messages"
+        raise InvalidArgument(
+            f"{field} is {chars} characters; the server limit is {limits.max_prompt_chars} "
+            "(SPAR_LIMITS__MAX_PROMPT_CHARS)"
+        )
+    last = chat[-1]
+    if last.role != "user" or not last.content.strip():
+        raise InvalidArgument(
+            f"messages[{len(chat) - 1}] must be the user's instruction (role user, some "
+            f"text); it is a {last.role!r} message"
+            + ("" if last.content.strip() else " without text")
+        )
+    return Conversation(chat, instruction_text(chat))
+
+
+def instruction_text(chat: Sequence[Message]) -> str:
+    """The instruction to judge: the one user message itself, or the marked transcript."""
+    if len(chat) == 1:
+        return chat[0].content
+    turns = "\n\n".join(f"{ROLE_NAMES[m.role]}: {m.content}" for m in chat[:-1])
+    return (
+        f"Conversation so far:\n\n{turns}\n\n"
+        f"The user's last message, the instruction to follow:\n\n{chat[-1].content}"
+    )
