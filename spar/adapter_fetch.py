@@ -39,6 +39,9 @@ FINAL_CODES = (
     grpc.StatusCode.UNIMPLEMENTED,
 )
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+FETCH_PREFIX = ".fetch-"
+"""Folders of transfers in progress start with this; a replica removes its leftovers at
+start (spar.adapter_cache)."""
 
 
 class CorruptTransfer(Exception):
@@ -209,7 +212,7 @@ async def fetch_adapter(
     into.mkdir(parents=True, exist_ok=True)
     last = ""
     for attempt in range(1, attempts + 1):
-        folder = into / f".fetch-{name}-{uuid.uuid4().hex[:8]}"
+        folder = into / f"{FETCH_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
         try:
             return await _fetch_once(target, name, expected_digest, folder, timeout, security)
         except CorruptTransfer as exc:

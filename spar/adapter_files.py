@@ -20,6 +20,8 @@ BASE = "base"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+PARTIAL_SUFFIX = ".partial"
+"""A copy in progress (copy_adapter); never complete, removed at the next start."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def validate_adapter_dir(folder: Path, max_rank: int) -> dict[str, object]:
 
 def copy_adapter(src: Path, dest: Path) -> None:
     """Copies an adapter folder atomically (a crash leaves no half-copied dest)."""
-    tmp = dest.with_name(dest.name + ".partial")
+    tmp = dest.with_name(dest.name + PARTIAL_SUFFIX)
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)
     shutil.rmtree(dest, ignore_errors=True)

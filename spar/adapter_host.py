@@ -4,7 +4,8 @@ Staging copies the version into the replica's own cache folder (so nobody can ch
 the bytes behind a loaded name), verifies the digest, and loads it into the engine. A
 version can come from a folder on the replica or, by name, from the trainer's
 ArtifactStore over gRPC (:mod:`spar.adapter_fetch` verifies and retries the transfer);
-both end in the same load path.
+both end in the same load path. A restarted replica loads a version it still holds a
+verified copy of from its folder, without a fetch (:mod:`spar.adapter_cache`).
 Activation only moves the alias in :class:`AdapterRegistry`; requests hold leases, so
 the ones in flight finish on their version and a retired version is unloaded when its
 last request ends.
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from spar.adapter_cache import AdapterCache, CachedCopy
 from spar.adapter_fetch import FETCH_ATTEMPTS, fetch_adapter
 from spar.adapter_files import check_name, copy_adapter, folder_digest, validate_adapter_dir
 from spar.adapter_registry import AdapterRegistry, HostedVersion
@@ -31,6 +33,11 @@ log = logging.getLogger(__name__)
 
 
 class AdapterHost:
+    """The adapter versions of one replica: stage (copy or fetch, verify, load), activate,
+    retire. ``cache_dir`` is the role's folder of local copies; it is taken for the life
+    of the host (:meth:`close` gives it back) and its copies from an earlier run are
+    reused when they verify."""
+
     def __init__(
         self,
         engine: Engine,
@@ -44,7 +51,8 @@ class AdapterHost:
         self.security = security or ClientSecurity()
         """TLS and token of the ArtifactStore fetches (spar.security.client_security)."""
         self.role = role
-        self.cache_dir = cache_dir
+        self.cache = AdapterCache.open(cache_dir)
+        self.cache_dir = self.cache.root
         self.metrics = metrics
         self.registry = AdapterRegistry()
         self._stage_locks: dict[str, asyncio.Lock] = {}
@@ -58,7 +66,7 @@ class AdapterHost:
         self._check_request(name, digest, role)
 
         async def load() -> HostedVersion:
-            return await self._load(name, source, digest, iteration, private=False)
+            return await self._load(name, source, digest, iteration, owned=False)
 
         return await self._stage(name, digest, load)
 
@@ -79,31 +87,48 @@ class AdapterHost:
             raise InvalidArgument("source.store_target must be the store's HOST:PORT")
 
         async def load() -> HostedVersion:
-            fetched = await fetch_adapter(
-                store_target,
-                name,
-                self.cache_dir,
-                expected_digest=digest,
-                attempts=attempts,
-                **self.security,
-            )
-            try:
-                if fetched.role != self.role:
-                    raise FailedPrecondition(
-                        f"adapter {name!r} is a {fetched.role} adapter; this replica hosts "
-                        f"{self.role} adapters"
-                    )
-                if iteration and fetched.iteration != iteration:
-                    raise FailedPrecondition(
-                        f"adapter {name!r} is of iteration {fetched.iteration}, not {iteration}"
-                    )
-                return await self._load(
-                    name, fetched.path, fetched.digest, fetched.iteration, private=True
-                )
-            finally:
-                shutil.rmtree(fetched.path, ignore_errors=True)
+            copy = await asyncio.to_thread(self.cache.claim, name, digest)
+            if copy is not None and iteration and copy.iteration != iteration:
+                # The name says one iteration, the caller another: the store decides.
+                await asyncio.to_thread(shutil.rmtree, copy.path, ignore_errors=True)
+                copy = None
+            if copy is not None:
+                log.info("%s: using the verified copy %s (no fetch)", name, copy.path.name)
+            else:
+                copy = await self._fetch(name, store_target, digest, iteration, attempts)
+            return await self._load(name, copy.path, copy.digest, copy.iteration, owned=True)
 
         return await self._stage(name, digest, load)
+
+    async def _fetch(
+        self, name: str, store_target: str, digest: str, iteration: int, attempts: int
+    ) -> CachedCopy:
+        """Fetches a version into a new folder of the cache, verified byte for byte."""
+        fetched = await fetch_adapter(
+            store_target,
+            name,
+            self.cache_dir,
+            expected_digest=digest,
+            attempts=attempts,
+            **self.security,
+        )
+        try:
+            if fetched.role != self.role:
+                raise FailedPrecondition(
+                    f"adapter {name!r} is a {fetched.role} adapter; this replica hosts "
+                    f"{self.role} adapters"
+                )
+            if iteration and fetched.iteration != iteration:
+                raise FailedPrecondition(
+                    f"adapter {name!r} is of iteration {fetched.iteration}, not {iteration}"
+                )
+            # The one step that makes the copy visible: a new name, so it never lands on
+            # a folder an earlier run left.
+            dest = self.cache.new_folder(name)
+            await asyncio.to_thread(fetched.path.rename, dest)
+        finally:
+            shutil.rmtree(fetched.path, ignore_errors=True)
+        return CachedCopy(dest, fetched.digest, fetched.iteration)
 
     def _check_request(self, name: str, digest: str, role: str) -> None:
         check_name(name)
@@ -138,18 +163,24 @@ class AdapterHost:
         return version, True
 
     async def _load(
-        self, name: str, source: Path, digest: str, iteration: int, *, private: bool
+        self, name: str, source: Path, digest: str, iteration: int, *, owned: bool
     ) -> HostedVersion:
-        """Loads a version; a private source (a fresh fetch) is moved, any other copied."""
+        """Loads a version. An owned source (a copy in the cache: a fresh fetch or a
+        verified copy of an earlier run) is loaded where it lies; any other is copied
+        into the cache first. A copy that fails to load is deleted."""
         max_rank = self.engine.info.max_lora_rank
-        await asyncio.to_thread(validate_adapter_dir, source, max_rank)
+        try:
+            await asyncio.to_thread(validate_adapter_dir, source, max_rank)
+        except BaseException:
+            if owned:
+                shutil.rmtree(source, ignore_errors=True)
+            raise
         engine_id = self.registry.next_engine_id()
-        # A fresh folder per load: a retired-then-restaged name never shares files.
-        dest = self.cache_dir / f"{name}.{engine_id}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if private:
-            await asyncio.to_thread(source.rename, dest)
+        if owned:
+            dest = source
         else:
+            # A fresh folder per load: a retired-then-restaged name never shares files.
+            dest = self.cache.new_folder(name)
             await asyncio.to_thread(copy_adapter, source, dest)
         try:
             actual = await asyncio.to_thread(folder_digest, dest)
@@ -166,6 +197,15 @@ class AdapterHost:
         version = HostedVersion(ref=ref, digest=actual, role=self.role, iteration=iteration)
         self.registry.add(version)
         return version
+
+    def drop_unclaimed(self) -> list[str]:
+        """Deletes the copies of an earlier run that no stage has used (called once the
+        replica has reconciled, so the folder holds what is loaded, as before the restart)."""
+        return self.cache.drop_unclaimed()
+
+    def close(self) -> None:
+        """Gives the cache folder back; the copies stay for the next start."""
+        self.cache.close()
 
     def activate(self, name: str) -> tuple[str | None, str | None]:
         previous, active = self.registry.activate(name)

@@ -47,6 +47,14 @@ class EngineRuntime:
             raise Unavailable(f"the {self.role} engine is still starting; retry shortly")
         return self._host
 
+    def shutdown(self) -> None:
+        """Stops the engine and gives the adapter folder back (its copies stay for the
+        next start)."""
+        if self._engine is not None:
+            self._engine.shutdown()
+        if self._host is not None:
+            self._host.close()
+
 
 def start_engine(settings: Settings, model_path: Path | None = None) -> Engine:
     """Starts the engine that ``settings.engine.kind`` names (blocking).
@@ -78,7 +86,14 @@ async def start_engine_runtime(
         metrics=metrics,
         security=client_security(settings),
     )
-    await reconcile_with_coordinator(host, settings)
+    try:
+        await reconcile_with_coordinator(host, settings)
+    except BaseException:
+        host.close()
+        raise
+    # Copies of an earlier run that reconciliation did not want: the folder keeps only
+    # what is loaded, as it did before the restart.
+    host.drop_unclaimed()
     runtime.attach(engine, host)
     metrics.engine_ready.labels(metrics.service).set(1)
     log.info(
@@ -94,7 +109,8 @@ async def start_engine_runtime(
 async def reconcile_with_coordinator(host: AdapterHost, settings: Settings) -> None:
     """Loads and activates the coordinator's desired version before the replica serves.
 
-    A replica that (re)starts must not serve another version than its peers. It retries
+    A replica that (re)starts must not serve another version than its peers; one that
+    still holds a verified copy of that version loads it without a fetch. It retries
     while the coordinator is unreachable and gives up (the start fails, so the
     orchestrator restarts it) after ``reconcile_timeout_s``.
     """

@@ -65,8 +65,7 @@ class ActorServer:
 
     async def stop(self) -> None:
         await self.grpc.stop(self.settings.grace_period_s)
-        if self.runtime.ready:
-            self.runtime.engine.shutdown()
+        self.runtime.shutdown()
 
 
 async def serve(settings: Settings) -> None:

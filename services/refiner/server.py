@@ -78,8 +78,7 @@ class RefinerServer:
     async def stop(self) -> None:
         await self.grpc.stop(self.settings.grace_period_s)
         await self.service.close()
-        if self.runtime.ready:
-            self.runtime.engine.shutdown()
+        self.runtime.shutdown()
 
 
 async def serve(settings: Settings) -> None:
