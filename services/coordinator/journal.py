@@ -3,34 +3,70 @@
 Two kinds of file: whole documents written atomically (temp file, fsync, rename), and
 append-only journals of keyed records. A journal may end in a torn line after a crash;
 readers ignore it, and the last record of a key wins, so a resumed stage can skip the
-keys it already finished without duplicating data.
+keys it already finished without duplicating data. A killed write leaves only its
+temporary file, which :func:`remove_unfinished_writes` deletes at the next start.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from spar.errors import DataLoss
+
+log = logging.getLogger(__name__)
+
+TMP_MARK = ".tmp-"
+"""Temporary files of write_json are ``.<name>.tmp-<random>``."""
 
 
 def write_json(path: Path, doc: Any) -> None:
     """Replaces path with doc atomically: readers see the old or the new file, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    # Random, not the pid: a restarted process may get the pid of the one that died.
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
+    try:
+        with tmp.open("w") as f:
+            json.dump(doc, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
 def read_json(path: Path, default: Any = None) -> Any:
-    if not path.is_file():
+    """The document at path; default when there is none. A damaged one is DataLoss that
+    names the file, not a traceback."""
+    try:
+        text = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
         return default
-    return json.loads(path.read_text())
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataLoss(
+            f"{path} is damaged ({exc}); spar writes it atomically, so it was changed "
+            "outside spar: restore it from a backup, or move it away to start it over"
+        ) from None
+
+
+def remove_unfinished_writes(root: Path) -> int:
+    """Deletes what killed writes left under root (their targets are intact)."""
+    removed = 0
+    for path in root.rglob(f".*{TMP_MARK}*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.warning("removed %d unfinished write(s) of an interrupted coordinator", removed)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -52,7 +88,8 @@ class Journal:
         out: dict[str, dict[str, Any]] = {}
         if not self.path.is_file():
             return out
-        for line in self.path.read_text().splitlines():
+        # A crash can leave any bytes in the torn tail; they fail to parse, not to decode.
+        for line in self.path.read_bytes().decode("utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:

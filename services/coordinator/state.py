@@ -4,6 +4,11 @@
 <state_dir>/iterations/0001/         one folder per iteration:
     iteration.json                   the Iteration record (protobuf JSON)
     prompts.jsonl samples.jsonl ...  stage outputs (journals, see journal.py)
+
+A coordinator that starts on an existing folder continues from it: the desired versions
+are what replicas reconcile to, the next iteration gets the next number, an unfinished
+one resumes; temporary files of writes a killed coordinator did not finish are removed,
+and a damaged file is a DataLoss error that names it.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from services.coordinator.journal import read_json, write_json
+from services.coordinator.journal import read_json, remove_unfinished_writes, write_json
 from services.coordinator.rollout import Version
+from spar.errors import DataLoss
 from spar.v1 import common_pb2, coordinator_pb2
 
 ROLES = ("actor", "refiner")
@@ -23,6 +29,28 @@ ROLES = ("actor", "refiner")
 
 def version_from(doc: dict[str, Any] | None) -> Version | None:
     return Version(**doc) if doc else None
+
+
+def check_versions(doc: Any, path: Path) -> dict[str, Any]:
+    """versions.json, checked: role → {active, previous} of Version fields or null."""
+    try:
+        if not isinstance(doc, dict):
+            raise TypeError("not an object")
+        for role, entry in doc.items():
+            if role not in ROLES or not isinstance(entry, dict):
+                raise TypeError(f"unexpected entry {role[:40]!r}")
+            for key in ("active", "previous"):
+                version = version_from(entry.get(key))
+                if version is not None and not (
+                    isinstance(version.name, str) and isinstance(version.digest, str)
+                ):
+                    raise TypeError(f"{role}.{key} is malformed")
+    except TypeError as exc:
+        raise DataLoss(
+            f"{path} is damaged ({exc}); it names the versions replicas must serve: restore "
+            "it from a backup, or move it away and roll the versions out again"
+        ) from None
+    return doc
 
 
 def version_message(v: Version | None) -> common_pb2.AdapterVersion:
@@ -37,12 +65,13 @@ class StateStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        remove_unfinished_writes(root)
 
     # -- desired versions ---------------------------------------------------------------
 
     def _versions(self) -> dict[str, Any]:
-        doc: dict[str, Any] = read_json(self.root / "versions.json", {})
-        return doc
+        path = self.root / "versions.json"
+        return check_versions(read_json(path, {}), path)
 
     def desired(self, role: str) -> tuple[Version | None, Version | None]:
         doc = self._versions().get(role, {})
@@ -73,7 +102,13 @@ class StateStore:
         doc = read_json(self.iteration_dir(number) / "iteration.json")
         if doc is None:
             return None
-        it: coordinator_pb2.Iteration = json_format.ParseDict(doc, coordinator_pb2.Iteration())
+        try:
+            it: coordinator_pb2.Iteration = json_format.ParseDict(doc, coordinator_pb2.Iteration())
+        except json_format.ParseError as exc:
+            raise DataLoss(
+                f"{self.iteration_dir(number) / 'iteration.json'} is damaged ({exc}); restore "
+                "it from a backup, or move the iteration's folder away"
+            ) from None
         return it
 
     def iterations(self) -> list[coordinator_pb2.Iteration]:

@@ -20,10 +20,14 @@ def fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+TMP_SUFFIX = ".tmp"
+"""Temporary files of write_atomic (``.<name>.<random>.tmp``); a crash may leave them."""
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """After a crash, path holds either its old content or data, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
     try:
         with tmp.open("wb") as f:
             f.write(data)

@@ -5,7 +5,9 @@ it outright and the server's event loop stays responsive. The worker only writes
 job's scratch folder; this module publishes the result to the artifact store after the
 worker exited cleanly, so a killed job (or a killed trainer) publishes nothing. Job
 records are persisted on every change; at start, a job that was running when the trainer
-died reads as FAILED and the queue continues.
+died reads as FAILED and the queue continues. An idempotency key returns its job while
+that job is queued, running or succeeded; once it failed or was cancelled, submitting the
+key again queues a new job, so a caller that resumes after a restart trains again.
 
 A job over several GPUs (world_size > 1) is the same worker running torchrun
 (:mod:`services.trainer.distributed`); killing the worker's process group kills torchrun's
@@ -71,6 +73,8 @@ STRATEGIES: dict[int, Strategy] = {
     pb.DISTRIBUTED_STRATEGY_FSDP: "fsdp",
 }
 FINAL = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+#: Final states that published nothing: their idempotency key may queue a new job.
+RETRYABLE = (pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
 RESTARTED = "trainer restarted during the job; nothing was published; resubmit it"
 STOPPED = "the trainer was stopped during the job; nothing was published; resubmit it"
 LOG_TAIL_LINES = 5
@@ -228,8 +232,11 @@ class JobManager:
             "idempotency_key",
             self.settings.trainer.max_idempotency_key_chars,
         )
-        if request.idempotency_key in self._keys:
-            existing = self.jobs[self._keys[request.idempotency_key]]
+        existing_id = self._keys.get(request.idempotency_key)
+        if existing_id is not None and self.jobs[existing_id].state in RETRYABLE:
+            existing_id = None  # it published nothing: the key may train again
+        if existing_id is not None:
+            existing = self.jobs[existing_id]
             if (
                 existing.request.dataset_digest != request.dataset_digest
                 or existing.request.kind != request.kind

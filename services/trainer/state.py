@@ -3,12 +3,17 @@
 ``<root>/datasets/<digest>.jsonl`` (canonical records) with ``<digest>.json`` (kind, name,
 count), and ``<root>/jobs/<id>/job.json`` plus the job's scratch space (spec, worker
 log, the worker's output before it is published). Every record is written atomically, so
-a trainer that is killed at any moment restarts from consistent records.
+a trainer that is killed at any moment restarts from consistent records; the temporary
+files of writes it did not finish are removed at start, a dataset whose records no longer
+hash to its digest is written again when it is uploaded again, and a job record that
+cannot be read is reported and left out instead of stopping the trainer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -16,10 +21,12 @@ from typing import Any
 from google.protobuf import json_format
 
 from services.trainer.datasets import Dataset
-from services.trainer.files import write_atomic
+from services.trainer.files import TMP_SUFFIX, write_atomic
 from services.trainer.hyperparameters import Kind
 from spar.errors import FailedPrecondition, InvalidArgument, NotFound
 from spar.v1 import trainer_pb2 as pb
+
+log = logging.getLogger(__name__)
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _JOB_ID = re.compile(r"^job-[0-9a-f]{12}$")
@@ -32,13 +39,26 @@ class TrainerState:
         self.jobs = root / "jobs"
         self.datasets.mkdir(parents=True, exist_ok=True)
         self.jobs.mkdir(parents=True, exist_ok=True)
+        self.remove_unfinished_writes()
+
+    def remove_unfinished_writes(self) -> int:
+        """Deletes the temporary files of writes a killed trainer left; returns how many."""
+        removed = 0
+        for pattern in (f".*{TMP_SUFFIX}", f"job-*/.*{TMP_SUFFIX}"):
+            folder = self.datasets if pattern.startswith(".") else self.jobs
+            for path in folder.glob(pattern):
+                path.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.warning("removed %d unfinished write(s) of an interrupted trainer", removed)
+        return removed
 
     # Datasets
 
     def save_dataset(self, dataset: Dataset, name: str) -> None:
         data = self.datasets / f"{dataset.digest}.jsonl"
         meta = self.datasets / f"{dataset.digest}.json"
-        if meta.is_file():
+        if meta.is_file() and _sha256(data) == dataset.digest:
             return  # content-addressed: the same digest is the same records
         write_atomic(data, dataset.canonical)
         info = {"kind": dataset.kind, "name": name, "records": len(dataset.records)}
@@ -80,9 +100,29 @@ class TrainerState:
         write_atomic(self.job_dir(job.id) / "job.json", text.encode())
 
     def load_jobs(self) -> list[pb.Job]:
+        """Every readable job record; an unreadable one is logged and left out."""
         out = []
         for path in sorted(self.jobs.glob("job-*/job.json")):
             job = pb.Job()
-            json_format.Parse(path.read_text(), job)
+            try:
+                json_format.Parse(path.read_text(), job)
+            except (json_format.ParseError, UnicodeDecodeError, OSError) as exc:
+                log.error("skipping the unreadable job record %s: %s", path, exc)
+                continue
+            if job.id != path.parent.name:
+                log.error("skipping %s: it records job %r", path, job.id[:40])
+                continue
             out.append(job)
         return out
+
+
+def _sha256(path: Path) -> str:
+    """sha256 of a file's bytes; empty when it cannot be read."""
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except OSError:
+        return ""
+    return h.hexdigest()

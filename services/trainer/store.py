@@ -5,6 +5,8 @@ Layout: ``<root>/<name>/manifest.json`` and ``<root>/<name>/files/<adapter files
 (:mod:`spar.adapter_files`). A version is written into ``<root>/.partial-*`` first, every
 file and folder fsynced, then renamed into place in one step: a crash leaves either a
 complete version or a partial folder that is never listed and is removed at the next start.
+Publishing content the store already holds returns that version once its bytes verify; a
+version whose bytes no longer match its manifest is replaced by the new copy.
 Manifests are plain JSON with the field names of ``spar.v1.AdapterManifest``.
 """
 
@@ -89,7 +91,7 @@ class ArtifactStore:
         digest = digest_of(files)
         name = version_name(role, iteration, digest)
         final = self.version_dir(name)
-        if final.is_dir():
+        if final.is_dir() and self.intact(name):
             return self.get(name)
         manifest: Manifest = {
             "version": {"name": name, "digest": digest, "role": role, "iteration": iteration},
@@ -117,6 +119,8 @@ class ArtifactStore:
                 else:
                     fsync_dir(path)
             fsync_dir(tmp)
+            if final.is_dir() and not self.intact(name):
+                self._set_aside(final)
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -136,6 +140,22 @@ class ArtifactStore:
             shutil.rmtree(tmp, ignore_errors=True)
         log.info("published adapter %s (%d files)", name, len(files))
         return manifest
+
+    def intact(self, name: str) -> bool:
+        """Whether the stored version's manifest is readable and its bytes match it."""
+        try:
+            self.verify(name)
+        except (DataLoss, NotFound, KeyError, TypeError, ValueError):
+            return False
+        return True
+
+    def _set_aside(self, folder: Path) -> None:
+        """Moves a damaged version out of the listing in one step, then deletes it (a
+        crash in between leaves a partial folder, removed at the next start)."""
+        log.warning("the stored version %s is damaged; replacing it", folder.name)
+        aside = self.root / f"{PARTIAL_PREFIX}damaged-{folder.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(folder, aside)
+        shutil.rmtree(aside, ignore_errors=True)
 
     def get(self, name: str) -> Manifest:
         path = self.version_dir(name) / MANIFEST

@@ -98,3 +98,33 @@ def test_verify_detects_changed_bytes(tmp_path: Path) -> None:
     (store.files_dir(name) / "adapter_model.safetensors").write_bytes(b"weightz")
     with pytest.raises(DataLoss):
         store.verify(name)
+
+
+def test_a_restarted_store_replaces_a_damaged_version_on_republish(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "store")
+    src = make_adapter(tmp_path / "a")
+    first = publish(store, src, job_id="job-1")
+    name = first["version"]["name"]  # type: ignore[index]
+    weights = store.files_dir(name) / "adapter_model.safetensors"
+    weights.write_bytes(b"bit rot")  # damaged while the trainer was down
+
+    restarted = ArtifactStore(tmp_path / "store")
+    assert not restarted.intact(name)
+    again = publish(restarted, src, job_id="job-2")
+    assert again["version"] == first["version"] and again["job_id"] == "job-2"
+    restarted.verify(name)
+    assert weights.read_bytes() == b"weights"
+    assert [p.name for p in restarted.root.iterdir()] == [name], "nothing set aside is left"
+    # An intact version is returned as it is.
+    assert publish(restarted, src, job_id="job-3")["job_id"] == "job-2"
+
+
+def test_a_version_without_a_readable_manifest_is_replaced(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "store")
+    src = make_adapter(tmp_path / "a")
+    name = publish(store, src)["version"]["name"]  # type: ignore[index]
+    (store.version_dir(name) / "manifest.json").write_text("{")
+    with pytest.raises(DataLoss, match="unreadable"):
+        store.get(name)
+    assert publish(ArtifactStore(tmp_path / "store"), src)["version"]["name"] == name
+    store.verify(name)

@@ -166,3 +166,63 @@ def test_restart_fails_the_running_job_and_keeps_the_queue(tmp_path: Path) -> No
     assert failed.HasField("finished_at") and not output.exists()
     assert after.get(queued.id).state == pb.JOB_STATE_QUEUED and after.queue == [queued.id]
     assert after.store.list() == []
+
+
+def test_a_failed_jobs_idempotency_key_trains_again_after_a_restart(tmp_path: Path) -> None:
+    """A coordinator resuming an iteration resubmits with the same key; the trainer that
+    was stopped mid-job must queue a new job, not hand back the failed one forever."""
+    jobs = manager(tmp_path)
+    digest = upload(jobs)
+    first = jobs.submit(request(digest, idempotency_key="spar-iteration-1-actor"), {})
+    record = jobs.jobs[first.id]
+    record.state = pb.JOB_STATE_RUNNING
+    jobs.state.save_job(record)
+
+    after = manager(tmp_path)
+    after.recover()
+    assert after.get(first.id).state == pb.JOB_STATE_FAILED
+    retried = after.submit(request(digest, idempotency_key="spar-iteration-1-actor"), {})
+    assert retried.id != first.id and retried.state == pb.JOB_STATE_QUEUED
+    # The key now names the new job, also after another restart.
+    again = manager(tmp_path)
+    again.recover()
+    assert again.submit(request(digest, idempotency_key="spar-iteration-1-actor"), {}).id == (
+        retried.id
+    )
+    assert again.queue == [retried.id]
+
+
+def test_a_restart_skips_damaged_records_and_unfinished_writes(tmp_path: Path) -> None:
+    jobs = manager(tmp_path)
+    digest = upload(jobs)
+    kept = jobs.submit(request(digest, idempotency_key="kept"), {})
+    damaged = jobs.submit(request(digest), {})
+    (jobs.state.job_dir(damaged.id) / "job.json").write_text('{"id": "job-')
+    torn = [
+        jobs.state.job_dir(kept.id) / ".job.json.0123456789abcdef.tmp",
+        jobs.state.datasets / f".{digest}.jsonl.0123456789abcdef.tmp",
+    ]
+    for path in torn:
+        path.write_bytes(b"half a rec")
+
+    after = manager(tmp_path)
+    after.recover()
+    assert after.queue == [kept.id] and set(after.jobs) == {kept.id}
+    assert after.get(kept.id).request.idempotency_key == "kept"
+    with pytest.raises(NotFound):
+        after.get(damaged.id)
+    assert not any(path.exists() for path in torn)
+
+
+def test_a_dataset_damaged_on_disk_is_written_again_on_upload(tmp_path: Path) -> None:
+    jobs = manager(tmp_path)
+    builder = DatasetBuilder("dpo")
+    builder.add(PAIR)
+    data = builder.finish()
+    jobs.state.save_dataset(data, "test")
+    path = jobs.state.dataset_path(data.digest, "dpo")
+    path.write_bytes(b"")  # damaged while the trainer was down
+
+    after = manager(tmp_path)
+    after.state.save_dataset(data, "test")
+    assert path.read_bytes() == data.canonical
