@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from spar.commands.flags import (
     EXIT_ERROR,
@@ -22,6 +23,9 @@ from spar.commands.flags import (
 from spar.config import DEFAULT_PORTS
 from spar.errors import SparError
 from spar.security import ClientSecurity, client_security
+
+if TYPE_CHECKING:
+    from spar.v1 import coordinator_pb2
 
 #: Start order: the coordinator before the engine replicas, which ask it for their
 #: desired adapter version before they report SERVING.
@@ -145,6 +149,8 @@ def demo(eps: dict[str, Endpoint], prompt: str, security: ClientSecurity) -> Non
     from spar.client import CoordinatorClient
     from spar.commands.coordinator import summary, watch_with_progress
 
+    with CoordinatorClient(eps["coordinator"].grpc, **security) as coordinator:
+        print(starting_point(coordinator.get_state()), flush=True)
     print(f"\nprompt:  {prompt}", flush=True)
     _print_refined_answer(eps["refiner"].grpc, prompt, security)
     print("one small self-play iteration (prompts → samples → judge → search → train → "
@@ -152,6 +158,14 @@ def demo(eps: dict[str, Endpoint], prompt: str, security: ClientSecurity) -> Non
     with CoordinatorClient(eps["coordinator"].grpc, **security) as coordinator:
         final = watch_with_progress(coordinator, coordinator.start_iteration())
     print(summary(final), flush=True)
+
+
+def starting_point(state: coordinator_pb2.CoordinatorState) -> str:
+    """What the demo starts from: adapters an earlier run promoted, or the base model."""
+    promoted = [v.name for v in (state.actor, state.refiner) if v.name]
+    if not promoted:
+        return "starting from the base model (no adapters promoted yet)"
+    return f"starting from the promoted adapters of an earlier run: {', '.join(promoted)}"
 
 
 def _print_refined_answer(target: str, prompt: str, security: ClientSecurity) -> None:
