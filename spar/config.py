@@ -301,6 +301,12 @@ class CoordinatorSettings(BaseModel):
     """IFEval metric that decides promotion."""
     promote_margin: float = 0.0
     """Promote the candidate unless it is worse than the served actor by more than this."""
+    require_approval: bool = False
+    """Approval mode: a candidate that passes evaluation waits for ``spar promote N`` or
+    ``spar reject N`` instead of rolling out by itself."""
+    audit_path: str = ""
+    """Append-only audit log of rollouts, rollbacks and promotion decisions (JSON Lines);
+    empty: <state_dir>/audit.jsonl."""
     reconcile_interval_s: float = 30.0
     """How often every replica is checked against the desired versions (0: never)."""
 

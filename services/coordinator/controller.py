@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from services.coordinator import inputs
-from services.coordinator.loop import Iteration, Ports
+from services.coordinator.audit import AuditEntry, AuditLog
+from services.coordinator.journal import write_json
+from services.coordinator.loop import APPROVAL_FILE, Iteration, Ports
 from services.coordinator.loop import roll_out as roll_out_version
 from services.coordinator.metrics import CoordinatorMetrics
 from services.coordinator.replicas import GrpcReplica, pod_namespace, replica_source
@@ -27,6 +30,8 @@ from spar.v1 import coordinator_pb2
 log = logging.getLogger(__name__)
 S = coordinator_pb2
 FINAL = {S.ITERATION_STATE_SUCCEEDED, S.ITERATION_STATE_REJECTED, S.ITERATION_STATE_FAILED}
+#: States an iteration stops in (a watch ends there).
+STOPPED = FINAL | {S.ITERATION_STATE_AWAITING_APPROVAL}
 
 
 class Coordinator:
@@ -36,6 +41,12 @@ class Coordinator:
         root = Path(self.c.state_dir) if self.c.state_dir else settings.cache_dir / "coordinator"
         self.store = StateStore(root)
         self.metrics = metrics
+        self.audit = AuditLog(
+            Path(self.c.audit_path) if self.c.audit_path else root / "audit.jsonl",
+            on_append=lambda r: metrics.audit_records.labels(
+                metrics.service, r["action"], r["result"]
+            ).inc(),
+        )
         self.security = client_security(settings)
         self.actor = AsyncActorClient(self.c.actor_target, timeout=3600, **self.security)
         self.refiner = AsyncRefinerClient(self.c.refiner_target, timeout=3600, **self.security)
@@ -50,6 +61,8 @@ class Coordinator:
         self._watchers: set[asyncio.Queue[tuple[S.Iteration, str]]] = set()
         self._rollout_lock = asyncio.Lock()
         self._eval_records: list[Any] | None = None
+        last = self.current()
+        self._set_awaiting(last)
 
     @property
     def store_target(self) -> str:
@@ -96,10 +109,19 @@ class Coordinator:
 
     # -- iterations ---------------------------------------------------------------------
 
+    def _set_awaiting(self, it: S.Iteration | None) -> None:
+        waiting = it is not None and it.state == S.ITERATION_STATE_AWAITING_APPROVAL
+        self.metrics.awaiting_approval.labels(self.metrics.service).set(
+            it.number if it is not None and waiting else 0
+        )
+
     def _notify(self, it: S.Iteration, message: str) -> None:
         self.metrics.iteration_stage.labels(self.metrics.service).set(
-            0 if it.stage == S.ITERATION_STAGE_DONE else it.stage
+            0
+            if it.stage == S.ITERATION_STAGE_DONE or it.state == S.ITERATION_STATE_AWAITING_APPROVAL
+            else it.stage
         )
+        self._set_awaiting(it)
         snapshot = S.Iteration()
         snapshot.CopyFrom(it)
         for q in self._watchers:
@@ -120,6 +142,11 @@ class Coordinator:
             if not Path(prompts_path).is_file():
                 raise InvalidArgument(f"prompts_path {prompts_path[:200]!r} is not a readable file")
         last = self.current()
+        if last is not None and last.state == S.ITERATION_STATE_AWAITING_APPROVAL:
+            raise FailedPrecondition(
+                f"iteration {last.number} awaits approval: run `spar promote {last.number}` "
+                f"or `spar reject {last.number}` first"
+            )
         resume = last is not None and last.state in (
             S.ITERATION_STATE_RUNNING,
             S.ITERATION_STATE_FAILED,
@@ -129,19 +156,58 @@ class Coordinator:
         if num_prompts:
             settings = settings.model_copy(deep=True)
             settings.coordinator.num_prompts = num_prompts
+        return self._launch(number, settings, prompts_path)
+
+    def _launch(self, number: int, settings: Settings, prompts_path: str = "") -> S.Iteration:
         self._running = Iteration(
-            number, settings, self.store, self._ports(), self._notify, prompts_path
+            number,
+            settings,
+            self.store,
+            self._ports(),
+            self._notify,
+            prompts_path,
+            audit=self.audit,
         )
         self._task = asyncio.create_task(self._run(self._running))
         return self._running.record
 
+    def decide(self, number: int, decision: str, decided_by: str, reason: str) -> S.Iteration:
+        """An operator's promote or reject of a candidate that awaits approval; the
+        iteration resumes at its rollout, which rolls the candidate out or drops it."""
+        if decision not in ("promote", "reject"):
+            raise InvalidArgument(f"decision must be promote or reject, not {decision[:40]!r}")
+        if len(reason) > 1000:
+            raise InvalidArgument("reason is longer than 1000 characters")
+        if self._running is not None:
+            raise FailedPrecondition(
+                f"iteration {self._running.number} is running; only a candidate that awaits "
+                "approval can be promoted or rejected"
+            )
+        it = self.store.load_iteration(number) if number else self.current()
+        if it is None:
+            raise NotFound(f"iteration {number} does not exist" if number else "no iteration yet")
+        if it.state != S.ITERATION_STATE_AWAITING_APPROVAL:
+            state = S.IterationState.Name(it.state).removeprefix("ITERATION_STATE_").lower()
+            raise FailedPrecondition(
+                f"iteration {it.number} does not await approval (it is {state})"
+            )
+        write_json(
+            self.store.iteration_dir(it.number) / APPROVAL_FILE,
+            {"decision": decision, "decided_by": decided_by, "reason": reason},
+        )
+        it.state = S.ITERATION_STATE_RUNNING
+        self.store.save_iteration(it)  # a coordinator killed now resumes the rollout
+        log.info("iteration %d: %s by %s", it.number, decision, decided_by)
+        return self._launch(it.number, self.settings)
+
     async def _run(self, iteration: Iteration) -> None:
         try:
             it = await iteration.run()
-            self.metrics.iterations.labels(
-                self.metrics.service,
-                S.IterationState.Name(it.state).removeprefix("ITERATION_STATE_").lower(),
-            ).inc()
+            if it.state in FINAL:
+                self.metrics.iterations.labels(
+                    self.metrics.service,
+                    S.IterationState.Name(it.state).removeprefix("ITERATION_STATE_").lower(),
+                ).inc()
         finally:
             self._running = None
 
@@ -163,14 +229,14 @@ class Coordinator:
                     f"iteration {number} does not exist" if number else "no iteration yet"
                 )
             yield current, "current state"
-            if current.state in FINAL or current.stage == S.ITERATION_STAGE_DONE:
+            if current.state in STOPPED or current.stage == S.ITERATION_STAGE_DONE:
                 return
             while True:
                 it, message = await queue.get()
                 if it.number != current.number:
                     continue
                 yield it, message
-                if it.stage == S.ITERATION_STAGE_DONE or it.state in FINAL:
+                if it.stage == S.ITERATION_STAGE_DONE or it.state in STOPPED:
                     return
         finally:
             self._watchers.discard(queue)
@@ -201,7 +267,9 @@ class Coordinator:
         return out
 
     async def state(self) -> S.CoordinatorState:
-        out = S.CoordinatorState(store_target=self.store_target)
+        out = S.CoordinatorState(
+            store_target=self.store_target, approval_required=self.c.require_approval
+        )
         for role in ROLES:
             active, previous = self.store.desired(role)
             getattr(out, role).CopyFrom(version_message(active))
@@ -209,10 +277,16 @@ class Coordinator:
         out.iterations.extend(self.store.iterations())
         if self._running is not None and out.iterations:
             out.iterations[-1].CopyFrom(self._running.record)
+        if out.iterations and out.iterations[-1].state == S.ITERATION_STATE_AWAITING_APPROVAL:
+            out.awaiting_approval = out.iterations[-1].number
         out.replicas.extend(await self.replica_states())
         return out
 
     async def roll_out(self, role: str, version: Version) -> int:
+        return len(await self._roll_out(role, version))
+
+    async def _roll_out(self, role: str, version: Version) -> list[str]:
+        """Rolls version out to every replica of role; returns the replicas switched."""
         async with self._rollout_lock:
             replicas = await self.replicas(role)
             try:
@@ -222,19 +296,25 @@ class Coordinator:
                 self.metrics.rollouts.labels(self.metrics.service, role, "failed").inc()
                 raise FailedPrecondition(str(exc)) from exc
             self.metrics.rollouts.labels(self.metrics.service, role, "ok").inc()
-            return len(replicas)
+            return [r.target for r in replicas]
 
-    async def rollback(self, role: str, name: str) -> tuple[Version, int]:
+    async def rollback(
+        self, role: str, name: str, decided_by: str = "operator", reason: str = ""
+    ) -> tuple[Version, int]:
+        """Every replica of role back to a version (the previous one when name is empty,
+        the base model for ``base``); audited, whether it worked or not."""
         if role not in ROLES:
             raise InvalidArgument(f"role must be one of {', '.join(ROLES)}, not {role[:40]!r}")
         if name and name != "base":
             check_name(name)
+        if len(reason) > 1000:
+            raise InvalidArgument("reason is longer than 1000 characters")
         if self._running is not None and self._running.record.stage == S.ITERATION_STAGE_ROLLOUT:
             raise FailedPrecondition("a rollout is in progress; wait for it to finish")
         active, previous = self.store.desired(role)
         if name == "base":
-            return await self._serve_base(role, active)
-        if not name:
+            target = Version("base", role=role)
+        elif not name:
             if previous is None:
                 raise FailedPrecondition(f"there is no previous {role} version to roll back to")
             target = previous
@@ -243,17 +323,47 @@ class Coordinator:
             if manifest.version.role and manifest.version.role != role:
                 raise InvalidArgument(f"{name} is a {manifest.version.role} adapter, not {role}")
             target = Version(name, manifest.version.digest, role, manifest.version.iteration)
-        n = await self.roll_out(role, target)
-        return target, n
+        entry = AuditEntry(
+            action="rollback",
+            role=role,
+            decision="rollback",
+            decided_by=decided_by,
+            version=asdict(target),
+            previous=asdict(active) if active else None,
+            reason=reason,
+        )
+        try:
+            if name == "base":
+                switched = await self._serve_base(role, active)
+            else:
+                switched = await self._roll_out(role, target)
+        except SparError as exc:
+            self.audit.append(replace(entry, result="failed", error=exc.message))
+            raise
+        self.audit.append(replace(entry, replicas=switched))
+        return target, len(switched)
 
-    async def _serve_base(self, role: str, active: Version | None) -> tuple[Version, int]:
+    async def _serve_base(self, role: str, active: Version | None) -> list[str]:
         """Every replica back to the base model (the adapters stay loaded)."""
         async with self._rollout_lock:
             replicas = await self.replicas(role)
-            await activate_all(replicas, "base", active.name if active else "base")
+            try:
+                await activate_all(replicas, "base", active.name if active else "base")
+            except RolloutFailed as exc:
+                self.metrics.rollouts.labels(self.metrics.service, role, "failed").inc()
+                raise FailedPrecondition(str(exc)) from exc
             self.store.set_desired(role, None, active)
             self.metrics.rollouts.labels(self.metrics.service, role, "ok").inc()
-        return Version("base", role=role), len(replicas)
+        return [r.target for r in replicas]
+
+    def audit_records(
+        self, iteration: int = 0, role: str = "", limit: int = 0
+    ) -> tuple[list[dict[str, Any]], bool, str]:
+        """Audit records (oldest first) and whether the log's hash chain is intact."""
+        if role and role not in ROLES:
+            raise InvalidArgument(f"role must be one of {', '.join(ROLES)}, not {role[:40]!r}")
+        intact, error = self.audit.verify()
+        return self.audit.records(iteration=iteration, role=role, limit=limit), intact, error
 
     async def reconcile(self) -> None:
         """Brings every reachable replica to its role's desired version."""

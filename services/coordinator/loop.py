@@ -14,16 +14,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.coordinator import data
+from services.coordinator.audit import POLICY, AuditEntry, AuditLog
 from services.coordinator.evaluate import PromotionPolicy, decide
 from services.coordinator.journal import Journal, read_json, write_json
-from services.coordinator.rollout import Version, activate_all, retire_old, stage_all
+from services.coordinator.rollout import (
+    RolloutFailed,
+    Version,
+    activate_all,
+    retire_old,
+    stage_all,
+)
 from services.coordinator.state import StateStore, version_message
 from services.refiner.prompts import Prompts
 from spar.config import Settings
@@ -59,6 +66,13 @@ OUTCOMES = {
 }
 
 Notify = Callable[[coordinator_pb2.Iteration, str], None]
+
+APPROVAL_FILE = "approval.json"
+"""An operator's decision on a candidate that awaits approval (written by the controller)."""
+
+
+class AwaitingApproval(Exception):
+    """The iteration stops at its rollout until an operator promotes or rejects it."""
 
 
 def stage_name(stage: int) -> str:
@@ -129,8 +143,10 @@ class Iteration:
         ports: Ports,
         notify: Notify,
         prompts_path: str = "",
+        audit: AuditLog | None = None,
     ) -> None:
         self.number = number
+        self.audit = audit or AuditLog(store.root / "audit.jsonl")
         self.settings = settings
         self.c = settings.coordinator
         self.store = store
@@ -179,6 +195,12 @@ class Iteration:
             it.stage = S.ITERATION_STAGE_DONE
             it.finished_at.CopyFrom(now())
             self._save(f"iteration {self.number}: done ({S.IterationState.Name(it.state)})")
+        except AwaitingApproval:
+            it.state = S.ITERATION_STATE_AWAITING_APPROVAL
+            self._save(
+                f"iteration {self.number}: the candidate awaits approval: "
+                f"spar promote {self.number} or spar reject {self.number}"
+            )
         except asyncio.CancelledError:
             self.store.save_iteration(it)  # resumable: state stays RUNNING
             raise
@@ -422,6 +444,7 @@ class Iteration:
         it = self.record
         if not it.actor_candidate.name:
             it.decision = "no actor candidate this iteration (no DPO pairs)"
+            it.decided_by = POLICY
             return
         saved = read_json(self.dir / "eval.json")
         if saved is None:
@@ -445,26 +468,104 @@ class Iteration:
             PromotionPolicy(self.c.promote_metric, self.c.promote_margin),
         )
         it.decision = decision.reason
+        it.decided_by = POLICY
         if not decision.promote:
             it.state = S.ITERATION_STATE_REJECTED
 
     def _store_target(self) -> str:
         return self.c.store_target or self.c.trainer_target
 
+    def _candidates(self) -> list[tuple[str, Version]]:
+        it = self.record
+        return [
+            (role, Version(c.name, c.digest, role, self.number))
+            for role, c in (("actor", it.actor_candidate), ("refiner", it.refiner_candidate))
+            if c.name
+        ]
+
+    def _evidence(self) -> dict[str, Any]:
+        it = self.record
+        out = {}
+        for key, field in (("baseline", "baseline_eval"), ("candidate", "candidate_eval")):
+            if it.HasField(field):
+                out[key] = json_format.MessageToDict(
+                    getattr(it, field), preserving_proto_field_name=True
+                )
+        return out
+
+    def _record(self, key: str, entry: AuditEntry) -> None:
+        """Appends entry to the audit log once per iteration and key (a resumed rollout
+        stage does not repeat the decisions it recorded)."""
+        journal = self._journal("audit")
+        if key in journal.read():
+            return
+        self.audit.append(entry)
+        journal.append([{"key": key}])
+
+    def _entry(self, action: str, role: str, version: Version, **fields: Any) -> AuditEntry:
+        active, _ = self.store.desired(role)
+        return AuditEntry(
+            action=action,
+            role=role,
+            iteration=self.number,
+            version=asdict(version),
+            previous=asdict(active) if active else None,
+            evidence=self._evidence(),
+            reason=self.record.decision,
+            decided_by=self.record.decided_by or POLICY,
+            **fields,
+        )
+
+    def _apply_approval(self) -> bool:
+        """Takes an operator's decision into the record; False while none was made."""
+        it = self.record
+        approval = read_json(self.dir / APPROVAL_FILE)
+        if approval is None:
+            return False
+        it.decided_by = approval["decided_by"]
+        verb = "approved" if approval["decision"] == "promote" else "rejected"
+        note = f"{verb} by {approval['decided_by']}"
+        if approval.get("reason"):
+            note += f": {approval['reason']}"
+        if note not in it.decision:
+            it.decision = f"{it.decision}; {note}" if it.decision else note
+        if approval["decision"] == "reject":
+            it.state = S.ITERATION_STATE_REJECTED
+        return True
+
     async def rollout(self) -> None:
         it = self.record
+        candidates = self._candidates()
+        if it.state != S.ITERATION_STATE_REJECTED and candidates:
+            decided = self._apply_approval()
+            if not decided and self.c.require_approval:
+                for role, version in candidates:
+                    self._record(
+                        f"await:{role}",
+                        self._entry("await_approval", role, version, decision="await"),
+                    )
+                raise AwaitingApproval
         if it.state == S.ITERATION_STATE_REJECTED:
             replicas = await self.ports.replicas("actor")
             await asyncio.gather(
                 *(r.retire(it.actor_candidate.name) for r in replicas), return_exceptions=True
             )
-            return
-        for role, candidate in (("actor", it.actor_candidate), ("refiner", it.refiner_candidate)):
-            if candidate.name:
-                version = Version(candidate.name, candidate.digest, role, self.number)
-                await roll_out(
-                    self.store, role, version, await self.ports.replicas(role), self._store_target()
+            for role, version in candidates:
+                self._record(
+                    f"reject:{role}", self._entry("reject", role, version, decision="reject")
                 )
+            return
+        for role, version in candidates:
+            replicas = await self.ports.replicas(role)
+            entry = self._entry(
+                "rollout", role, version, decision="promote", replicas=[r.target for r in replicas]
+            )
+            try:
+                await roll_out(self.store, role, version, replicas, self._store_target())
+            except RolloutFailed as exc:
+                self.audit.append(replace(entry, result="failed", error=str(exc)))
+                raise
+            self._record(f"rollout:{role}", entry)
 
     async def finish(self) -> None:
         if self.record.state == S.ITERATION_STATE_RUNNING:

@@ -48,6 +48,19 @@ class CoordinatorMetrics:
             registry=r,
         )  # fmt: skip
         self.iteration_stage.labels(self.service).set(0)
+        self.awaiting_approval = Gauge(
+            "spar_iteration_awaiting_approval",
+            "Iteration whose candidate awaits an operator's promote or reject (0: none).",
+            ["service"],
+            registry=r,
+        )
+        self.awaiting_approval.labels(self.service).set(0)
+        self.audit_records = Counter(
+            "spar_audit_records",
+            "Records appended to the audit log by action and result.",
+            ["service", "action", "result"],
+            registry=r,
+        )
         self._known: dict[str, set[tuple[str, str, str, str]]] = {}
 
     def set_replica_versions(self, role: str, versions: dict[str, str]) -> None:

@@ -1,9 +1,11 @@
-"""``spar coordinator serve``, ``spar iterate``, ``spar state``, ``spar rollback``."""
+"""``spar coordinator serve``, ``spar iterate``, ``spar state``, ``spar rollback``,
+``spar promote``, ``spar reject``, ``spar audit``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 from typing import Any
 
 from tqdm import tqdm
@@ -62,6 +64,11 @@ def summary(it: pb.Iteration) -> str:
     )
     if it.error:
         lines.append(f"  error: {it.error}")
+    if it.state == pb.ITERATION_STATE_AWAITING_APPROVAL:
+        lines.append(
+            f"  awaiting approval: `spar promote {it.number}` rolls the candidate out, "
+            f"`spar reject {it.number}` drops it"
+        )
     return "\n".join(lines)
 
 
@@ -90,7 +97,12 @@ def cmd_iterate(args: argparse.Namespace) -> int:
         print(summary(final))
     return (
         0
-        if final.state in (pb.ITERATION_STATE_SUCCEEDED, pb.ITERATION_STATE_REJECTED)
+        if final.state
+        in (
+            pb.ITERATION_STATE_SUCCEEDED,
+            pb.ITERATION_STATE_REJECTED,
+            pb.ITERATION_STATE_AWAITING_APPROVAL,
+        )
         else EXIT_ERROR
     )
 
@@ -111,6 +123,10 @@ def cmd_state(args: argparse.Namespace) -> int:
         print(f"  {r.role:8s} {r.target:24s} {status}")
     for it in state.iterations:
         print(f"iteration {it.number}: {_state(it)} ({_stage(it)}) {it.decision or it.error}")
+    print(f"approval mode: {'on' if state.approval_required else 'off'}")
+    if state.awaiting_approval:
+        n = state.awaiting_approval
+        print(f"AWAITING APPROVAL: iteration {n} — `spar promote {n}` or `spar reject {n}`")
     return 0
 
 
@@ -118,12 +134,100 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from spar.client import CoordinatorClient
 
     with CoordinatorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
-        reply = client.rollback(args.role, args.version or "")
+        reply = client.rollback(
+            args.role, args.version or "", operator=args.operator, reason=args.reason
+        )
     if args.json:
         print_json(reply)
     else:
         print(f"{args.role}: {reply.active.name} active on {reply.replicas} replicas")
     return 0
+
+
+def _decide(args: argparse.Namespace, decision: str) -> int:
+    from spar.client import CoordinatorClient
+
+    with CoordinatorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+        call = client.promote if decision == "promote" else client.reject
+        it = call(args.iteration, operator=args.operator, reason=args.reason)
+        if not args.no_wait:
+            it = watch_with_progress(client, it, show=not args.json)
+    if args.json:
+        print_json(it)
+    else:
+        print(summary(it))
+    return 0 if it.state != pb.ITERATION_STATE_FAILED else EXIT_ERROR
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    return _decide(args, "promote")
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    return _decide(args, "reject")
+
+
+def _version(v: Any) -> str:
+    if not v.name:
+        return "-"
+    return f"{v.name}" + (f" ({v.digest[:12]})" if v.digest else "")
+
+
+def audit_lines(reply: pb.ListAuditResponse) -> list[str]:
+    lines = []
+    for r in reply.records:
+        when = r.time.ToJsonString() if r.HasField("time") else "-"
+        where = f"iteration {r.iteration}" if r.iteration else "operator"
+        lines.append(
+            f"#{r.sequence} {when} {r.action} {r.role} {_version(r.version)} "
+            f"(was {_version(r.previous)}) [{where}] {r.result}"
+        )
+        lines.append(
+            f"    decided by {r.decided_by}: {r.decision}" + (f" — {r.reason}" if r.reason else "")
+        )
+        if r.HasField("candidate_eval"):
+            b, k = r.baseline_eval, r.candidate_eval
+            lines.append(
+                f"    evidence: prompt_level_strict {b.prompt_level_strict:.3f} → "
+                f"{k.prompt_level_strict:.3f} on {k.prompts} prompts"
+            )
+        if r.replicas:
+            lines.append(f"    replicas: {', '.join(r.replicas)}")
+        if r.error:
+            lines.append(f"    error: {r.error}")
+    if not reply.records:
+        lines.append("no audit records")
+    if not reply.chain_intact:
+        lines.append(f"WARNING: the audit log's hash chain is broken: {reply.chain_error}")
+    return lines
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from spar.client import CoordinatorClient
+
+    with CoordinatorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+        reply = client.list_audit(args.iteration, args.role or "", args.limit)
+    if args.json:
+        print_json(reply)
+    else:
+        print("\n".join(audit_lines(reply)))
+    return 0 if reply.chain_intact else EXIT_ERROR
+
+
+def _add_decision_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--operator",
+        default=_user(),
+        help="who decides, recorded in the audit log (default: your user name)",
+    )
+    p.add_argument("--reason", default="", help="why, recorded in the audit log")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name (a container without a passwd entry)
+        return "unknown"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -147,5 +251,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rollback = sub.add_parser("rollback", help="return every replica of a role to a version")
     rollback.add_argument("role", choices=["actor", "refiner"])
     rollback.add_argument("version", nargs="?", help="version name (default: the previous one)")
+    _add_decision_flags(rollback)
     add_client_flags(rollback, "coordinator")
     rollback.set_defaults(func=cmd_rollback)
+
+    for name, func, text in (
+        ("promote", cmd_promote, "roll out the candidate of an iteration that awaits approval"),
+        ("reject", cmd_reject, "drop the candidate of an iteration that awaits approval"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("iteration", type=int, help="iteration number (see `spar state`)")
+        _add_decision_flags(p)
+        p.add_argument("--no-wait", action="store_true", help="return without following it")
+        add_client_flags(p, "coordinator")
+        p.set_defaults(func=func)
+
+    audit = sub.add_parser("audit", help="the audit log of rollouts, rollbacks and decisions")
+    audit.add_argument("--iteration", type=int, default=0, help="only this iteration")
+    audit.add_argument("--role", choices=["actor", "refiner"], help="only this role")
+    audit.add_argument("--limit", type=int, default=0, help="only the last N records")
+    add_client_flags(audit, "coordinator")
+    audit.set_defaults(func=cmd_audit)

@@ -33,6 +33,7 @@ class IterationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ITERATION_STATE_SUCCEEDED: _ClassVar[IterationState]
     ITERATION_STATE_REJECTED: _ClassVar[IterationState]
     ITERATION_STATE_FAILED: _ClassVar[IterationState]
+    ITERATION_STATE_AWAITING_APPROVAL: _ClassVar[IterationState]
 ITERATION_STAGE_UNSPECIFIED: IterationStage
 ITERATION_STAGE_PROMPTS: IterationStage
 ITERATION_STAGE_SAMPLE: IterationStage
@@ -49,6 +50,7 @@ ITERATION_STATE_RUNNING: IterationState
 ITERATION_STATE_SUCCEEDED: IterationState
 ITERATION_STATE_REJECTED: IterationState
 ITERATION_STATE_FAILED: IterationState
+ITERATION_STATE_AWAITING_APPROVAL: IterationState
 
 class StartIterationRequest(_message.Message):
     __slots__ = ("prompts_path", "num_prompts")
@@ -77,18 +79,32 @@ class IterationCounts(_message.Message):
     def __init__(self, prompts: _Optional[int] = ..., samples: _Optional[int] = ..., negatives: _Optional[int] = ..., searches: _Optional[int] = ..., refined: _Optional[int] = ..., dpo_pairs: _Optional[int] = ..., sft_records: _Optional[int] = ...) -> None: ...
 
 class EvalMetrics(_message.Message):
-    __slots__ = ("prompt_level_strict", "prompt_level_loose", "instruction_level_strict", "instruction_level_loose", "prompts")
+    __slots__ = ("prompt_level_strict", "prompt_level_loose", "instruction_level_strict", "instruction_level_loose", "prompts", "criteria")
     PROMPT_LEVEL_STRICT_FIELD_NUMBER: _ClassVar[int]
     PROMPT_LEVEL_LOOSE_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_LEVEL_STRICT_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_LEVEL_LOOSE_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    CRITERIA_FIELD_NUMBER: _ClassVar[int]
     prompt_level_strict: float
     prompt_level_loose: float
     instruction_level_strict: float
     instruction_level_loose: float
     prompts: int
-    def __init__(self, prompt_level_strict: _Optional[float] = ..., prompt_level_loose: _Optional[float] = ..., instruction_level_strict: _Optional[float] = ..., instruction_level_loose: _Optional[float] = ..., prompts: _Optional[int] = ...) -> None: ...
+    criteria: _containers.RepeatedCompositeFieldContainer[CriterionScore]
+    def __init__(self, prompt_level_strict: _Optional[float] = ..., prompt_level_loose: _Optional[float] = ..., instruction_level_strict: _Optional[float] = ..., instruction_level_loose: _Optional[float] = ..., prompts: _Optional[int] = ..., criteria: _Optional[_Iterable[_Union[CriterionScore, _Mapping]]] = ...) -> None: ...
+
+class CriterionScore(_message.Message):
+    __slots__ = ("id", "count", "strict", "loose")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    STRICT_FIELD_NUMBER: _ClassVar[int]
+    LOOSE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    count: int
+    strict: float
+    loose: float
+    def __init__(self, id: _Optional[str] = ..., count: _Optional[int] = ..., strict: _Optional[float] = ..., loose: _Optional[float] = ...) -> None: ...
 
 class StageTiming(_message.Message):
     __slots__ = ("stage", "duration")
@@ -99,7 +115,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[_Union[IterationStage, str]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class Iteration(_message.Message):
-    __slots__ = ("number", "state", "stage", "counts", "actor_candidate", "refiner_candidate", "baseline_eval", "candidate_eval", "search_cost", "timings", "error", "started_at", "finished_at", "decision")
+    __slots__ = ("number", "state", "stage", "counts", "actor_candidate", "refiner_candidate", "baseline_eval", "candidate_eval", "search_cost", "timings", "error", "started_at", "finished_at", "decision", "decided_by")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +130,7 @@ class Iteration(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
     number: int
     state: IterationState
     stage: IterationStage
@@ -128,7 +145,8 @@ class Iteration(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
     decision: str
-    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[IterationState, str]] = ..., stage: _Optional[_Union[IterationStage, str]] = ..., counts: _Optional[_Union[IterationCounts, _Mapping]] = ..., actor_candidate: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner_candidate: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., baseline_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., candidate_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., search_cost: _Optional[_Union[_common_pb2.SearchCost, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision: _Optional[str] = ...) -> None: ...
+    decided_by: str
+    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[IterationState, str]] = ..., stage: _Optional[_Union[IterationStage, str]] = ..., counts: _Optional[_Union[IterationCounts, _Mapping]] = ..., actor_candidate: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner_candidate: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., baseline_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., candidate_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., search_cost: _Optional[_Union[_common_pb2.SearchCost, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision: _Optional[str] = ..., decided_by: _Optional[str] = ...) -> None: ...
 
 class WatchIterationRequest(_message.Message):
     __slots__ = ("number",)
@@ -161,7 +179,7 @@ class ReplicaState(_message.Message):
     def __init__(self, target: _Optional[str] = ..., role: _Optional[str] = ..., active: _Optional[str] = ..., reachable: _Optional[bool] = ...) -> None: ...
 
 class CoordinatorState(_message.Message):
-    __slots__ = ("actor", "actor_previous", "refiner", "refiner_previous", "iterations", "replicas", "store_target")
+    __slots__ = ("actor", "actor_previous", "refiner", "refiner_previous", "iterations", "replicas", "store_target", "approval_required", "awaiting_approval")
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     ACTOR_PREVIOUS_FIELD_NUMBER: _ClassVar[int]
     REFINER_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +187,8 @@ class CoordinatorState(_message.Message):
     ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     STORE_TARGET_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    AWAITING_APPROVAL_FIELD_NUMBER: _ClassVar[int]
     actor: _common_pb2.AdapterVersion
     actor_previous: _common_pb2.AdapterVersion
     refiner: _common_pb2.AdapterVersion
@@ -176,15 +196,21 @@ class CoordinatorState(_message.Message):
     iterations: _containers.RepeatedCompositeFieldContainer[Iteration]
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaState]
     store_target: str
-    def __init__(self, actor: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., actor_previous: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner_previous: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., iterations: _Optional[_Iterable[_Union[Iteration, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaState, _Mapping]]] = ..., store_target: _Optional[str] = ...) -> None: ...
+    approval_required: bool
+    awaiting_approval: int
+    def __init__(self, actor: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., actor_previous: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner_previous: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., iterations: _Optional[_Iterable[_Union[Iteration, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaState, _Mapping]]] = ..., store_target: _Optional[str] = ..., approval_required: _Optional[bool] = ..., awaiting_approval: _Optional[int] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
-    __slots__ = ("role", "name")
+    __slots__ = ("role", "name", "operator", "reason")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     role: str
     name: str
-    def __init__(self, role: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    operator: str
+    reason: str
+    def __init__(self, role: _Optional[str] = ..., name: _Optional[str] = ..., operator: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RollbackResponse(_message.Message):
     __slots__ = ("active", "replicas")
@@ -193,3 +219,79 @@ class RollbackResponse(_message.Message):
     active: _common_pb2.AdapterVersion
     replicas: int
     def __init__(self, active: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., replicas: _Optional[int] = ...) -> None: ...
+
+class ListAuditRequest(_message.Message):
+    __slots__ = ("iteration", "role", "limit")
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    iteration: int
+    role: str
+    limit: int
+    def __init__(self, iteration: _Optional[int] = ..., role: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AuditRecord(_message.Message):
+    __slots__ = ("sequence", "time", "action", "iteration", "role", "version", "previous", "decision", "reason", "decided_by", "baseline_eval", "candidate_eval", "replicas", "result", "error", "previous_hash")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_EVAL_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_EVAL_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_HASH_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    time: _timestamp_pb2.Timestamp
+    action: str
+    iteration: int
+    role: str
+    version: _common_pb2.AdapterVersion
+    previous: _common_pb2.AdapterVersion
+    decision: str
+    reason: str
+    decided_by: str
+    baseline_eval: EvalMetrics
+    candidate_eval: EvalMetrics
+    replicas: _containers.RepeatedScalarFieldContainer[str]
+    result: str
+    error: str
+    previous_hash: str
+    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action: _Optional[str] = ..., iteration: _Optional[int] = ..., role: _Optional[str] = ..., version: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., previous: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ..., decided_by: _Optional[str] = ..., baseline_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., candidate_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., replicas: _Optional[_Iterable[str]] = ..., result: _Optional[str] = ..., error: _Optional[str] = ..., previous_hash: _Optional[str] = ...) -> None: ...
+
+class ListAuditResponse(_message.Message):
+    __slots__ = ("records", "chain_intact", "chain_error")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_INTACT_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ERROR_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
+    chain_intact: bool
+    chain_error: str
+    def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ..., chain_intact: _Optional[bool] = ..., chain_error: _Optional[str] = ...) -> None: ...
+
+class PromoteRequest(_message.Message):
+    __slots__ = ("iteration", "operator", "reason")
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    iteration: int
+    operator: str
+    reason: str
+    def __init__(self, iteration: _Optional[int] = ..., operator: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RejectRequest(_message.Message):
+    __slots__ = ("iteration", "operator", "reason")
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    iteration: int
+    operator: str
+    reason: str
+    def __init__(self, iteration: _Optional[int] = ..., operator: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

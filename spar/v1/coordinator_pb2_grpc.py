@@ -54,6 +54,21 @@ class CoordinatorStub:
                 request_serializer=spar_dot_v1_dot_coordinator__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=spar_dot_v1_dot_coordinator__pb2.RollbackResponse.FromString,
                 _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/spar.v1.Coordinator/ListAudit',
+                request_serializer=spar_dot_v1_dot_coordinator__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=spar_dot_v1_dot_coordinator__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
+        self.Promote = channel.unary_unary(
+                '/spar.v1.Coordinator/Promote',
+                request_serializer=spar_dot_v1_dot_coordinator__pb2.PromoteRequest.SerializeToString,
+                response_deserializer=spar_dot_v1_dot_coordinator__pb2.Iteration.FromString,
+                _registered_method=True)
+        self.Reject = channel.unary_unary(
+                '/spar.v1.Coordinator/Reject',
+                request_serializer=spar_dot_v1_dot_coordinator__pb2.RejectRequest.SerializeToString,
+                response_deserializer=spar_dot_v1_dot_coordinator__pb2.Iteration.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -87,6 +102,27 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAudit(self, request, context):
+        """Audit records of rollouts, rollbacks and promotion decisions, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Promote(self, request, context):
+        """Approves the candidate of an iteration that awaits approval: it rolls out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reject(self, request, context):
+        """Refuses the candidate of an iteration that awaits approval: it is dropped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +145,21 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=spar_dot_v1_dot_coordinator__pb2.RollbackRequest.FromString,
                     response_serializer=spar_dot_v1_dot_coordinator__pb2.RollbackResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=spar_dot_v1_dot_coordinator__pb2.ListAuditRequest.FromString,
+                    response_serializer=spar_dot_v1_dot_coordinator__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'Promote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Promote,
+                    request_deserializer=spar_dot_v1_dot_coordinator__pb2.PromoteRequest.FromString,
+                    response_serializer=spar_dot_v1_dot_coordinator__pb2.Iteration.SerializeToString,
+            ),
+            'Reject': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reject,
+                    request_deserializer=spar_dot_v1_dot_coordinator__pb2.RejectRequest.FromString,
+                    response_serializer=spar_dot_v1_dot_coordinator__pb2.Iteration.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +270,87 @@ class Coordinator:
             '/spar.v1.Coordinator/Rollback',
             spar_dot_v1_dot_coordinator__pb2.RollbackRequest.SerializeToString,
             spar_dot_v1_dot_coordinator__pb2.RollbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spar.v1.Coordinator/ListAudit',
+            spar_dot_v1_dot_coordinator__pb2.ListAuditRequest.SerializeToString,
+            spar_dot_v1_dot_coordinator__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Promote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spar.v1.Coordinator/Promote',
+            spar_dot_v1_dot_coordinator__pb2.PromoteRequest.SerializeToString,
+            spar_dot_v1_dot_coordinator__pb2.Iteration.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spar.v1.Coordinator/Reject',
+            spar_dot_v1_dot_coordinator__pb2.RejectRequest.SerializeToString,
+            spar_dot_v1_dot_coordinator__pb2.Iteration.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,6 +26,8 @@ from deploy_tools import (
     pod_spec,
 )
 
+from spar.config import Settings
+
 Objects = list[dict[str, Any]]
 FULL = f"{RELEASE}-spar" if RELEASE != "spar" else "spar"
 ENGINE_ROLES = ("actor", "refiner")
@@ -275,6 +277,16 @@ def test_coordinator_state_survives_restarts(default_objects: Objects, tools: To
     }
     assert "emptyDir" in volumes["state"]
     assert not find(objects, "PersistentVolumeClaim", f"{FULL}-coordinator-state")
+
+
+def test_approval_mode_is_a_chart_value(default_objects: Objects, tools: Tools) -> None:
+    def approval(objects: Objects) -> str:
+        coordinator = one(objects, "Deployment", f"{FULL}-coordinator")
+        return env_of(containers(coordinator)[0])["SPAR_COORDINATOR__REQUIRE_APPROVAL"]
+
+    assert approval(default_objects) == "false"
+    assert approval(tools.render(sets=["coordinator.requireApproval=true"])) == "true"
+    assert Settings(coordinator={"require_approval": "true"}).coordinator.require_approval
 
 
 # -- trainer: one writer -----------------------------------------------------------------

@@ -73,6 +73,7 @@ def test_the_panels_the_issue_asks_for() -> None:
         "Rollouts by result",
         "Training", "Training loss", "DPO reward margin and accuracy",
         "Training tokens per second",
+        "Governance", "Awaiting approval", "Audit records by action",
     ]:  # fmt: skip
         assert wanted in titles, wanted
 

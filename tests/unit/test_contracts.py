@@ -41,6 +41,9 @@ def test_every_service_has_its_methods() -> None:
             "WatchIteration",
             "GetState",
             "Rollback",
+            "ListAudit",
+            "Promote",
+            "Reject",
         },
     }
     for (module, service), methods in expected.items():
