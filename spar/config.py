@@ -135,14 +135,33 @@ class RefinerSettings(BaseModel):
     """Sampling temperature of refinements."""
     refine_top_p: float = 1.0
     """Nucleus mass of refinements."""
-    refine_max_tokens: int = 384
-    """Tokens per refinement (reflection plus the refined output)."""
+    refine_max_tokens: int = 0
+    """Tokens per refinement. 0 (default): the response's own max_tokens plus
+    ``refine_extra_tokens``, so a complete rewrite always fits (Answer: the answer's
+    max_tokens; Refine: the larger of the response's length and
+    ``SPAR_LIMITS__DEFAULT_MAX_TOKENS``)."""
+    refine_extra_tokens: int = 64
+    """Room beyond the response's own max_tokens that an automatic refine_max_tokens adds."""
     parse_retries: int = 1
-    """Extra refine requests for samples without a parseable refined output."""
+    """Extra refine requests for refinements that came back unusable."""
+    refine_style: Literal["direct", "paper"] = "direct"
+    """direct: one user turn (instruction, response, problems) and the model writes only
+    the new response (for small models). paper: SPaR's format, the judge conversation
+    continued, a reflection and ``[[start]] … [[end]]`` markers."""
     judge_template: str = ""
-    """Judge prompt with {instruction} and {response}; empty means the built-in one."""
+    """Judge prompt with {instruction} and {response} (and optionally {notes}: the
+    requirements a program checked, rubrics); empty means the built-in one."""
     refine_template: str = ""
-    """Refine turn (continues the judge conversation); empty means the built-in one."""
+    """Refine prompt: direct style with {instruction}, {response} and {critique}; paper
+    style continuing the judge conversation. Empty means the built-in one of the style."""
+    judge_votes: Literal["when_needed", "always"] = "when_needed"
+    """hybrid: ask the LLM only where its vote can change a decision (when_needed), or
+    for every response (always; costs more, for comparisons)."""
+    llm_veto: bool = False
+    """hybrid: a majority No of the LLM turns a full verifier PASS into FAIL."""
+    guardrails: bool = True
+    """Answer guardrails (repetition loops, talk about the task, off-topic text) fail the
+    search's end gate in every judge kind (docs/refinement.md)."""
     strategy: Literal["bfs", "dfs"] = "bfs"
     """Search strategy of requests that leave it unset."""
     selection: Literal["greedy", "proportional"] = "greedy"
@@ -154,7 +173,8 @@ class RefinerSettings(BaseModel):
     max_depth: int = 3
     """Tree depth (the paper's 3)."""
     end_gate: float = 0.5
-    """A search stops at the first level whose best child has a value above this."""
+    """Where the LLM vote decides (llm judge; hybrid with llm_veto), a node passes only
+    with a value above this."""
     default_max_nodes: int = 12
     """Node budget of requests that leave it unset."""
     default_max_generated_tokens: int = 16_384
@@ -289,6 +309,9 @@ class CoordinatorSettings(BaseModel):
     search_max_wall_time_s: float = 600.0
     """Wall-time budget per search (offline data collection can afford more than the
     refiner's interactive default); capped by the refiner's limit."""
+    dpo_max_edit_distance: float = 0.6
+    """A DPO pair is kept only when its chosen answer is a repair of the rejected one:
+    normalised word edit distance (spar.edits) at most this; farther is a rewrite."""
     concurrency: int = 8
     """Requests each stage keeps in flight (so vLLM batches them)."""
     epochs: int = 1
@@ -309,6 +332,32 @@ class CoordinatorSettings(BaseModel):
     empty: <state_dir>/audit.jsonl."""
     reconcile_interval_s: float = 30.0
     """How often every replica is checked against the desired versions (0: never)."""
+
+
+class OpenAISettings(BaseModel):
+    """The refiner's OpenAI-compatible HTTP endpoint (``SPAR_OPENAI__*``; docs/openai.md).
+
+    ``POST /v1/chat/completions`` and ``GET /v1/models`` beside the gRPC port, with the
+    same TLS settings and bearer tokens; off unless enabled (or ``--openai``)."""
+
+    enabled: bool = False
+    """Serve the endpoint (``spar refiner serve --openai``)."""
+    port: int = 8000
+    """HTTP port on the service's host (0: a free port)."""
+    refined_model: str = "spar-refined"
+    """Model name whose answers are refined: the Answer RPC (actor, judge, tree search)."""
+    actor_model: str = "spar-actor"
+    """Model name whose answers are the actor's own, unjudged and unrefined."""
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest request body; larger ones get 413 before they are read whole."""
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    """Deadline of one request on the server (a search ends early enough to answer)."""
+    keepalive_s: float = Field(default=5.0, gt=0)
+    """Interval of SSE keep-alive comments while a streamed search runs."""
+    retry_after_s: int = Field(default=2, ge=1)
+    """Retry-After of 429 (searches and queue full) and 503 answers."""
+    max_connections: int = Field(default=256, ge=1)
+    """Concurrent HTTP connections; more get 503 at once."""
 
 
 class TlsSettings(BaseModel):
@@ -372,6 +421,7 @@ class Settings(BaseSettings):
     refiner: RefinerSettings = Field(default_factory=RefinerSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     coordinator: CoordinatorSettings = Field(default_factory=CoordinatorSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     coordinator_target: str = ""

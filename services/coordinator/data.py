@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from services.refiner.prompts import Prompts
+from spar.edits import normalized_edit_distance
 
 Record = dict[str, Any]
 
@@ -29,21 +30,28 @@ def pick_negative(judged: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | No
     return min(failing, key=lambda j: (j["value"], j["index"]))
 
 
-def dpo_pairs(searches: Iterable[Mapping[str, Any]]) -> list[Record]:
+def dpo_pairs(
+    searches: Iterable[Mapping[str, Any]], max_edit_distance: float = 1.0
+) -> tuple[list[Record], int]:
+    """Pairs from searches whose refinement passed; and how many were dropped as rewrites.
+
+    A pair whose chosen answer is farther than ``max_edit_distance`` (normalised word edit
+    distance, spar.edits) from the rejected one is a rewrite, not a repair: it would teach
+    the actor to paraphrase rather than to fix the violation, so it is dropped.
+    """
     pairs = []
+    rewrites = 0
     for s in searches:
         if s["outcome"] != "refined":
             continue
         chosen, rejected = s["best_response"], s["root"]
-        if chosen.strip() and chosen.strip() != rejected.strip():
-            pairs.append({"prompt": s["prompt"], "chosen": chosen, "rejected": rejected})
-    return pairs
-
-
-def refine_completion(reflection: str, response: str) -> str:
-    """The refiner's answer to a refine turn, in the format its parser reads."""
-    head = f"{reflection.strip()}\n\n" if reflection.strip() else ""
-    return f"{head}Final Refined Output: [[start]]\n{response}\n[[end]]"
+        if not chosen.strip() or chosen.strip() == rejected.strip():
+            continue
+        if normalized_edit_distance(rejected, chosen) > max_edit_distance:
+            rewrites += 1
+            continue
+        pairs.append({"prompt": s["prompt"], "chosen": chosen, "rejected": rejected})
+    return pairs, rewrites
 
 
 def _messages(prompts: Prompts, turns: list[Any], completion: str) -> Record:
@@ -64,7 +72,11 @@ def refinement_records(searches: Iterable[Mapping[str, Any]], prompts: Prompts) 
                 continue
             turns = prompts.refine_messages(s["prompt"], parent["response"], parent["critique"])
             out.append(
-                _messages(prompts, turns, refine_completion(child["reflection"], child["response"]))
+                _messages(
+                    prompts,
+                    turns,
+                    prompts.refine_completion(child["reflection"], child["response"]),
+                )
             )
     return out
 

@@ -62,6 +62,8 @@ OUTCOMES = {
     common_pb2.SEARCH_OUTCOME_REFINED: "refined",
     common_pb2.SEARCH_OUTCOME_EXHAUSTED: "exhausted",
     common_pb2.SEARCH_OUTCOME_DEADLINE: "deadline",
+    common_pb2.SEARCH_OUTCOME_UNCHANGED: "unchanged",
+    common_pb2.SEARCH_OUTCOME_BUDGET: "budget",
     common_pb2.SEARCH_OUTCOME_UNSPECIFIED: "exhausted",
 }
 
@@ -155,7 +157,9 @@ class Iteration:
         self.prompts_path = prompts_path or self.c.prompts_path
         self.dir = store.iteration_dir(number)
         self.templates = Prompts.from_settings(
-            settings.refiner.judge_template, settings.refiner.refine_template
+            settings.refiner.judge_template,
+            settings.refiner.refine_template,
+            settings.refiner.refine_style,
         )
         self.record = store.load_iteration(number) or coordinator_pb2.Iteration(
             number=number,
@@ -348,6 +352,7 @@ class Iteration:
                         "best_response": reply.best_response,
                         "outcome": OUTCOMES[reply.outcome],
                         "value": reply.value,
+                        "edit_distance": reply.edit_distance,
                         "trace": [
                             {
                                 "response": n.response,
@@ -368,12 +373,16 @@ class Iteration:
         searches = list(journal.read().values())
         self.record.counts.searches = len(searches)
         self.record.counts.refined = sum(s["outcome"] == "refined" for s in searches)
+        self.record.counts.search_outcomes.clear()
+        for s in searches:
+            self.record.counts.search_outcomes[s["outcome"]] += 1
         self.record.search_cost.CopyFrom(sum_costs(s["cost"] for s in searches))
 
     async def build_data(self) -> None:
         searches = list(self._journal("searches").read().values())
         judgments = list(self._journal("judgments").read().values())
-        pairs = data.dpo_pairs(searches)
+        pairs, rewrites = data.dpo_pairs(searches, self.c.dpo_max_edit_distance)
+        self.record.counts.dpo_pairs_dropped_rewrite = rewrites
         sft = data.refinement_records(searches, self.templates) + data.judgment_records(
             judgments, self.templates
         )
@@ -607,6 +616,13 @@ def sum_costs(costs: Iterable[Mapping[str, Any]]) -> common_pb2.SearchCost:
             mine.prompt_tokens += theirs.prompt_tokens
             mine.completion_tokens += theirs.completion_tokens
             mine.requests += theirs.requests
+        total.judgements += c.judgements
+        total.votes_skipped += c.votes_skipped
+        for name in common_pb2.UnusableRefinements.DESCRIPTOR.fields_by_name:
+            setattr(total.unusable, name, getattr(total.unusable, name) + getattr(c.unusable, name))
+        for name in common_pb2.GuardrailFailures.DESCRIPTOR.fields_by_name:
+            mine = getattr(total.guardrail_failures, name)
+            setattr(total.guardrail_failures, name, mine + getattr(c.guardrail_failures, name))
         wall += c.wall_time.ToNanoseconds() / 1e9
     total.wall_time.FromNanoseconds(int(wall * 1e9))
     return total

@@ -17,6 +17,12 @@ from typing import Literal
 from spar.engine.protocol import GenerationRequest, GenerationResult
 
 Phase = Literal["judge", "refine", "generate"]
+UnusableReason = Literal[
+    "cut_at_max_tokens", "empty", "identical_to_parent", "duplicate", "over_context"
+]
+UNUSABLE_REASONS: tuple[UnusableReason, ...] = (
+    "cut_at_max_tokens", "empty", "identical_to_parent", "duplicate", "over_context",
+)  # fmt: skip
 GenerateFn = Callable[[GenerationRequest], Awaitable[GenerationResult]]
 
 
@@ -50,7 +56,22 @@ class Cost:
     refine: PhaseCost = field(default_factory=PhaseCost)
     generate: PhaseCost = field(default_factory=PhaseCost)
     unparseable_judgements: int = 0
-    unparseable_refinements: int = 0
+    unusable: dict[str, int] = field(default_factory=dict)
+    """Refinements that did not become nodes, by reason (UNUSABLE_REASONS)."""
+    guardrail_failures: dict[str, int] = field(default_factory=dict)
+    """Judged responses that broke an answer guardrail, by rule (spar.guardrails.RULES)."""
+    judgements: int = 0
+    """Responses judged (the judge cache makes each distinct response count once)."""
+    votes_skipped: int = 0
+    """Judgements the LLM was not asked for, because its vote could not change them."""
+
+    @property
+    def unparseable_refinements(self) -> int:
+        """All unusable refinements, whatever the reason."""
+        return sum(self.unusable.values())
+
+    def count_unusable(self, reason: UnusableReason) -> None:
+        self.unusable[reason] = self.unusable.get(reason, 0) + 1
 
     def phase(self, name: Phase) -> PhaseCost:
         return {"judge": self.judge, "refine": self.refine, "generate": self.generate}[name]
@@ -58,7 +79,8 @@ class Cost:
     def snapshot(self) -> Cost:
         return replace(
             self, judge=replace(self.judge), refine=replace(self.refine),
-            generate=replace(self.generate),
+            generate=replace(self.generate), unusable=dict(self.unusable),
+            guardrail_failures=dict(self.guardrail_failures),
         )  # fmt: skip
 
     @property

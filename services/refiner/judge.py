@@ -10,9 +10,18 @@ Semantics:
   UNDECIDED, by the tie policy. The critique is a sample of the majority side.
 - **verifier**: every constraint is checked (IFEval strict); value = share passed;
   PASS only when all pass.
-- **hybrid**: verifier for the checkable constraints, LLM vote for the rest. Any failed
-  constraint makes the verdict FAIL and blocks the end gate (``hard_fail``), whatever
-  the LLM says; value = LLM value x share of constraints passed.
+- **hybrid** (verifier first): the program decides every checkable constraint. A
+  response that fails one is FAIL with the program's exact complaints ("3 commas; none
+  allowed") and no LLM votes are drawn: they could not change the decision, and the
+  search ranks such nodes by the share of constraints met. A response that passes every
+  check is PASS; the LLM judges only the requirements the program did not check (its
+  prompt lists the checked ones), and only when its vote can change something: with
+  ``llm_veto`` on, a majority No turns the PASS into FAIL (off by default). Without
+  constraints, hybrid is the LLM judge.
+
+Every kind also applies the answer guardrails (:mod:`spar.guardrails`: repetition loops,
+talk about the task instead of an answer, off-topic text) unless switched off: a response
+that breaks one is FAIL and can never pass the search's end gate.
 """
 
 from __future__ import annotations
@@ -23,13 +32,17 @@ from typing import Literal
 
 from services.refiner.cost import GenerateFn
 from services.refiner.prompts import Prompts, parse_judgement
+from spar import guardrails
+from spar.complaints import complaint
 from spar.engine.protocol import GenerationRequest
 from spar.errors import InvalidArgument
+from spar.guardrails import GuardrailIssue
 from spar.ifeval import Constraint, ConstraintCheck
 
 JudgeKind = Literal["llm", "verifier", "hybrid"]
 Verdict = Literal["pass", "fail", "undecided"]
 TiePolicy = Literal["resample", "undecided"]
+VotePolicy = Literal["when_needed", "always"]
 CheckFn = Callable[[str, str, Sequence[Constraint]], list[ConstraintCheck]]
 
 
@@ -42,6 +55,13 @@ class JudgeConfig:
     tie_policy: TiePolicy = "resample"
     tie_resample_rounds: int = 2
     tie_resample_samples: int = 2
+    votes: VotePolicy = "when_needed"
+    """hybrid: ask the LLM only where its vote can change the decision (when_needed), or
+    on every response (always: the pre-verifier-first behaviour, kept for measurement)."""
+    llm_veto: bool = False
+    """hybrid: a majority No of the LLM turns a full verifier PASS into FAIL."""
+    guardrails: bool = True
+    """Apply the answer guardrails (spar.guardrails) in every judge kind."""
 
 
 @dataclass(frozen=True)
@@ -95,33 +115,62 @@ def majority_critique(samples: Sequence[JudgeSample], verdict: Verdict) -> str:
 
 @dataclass(frozen=True)
 class Judgement:
+    """One response's judgement: verdict, value, the critique that drives refinement."""
+
     kind: JudgeKind
     verdict: Verdict
     value: float
+    """LLM value (share of Yes) when the LLM voted, else the share of constraints met."""
     critique: str
     vote: Vote = field(default_factory=lambda: Vote(0, 0, 0))
     samples: tuple[JudgeSample, ...] = ()
     constraints: tuple[ConstraintCheck, ...] = ()
+    guardrails: tuple[GuardrailIssue, ...] = ()
     hard_fail: bool = False
-    """A checkable constraint failed: never PASS, never past the end gate."""
+    """A checked constraint or a guardrail failed: never PASS, never past the end gate."""
+    voted: bool = False
+    """LLM samples were drawn for this judgement."""
+    vote_decides: bool = False
+    """The LLM value decides the end gate (llm judge; hybrid with llm_veto)."""
 
     @property
     def constraint_share(self) -> float:
+        """Share of the checked constraints met (1.0 when none were checked)."""
         if not self.constraints:
             return 1.0
         return sum(c.strict for c in self.constraints) / len(self.constraints)
 
+    @property
+    def constraints_met(self) -> int:
+        return sum(c.strict for c in self.constraints)
+
+    @property
+    def llm_value(self) -> float | None:
+        return self.vote.value if self.voted else None
+
     def passes(self, gate: float) -> bool:
-        return not self.hard_fail and self.value > gate
+        """Past the end gate: nothing checked failed, and the LLM agrees where it decides."""
+        if self.hard_fail:
+            return False
+        if self.vote_decides:
+            return self.value > gate
+        return self.verdict == "pass"
 
 
-def _missed(checks: Sequence[ConstraintCheck]) -> str:
+def program_critique(
+    response: str,
+    constraints: Sequence[Constraint],
+    checks: Sequence[ConstraintCheck],
+    issues: Sequence[GuardrailIssue],
+) -> str:
+    """The verifier's exact complaints, one per line ("- 3 commas; none allowed")."""
     lines = [
-        f"- {c.description or c.instruction_id}" + (f" ({c.error})" if c.error else "")
-        for c in checks
-        if not c.strict
+        f"- {complaint(response, c, check)}"
+        for c, check in zip(constraints, checks, strict=False)
+        if not check.strict
     ]
-    return "A program check shows the response misses these requirements:\n" + "\n".join(lines)
+    lines += [f"- {guardrails.complaint(issue)}" for issue in issues]
+    return "\n".join(lines)
 
 
 class Judge:
@@ -137,6 +186,7 @@ class Judge:
         config: JudgeConfig,
         generate: GenerateFn,
         check: CheckFn,
+        rubrics: Sequence[str] = (),
     ) -> None:
         if kind == "verifier" and not constraints:
             raise InvalidArgument(
@@ -148,67 +198,110 @@ class Judge:
         self.kind = kind
         self.instruction = instruction
         self.constraints = list(constraints)
+        self.rubrics = list(rubrics)
         self.prompts = prompts
         self.config = config
         self._generate = generate
         self._check = check
 
-    async def judge(self, response: str) -> Judgement:
+    @property
+    def checks_constraints(self) -> bool:
+        """The program decides constraints (verifier, or hybrid with constraints)."""
+        return bool(self.constraints) and self.kind != "llm"
+
+    async def judge(self, response: str, reference: str | None = None) -> Judgement:
+        """Judges response; ``reference`` (the search's original) helps the topic rule."""
         checks = (
             tuple(self._check(self.instruction, response, self.constraints))
-            if self.constraints and self.kind != "llm"
+            if self.checks_constraints
             else ()
         )
-        failed = any(not c.strict for c in checks)
-        if self.kind == "verifier":
-            share = sum(c.strict for c in checks) / len(checks)
+        issues = (
+            tuple(guardrails.check(self.instruction, response, reference))
+            if self.config.guardrails
+            else ()
+        )
+        failed = any(not c.strict for c in checks) or bool(issues)
+        program = program_critique(response, self.constraints, checks, issues) if failed else ""
+        share = sum(c.strict for c in checks) / len(checks) if checks else 1.0
+        if self.checks_constraints:
+            return await self._verifier_first(response, checks, issues, failed, program, share)
+        return await self._llm(response, issues, failed, program)
+
+    async def _verifier_first(
+        self,
+        response: str,
+        checks: tuple[ConstraintCheck, ...],
+        issues: tuple[GuardrailIssue, ...],
+        failed: bool,
+        program: str,
+        share: float,
+    ) -> Judgement:
+        always = self.kind == "hybrid" and self.config.votes == "always"
+        if failed and not always:
             return Judgement(
-                kind="verifier",
-                verdict="fail" if failed else "pass",
-                value=share,
-                critique=_missed(checks) if failed else "Every checked requirement is met.",
-                constraints=checks,
-                hard_fail=failed,
-            )
-        samples = await self._vote(response)
+                self.kind, "fail", share, program, constraints=checks, guardrails=issues,
+                hard_fail=True,
+            )  # fmt: skip
+        if self.kind == "verifier" or (not self.config.llm_veto and not always):
+            return Judgement(
+                self.kind, "pass", share, "Every checked requirement is met.",
+                constraints=checks, guardrails=issues,
+            )  # fmt: skip
+        checked = [c.description or c.instruction_id for c in checks]
+        samples = await self._vote(response, checked)
+        vote = count_votes(samples)
+        if failed:  # votes="always": the LLM was asked although it cannot change the verdict
+            return Judgement(
+                self.kind, "fail", vote.value * share, program, vote, samples,
+                constraints=checks, guardrails=issues, hard_fail=True, voted=True,
+            )  # fmt: skip
+        veto = self.config.llm_veto
+        verdict: Verdict = vote.verdict if veto else "pass"
+        return Judgement(
+            self.kind, verdict, vote.value, majority_critique(samples, vote.verdict), vote,
+            samples, constraints=checks, guardrails=issues, voted=True, vote_decides=veto,
+        )  # fmt: skip
+
+    async def _llm(
+        self, response: str, issues: tuple[GuardrailIssue, ...], failed: bool, program: str
+    ) -> Judgement:
+        if failed and self.config.votes != "always":
+            return Judgement(self.kind, "fail", 0.0, program, guardrails=issues, hard_fail=True)
+        samples = await self._vote(response, [])
         vote = count_votes(samples)
         critique = majority_critique(samples, vote.verdict)
-        if not failed:
-            return Judgement(
-                kind=self.kind, verdict=vote.verdict, value=vote.value, critique=critique,
-                vote=vote, samples=samples, constraints=checks,
-            )  # fmt: skip
-        share = sum(c.strict for c in checks) / len(checks)
-        llm_no = majority_critique(samples, "fail")
+        if failed:
+            critique = program + (f"\n\n{critique}" if critique else "")
         return Judgement(
-            kind="hybrid",
-            verdict="fail",
-            value=vote.value * share,
-            critique=_missed(checks) + (f"\n\n{llm_no}" if llm_no else ""),
-            vote=vote,
-            samples=samples,
-            constraints=checks,
-            hard_fail=True,
-        )
+            self.kind, "fail" if failed else vote.verdict, vote.value, critique, vote, samples,
+            guardrails=issues, hard_fail=failed, voted=True, vote_decides=True,
+        )  # fmt: skip
 
-    async def _vote(self, response: str) -> tuple[JudgeSample, ...]:
-        samples = await self._draw(response, self.config.samples)
+    async def _vote(self, response: str, checked: Sequence[str]) -> tuple[JudgeSample, ...]:
+        samples = await self._draw(response, checked, self.config.samples)
         if self.config.tie_policy == "resample":
             for _ in range(self.config.tie_resample_rounds):
                 if count_votes(samples).verdict != "undecided":
                     break
-                samples += await self._draw(response, self.config.tie_resample_samples)
+                samples += await self._draw(response, checked, self.config.tie_resample_samples)
         return samples
 
-    async def _draw(self, response: str, n: int) -> tuple[JudgeSample, ...]:
+    async def _draw(self, response: str, checked: Sequence[str], n: int) -> tuple[JudgeSample, ...]:
         c = self.config
-        result = await self._generate(
-            GenerationRequest(
-                messages=self.prompts.judge_messages(self.instruction, response),
-                n=n,
-                temperature=c.temperature,
-                top_p=c.top_p,
-                max_tokens=c.max_tokens,
-            )
+        request = GenerationRequest(
+            messages=self.prompts.judge_messages(self.instruction, response, checked, self.rubrics),
+            n=n,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            max_tokens=c.max_tokens,
+            # A long response leaves less room for the critique; a vote cut short is
+            # unparseable, which the tie policy handles, never a failed request.
+            clamp_to_context=True,
         )
+        try:
+            result = await self._generate(request)
+        except InvalidArgument:
+            # The judge prompt alone does not fit the model's context: no vote can be read.
+            return tuple(JudgeSample("", None) for _ in range(n))
         return tuple(JudgeSample(s.text, parse_judgement(s.text)) for s in result.samples)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.refiner.cost import Cost
+from services.refiner.cost import UNUSABLE_REASONS, Cost
+from spar.guardrails import RULES
 from spar.metrics import LATENCY_BUCKETS, Metrics
 
 DEPTH_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8)
@@ -44,6 +45,25 @@ class RefinerMetrics:
             "Judge samples or refinements whose answer could not be read.",
             ["service", "phase"], registry=r,
         )  # fmt: skip
+        self.unusable = Counter(
+            "spar_search_unusable_refinements",
+            "Refinements that did not become search nodes, by reason.",
+            ["service", "reason"], registry=r,
+        )  # fmt: skip
+        self.guardrails = Counter(
+            "spar_search_guardrail_failures",
+            "Judged responses that broke an answer guardrail, by rule.",
+            ["service", "rule"], registry=r,
+        )  # fmt: skip
+        self.judgements = Counter(
+            "spar_search_judgements", "Responses judged by searches.", ["service", "judge"],
+            registry=r,
+        )  # fmt: skip
+        self.votes_skipped = Counter(
+            "spar_search_votes_skipped",
+            "Judgements that drew no LLM votes because a vote could not change them.",
+            ["service", "judge"], registry=r,
+        )  # fmt: skip
         self.duration = Histogram(
             "spar_search_duration_seconds", "Wall time of a search.",
             ["service", "judge"], buckets=LATENCY_BUCKETS, registry=r,
@@ -64,6 +84,10 @@ class RefinerMetrics:
         for phase in ("generate", "judge", "refine"):
             for kind in ("prompt", "completion"):
                 self.tokens.labels(self.service, phase, kind)
+        for reason in UNUSABLE_REASONS:
+            self.unusable.labels(self.service, reason)
+        for rule in RULES:
+            self.guardrails.labels(self.service, rule)
 
     def engine_usage(self, prompt_tokens: int, completion_tokens: int) -> None:
         """Every engine request of the replica (the shared spar_*_tokens_total families)."""
@@ -85,6 +109,12 @@ class RefinerMetrics:
             self.tokens.labels(s, phase, "completion").inc(c.completion_tokens)
         self.unparseable.labels(s, "judge").inc(cost.unparseable_judgements)
         self.unparseable.labels(s, "refine").inc(cost.unparseable_refinements)
+        for reason, count in cost.unusable.items():
+            self.unusable.labels(s, reason).inc(count)
+        for rule, count in cost.guardrail_failures.items():
+            self.guardrails.labels(s, rule).inc(count)
+        self.judgements.labels(s, judge).inc(cost.judgements)
+        self.votes_skipped.labels(s, judge).inc(cost.votes_skipped)
         self.duration.labels(s, judge).observe(wall_time_s)
         self.depth.labels(s).observe(depth)
 

@@ -128,11 +128,24 @@ def judge_config(
         tie_policy=TIE_POLICIES.get(tie_policy, settings.tie_policy),
         tie_resample_rounds=settings.tie_resample_rounds,
         tie_resample_samples=settings.tie_resample_samples,
+        votes=settings.judge_votes,
+        llm_veto=settings.llm_veto,
+        guardrails=settings.guardrails,
     )
 
 
+def refine_max_tokens(settings: RefinerSettings, response_max_tokens: int) -> int:
+    """Tokens per refinement: the setting, or room for a whole rewrite of the response."""
+    if settings.refine_max_tokens > 0:
+        return settings.refine_max_tokens
+    return response_max_tokens + settings.refine_extra_tokens
+
+
 def search_config(
-    options: common_pb2.SearchOptions, settings: RefinerSettings, seed_text: str
+    options: common_pb2.SearchOptions,
+    settings: RefinerSettings,
+    seed_text: str,
+    response_max_tokens: int = 256,
 ) -> SearchConfig:
     s = settings
     if options.strategy and options.strategy not in STRATEGIES:
@@ -159,7 +172,7 @@ def search_config(
         end_gate=end_gate,
         refine_temperature=s.refine_temperature,
         refine_top_p=s.refine_top_p,
-        refine_max_tokens=s.refine_max_tokens,
+        refine_max_tokens=refine_max_tokens(s, response_max_tokens),
         parse_retries=s.parse_retries,
         # Repeatable selection for the same request; engine sampling is seeded separately.
         seed=zlib.crc32(seed_text.encode()),

@@ -1,16 +1,32 @@
 """Tree-search refinement (SPaR, DESIGN.md "The iteration", step 3). Pure logic.
 
-The root is the response to refine. Expanding a node asks the model, in the judge
-conversation of that node, for ``branch`` refinements (one engine request, n=branch);
-each parseable one becomes a child and is judged. Value = the judge's value.
+The root is the response to refine. Expanding a node asks the model for ``branch``
+refinements of it (one engine request, n=branch) from the node's critique; each usable
+one becomes a child and is judged.
+
+**Never worse.** The search returns a node other than the original only when that node
+passes the end gate (:meth:`Judgement.passes`). Every passing child of a level counts,
+not just the top-ranked one. Ranking puts a node that fails any checked constraint or
+guardrail below every node that fails none, then orders by the share of constraints
+met, then the LLM value (where the LLM voted), then the smaller edit from the original.
+When nothing passes, the answer is the original.
 
 - **BFS** (default, the paper's): level by level. All expansions of a level run at
   once, and each child's judge request is sent as soon as its parent's refinements
   arrive, so the engine sees the whole level together and batches it. The search
-  stops at the first level whose best child passes the end gate; otherwise it keeps
-  the ``keep_top`` best children (or a value-proportional sample) and goes on.
-- **DFS**: expands a node, stops if its best child passes, else visits the children
-  in value order (or a value-proportional order) depth first.
+  stops at the first level with a passing child; otherwise it keeps the ``keep_top``
+  best children (or a value-proportional sample) and goes on.
+- **DFS**: expands a node, stops if a child passes, else visits the children in rank
+  order (or a value-proportional order) depth first.
+
+Outcomes: ``already_passing`` (the original passes; nothing searched), ``refined``,
+``unchanged`` (no refinement was usable, so nothing could be judged), ``exhausted`` (the
+whole tree was searched without a pass), ``budget`` (the node or token budget ran out
+first), ``deadline`` (the wall-time budget ran out; the tree built so far is reported).
+
+A refinement is *unusable* when it was cut at max_tokens, is empty, is identical to its
+parent or to another node, or its request cannot fit the model's context even with a
+shortened critique and fewer tokens; each is counted by reason and costs no node.
 
 Every engine request goes through :class:`~services.refiner.cost.Meter`, which bounds
 nodes and generated tokens; the wall-time budget bounds the whole search (work in
@@ -24,34 +40,57 @@ import asyncio
 import dataclasses
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
-from services.refiner.cost import BudgetExhausted, Cost, Meter
+from services.refiner.cost import BudgetExhausted, Cost, Meter, UnusableReason
 from services.refiner.judge import Judge, Judgement
-from services.refiner.prompts import REFINE_STOP, Prompts, parse_refinement
-from spar.engine.protocol import GenerationRequest
+from services.refiner.prompts import Prompts
+from spar.edits import normalized_edit_distance
+from spar.engine.protocol import GenerationRequest, Message
+from spar.errors import InvalidArgument
 
 Strategy = Literal["bfs", "dfs"]
 Selection = Literal["greedy", "proportional"]
-Outcome = Literal["already_passing", "refined", "exhausted", "deadline"]
+Outcome = Literal["already_passing", "refined", "unchanged", "exhausted", "budget", "deadline"]
 EventKind = Literal["expanded", "judged"]
+
+#: A refinement with less room than this is not worth sending.
+MIN_REFINE_TOKENS = 32
+_VERDICT_LINE = re.compile(r"^.*final\s*judg(?:e)?ment.*$", re.IGNORECASE | re.MULTILINE)
+
+
+class TokenCounter(Protocol):
+    """What the search needs of the engine to make its requests fit the context."""
+
+    def prompt_tokens(self, request: GenerationRequest) -> int: ...
+
+    @property
+    def max_model_len(self) -> int: ...
 
 
 @dataclass(frozen=True)
 class SearchConfig:
+    """How one search explores; budgets are separate (:class:`~services.refiner.cost.Budget`)."""
+
     strategy: Strategy = "bfs"
     selection: Selection = "greedy"
     branch: int = 3
+    """Refinements requested per expanded node."""
     keep_top: int = 2
+    """Children a BFS level keeps for the next level."""
     max_depth: int = 3
     end_gate: float = 0.5
+    """Where the LLM vote decides, a node passes only with a value above this."""
     refine_temperature: float = 0.7
     refine_top_p: float = 1.0
-    refine_max_tokens: int = 384
+    refine_max_tokens: int = 320
+    """Tokens per refinement: room for a complete rewrite of the response."""
     parse_retries: int = 1
+    """Extra refine requests for refinements that came back unusable."""
     seed: int = 0
     """Seeds the RNG of value-proportional selection (the engine's own sampling is
     seeded by the engine)."""
@@ -59,6 +98,8 @@ class SearchConfig:
 
 @dataclass
 class Node:
+    """One response in the tree; the root (id 0) is the original."""
+
     id: int
     parent_id: int
     depth: int
@@ -66,6 +107,8 @@ class Node:
     reflection: str = ""
     judgement: Judgement | None = None
     expanded: bool = False
+    edit_distance: float = 0.0
+    """Normalised word edit distance from the original (spar.edits)."""
 
     @property
     def value(self) -> float:
@@ -81,6 +124,8 @@ class SearchEvent:
 
 @dataclass(frozen=True)
 class SearchResult:
+    """What a search found: ``best`` is the original unless a node passed the gate."""
+
     best: Node
     outcome: Outcome
     cost: Cost
@@ -88,14 +133,33 @@ class SearchResult:
     tree: list[Node]
     wall_time_s: float
 
+    @property
+    def changed(self) -> bool:
+        return self.best.id != 0
 
-def _rank(node: Node) -> tuple[float, float, int]:
-    """Higher is better: value, then share of constraints met, then earlier nodes."""
-    share = node.judgement.constraint_share if node.judgement else 0.0
-    return (node.value, share, -node.id)
+
+def rank(node: Node) -> tuple[bool, float, float, float, int]:
+    """Higher is better: fails nothing checked, share of constraints met, LLM value,
+    smaller edit, earlier node."""
+    j = node.judgement
+    if j is None:
+        return (False, -1.0, -1.0, -node.edit_distance, -node.id)
+    llm = j.llm_value if j.llm_value is not None else 0.0
+    return (not j.hard_fail, j.constraint_share, llm, -node.edit_distance, -node.id)
+
+
+def refine_critique(judgement: Judgement) -> str:
+    """The critique a refine prompt gets: program complaints first, no verdict line."""
+    return _VERDICT_LINE.sub("", judgement.critique).strip() or "The response misses a requirement."
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
 
 
 class TreeSearch:
+    """One search over refinements of one response; :meth:`run` once."""
+
     def __init__(
         self,
         instruction: str,
@@ -107,6 +171,7 @@ class TreeSearch:
         config: SearchConfig,
         on_event: Callable[[SearchEvent], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        context: TokenCounter | None = None,
     ) -> None:
         self.instruction = instruction
         self.judge = judge
@@ -115,6 +180,7 @@ class TreeSearch:
         self.config = config
         self.on_event = on_event
         self.clock = clock
+        self.context = context
         self.rng = random.Random(config.seed)
         self.nodes: list[Node] = []
         self.root = self._add(None, response, "")
@@ -130,6 +196,7 @@ class TreeSearch:
             depth=parent.depth + 1 if parent else 0,
             response=response,
             reflection=reflection,
+            edit_distance=normalized_edit_distance(self.root.response, response) if parent else 0.0,
         )
         self.nodes.append(node)
         return node
@@ -140,6 +207,9 @@ class TreeSearch:
 
     def _passes(self, node: Node) -> bool:
         return node.judgement is not None and node.judgement.passes(self.config.end_gate)
+
+    def _unusable(self, reason: UnusableReason) -> None:
+        self.meter.cost.count_unusable(reason)
 
     # -- judging ---------------------------------------------------------------------
 
@@ -152,8 +222,14 @@ class TreeSearch:
         return await asyncio.shield(cached)
 
     async def _judge_counted(self, response: str) -> Judgement:
-        judgement = await self.judge.judge(response)
-        self.meter.cost.unparseable_judgements += judgement.vote.unparseable
+        reference = None if response == self.root.response else self.root.response
+        judgement = await self.judge.judge(response, reference)
+        cost = self.meter.cost
+        cost.judgements += 1
+        cost.votes_skipped += not judgement.voted
+        cost.unparseable_judgements += judgement.vote.unparseable
+        for issue in judgement.guardrails:
+            cost.guardrail_failures[issue.rule] = cost.guardrail_failures.get(issue.rule, 0) + 1
         return judgement
 
     async def _judge(self, node: Node) -> None:
@@ -166,35 +242,83 @@ class TreeSearch:
 
     # -- expansion -------------------------------------------------------------------
 
+    def _request(self, parent: Node, n: int) -> GenerationRequest | None:
+        """The refine request for parent, made to fit the context; None if it cannot."""
+        assert parent.judgement is not None
+        c = self.config
+        critique = refine_critique(parent.judgement)
+        lines = critique.splitlines()
+        # Shorter critiques to fall back on: the first three complaints, then the first.
+        critiques = [critique, *("\n".join(lines[:k]) for k in (3, 1) if len(lines) > k)]
+        request = GenerationRequest(messages=[], n=n, temperature=c.refine_temperature)
+        for text in critiques:
+            messages = self.prompts.refine_messages(self.instruction, parent.response, text)
+            request = GenerationRequest(
+                messages=messages,
+                n=n,
+                temperature=c.refine_temperature,
+                top_p=c.refine_top_p,
+                max_tokens=c.refine_max_tokens,
+                stop=self.prompts.stop,
+            )
+            if self.context is None:
+                return request
+            room = self._room(request)
+            if room >= c.refine_max_tokens:
+                return request
+        # Still too long with the shortest critique: generate fewer tokens, as long as a
+        # complete rewrite of the parent still fits.
+        need = max(self._tokens(parent.response) + 16, MIN_REFINE_TOKENS)
+        room = self._room(request)
+        if room >= need:
+            return dataclasses.replace(request, max_tokens=room)
+        return None
+
+    def _room(self, request: GenerationRequest) -> int:
+        assert self.context is not None
+        try:
+            return self.context.max_model_len - self.context.prompt_tokens(request)
+        except InvalidArgument:  # the prompt alone is longer than the context
+            return 0
+
+    def _tokens(self, text: str) -> int:
+        assert self.context is not None
+        try:
+            return self.context.prompt_tokens(
+                GenerationRequest(messages=[Message("user", text)], raw=True)
+            )
+        except InvalidArgument:
+            return self.context.max_model_len
+
     async def _refine(self, parent: Node, wanted: int) -> list[Node]:
-        """Up to ``wanted`` parseable refinements of parent, within the node budget."""
+        """Up to ``wanted`` usable refinements of parent, within the node budget."""
         pending = self.meter.reserve_nodes(wanted)
         children: list[Node] = []
-        assert parent.judgement is not None
-        messages = self.prompts.refine_messages(
-            self.instruction, parent.response, parent.judgement.critique
-        )
         c = self.config
         try:
             for _ in range(1 + c.parse_retries):
                 if pending == 0:
                     break
+                request = self._request(parent, pending)
+                if request is None:
+                    for _ in range(pending):
+                        self._unusable("over_context")
+                    break
                 parent.expanded = True
-                result = await self.meter.generate(
-                    "refine",
-                    GenerationRequest(
-                        messages=messages,
-                        n=pending,
-                        temperature=c.refine_temperature,
-                        top_p=c.refine_top_p,
-                        max_tokens=c.refine_max_tokens,
-                        stop=(REFINE_STOP,),
-                    ),
-                )
+                result = await self.meter.generate("refine", request)
                 for sample in result.samples:
-                    refinement = parse_refinement(sample.text, sample.finish_reason)
+                    if sample.finish_reason == "length":
+                        self._unusable("cut_at_max_tokens")
+                        continue
+                    refinement = self.prompts.parse_refinement(sample.text, sample.finish_reason)
                     if refinement is None:
-                        self.meter.cost.unparseable_refinements += 1
+                        self._unusable("empty")
+                        continue
+                    if _same(refinement.response, parent.response):
+                        self._unusable("identical_to_parent")
+                        continue
+                    if any(_same(refinement.response, n.response) for n in self.nodes):
+                        self._unusable("duplicate")
                         continue
                     self.meter.use_node()
                     pending -= 1
@@ -213,10 +337,14 @@ class TreeSearch:
         await asyncio.gather(*(self._judge(child) for child in children))
         return [child for child in children if child.judgement is not None]
 
+    def _best_passing(self, children: list[Node]) -> Node | None:
+        passing = [c for c in children if self._passes(c)]
+        return max(passing, key=rank) if passing else None
+
     def _select(self, nodes: list[Node], k: int) -> list[Node]:
         """The k nodes to keep (BFS) or all of them in visiting order (DFS, k=len)."""
         if self.config.selection == "greedy":
-            return sorted(nodes, key=_rank, reverse=True)[:k]
+            return sorted(nodes, key=rank, reverse=True)[:k]
         pool = list(nodes)
         chosen: list[Node] = []
         while pool and len(chosen) < k:
@@ -233,11 +361,8 @@ class TreeSearch:
         for _ in range(self.config.max_depth):
             levels = await asyncio.gather(*(self._expand(p) for p in frontier))
             children = [c for level in levels for c in level]
-            if not children:
-                return
-            best = max(children, key=_rank)
-            if self._passes(best):
-                self._found = best
+            self._found = self._best_passing(children)
+            if self._found is not None or not children:
                 return
             frontier = self._select(children, self.config.keep_top)
 
@@ -245,33 +370,37 @@ class TreeSearch:
         if node.depth >= self.config.max_depth:
             return None
         children = await self._expand(node)
-        if not children:
-            return None
-        best = max(children, key=_rank)
-        if self._passes(best):
-            return best
+        found = self._best_passing(children)
+        if found is not None:
+            return found
         for child in self._select(children, len(children)):
             found = await self._dfs(child)
             if found is not None:
                 return found
         return None
 
-    async def _search(self) -> Outcome | None:
+    async def _search(self) -> Outcome:
         await self._judge(self.root)
         if self.root.judgement is None:
-            return "exhausted"
-        if self.root.judgement.verdict == "pass":
+            return "budget"
+        if self._passes(self.root):
             return "already_passing"
         if self.config.strategy == "bfs":
             await self._bfs()
         else:
             self._found = await self._dfs(self.root)
-        return "refined" if self._found is not None else None
+        if self._found is not None:
+            return "refined"
+        if self.meter.exhausted:
+            return "budget"
+        if len(self.nodes) == 1:
+            return "unchanged"
+        return "exhausted"
 
     async def run(self) -> SearchResult:
         start = self.clock()
         wall = self.meter.budget.max_wall_time_s
-        outcome: Outcome | None
+        outcome: Outcome
         try:
             async with asyncio.timeout(wall if math.isfinite(wall) else None):
                 outcome = await self._search()
@@ -280,17 +409,11 @@ class TreeSearch:
         finally:
             for future in self._cache.values():
                 future.cancel()
-        if outcome == "refined" and self._found is not None:
-            best = self._found
-        elif outcome == "already_passing":
-            best = self.root
-        else:
-            # Nothing passed: the best judged node, the original on ties.
-            judged = [n for n in self.nodes if n.judgement is not None]
-            best = max(judged, key=lambda n: (*_rank(n)[:2], n is self.root), default=self.root)
+        # Never worse: only a node past the end gate replaces the original.
+        best = self._found if outcome == "refined" and self._found is not None else self.root
         return SearchResult(
             best=best,
-            outcome=outcome or "exhausted",
+            outcome=outcome,
             cost=self.meter.cost.snapshot(),
             trace=self._path(best),
             tree=list(self.nodes),

@@ -30,8 +30,15 @@ from services.refiner.prompts import Prompts
 from services.refiner.search import Node, SearchConfig, SearchEvent, SearchResult, TreeSearch
 from spar import ifeval
 from spar.client import AsyncActorClient
+from spar.complaints import complaint
 from spar.config import Settings
-from spar.engine.protocol import AdapterRef, GenerationRequest, GenerationResult, Message
+from spar.engine.protocol import (
+    AdapterRef,
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    Message,
+)
 from spar.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -59,6 +66,8 @@ OUTCOMES = {
     "refined": common_pb2.SEARCH_OUTCOME_REFINED,
     "exhausted": common_pb2.SEARCH_OUTCOME_EXHAUSTED,
     "deadline": common_pb2.SEARCH_OUTCOME_DEADLINE,
+    "unchanged": common_pb2.SEARCH_OUTCOME_UNCHANGED,
+    "budget": common_pb2.SEARCH_OUTCOME_BUDGET,
 }
 EVENTS = {
     "expanded": pb.REFINE_EVENT_KIND_NODE_EXPANDED,
@@ -75,17 +84,34 @@ def phase_message(c: PhaseCost) -> common_pb2.PhaseTokens:
     )
 
 
-def cost_message(cost: Cost, wall_time_s: float, outcome: str = "") -> common_pb2.SearchCost:
-    wall = Duration()
-    wall.FromNanoseconds(int(max(wall_time_s, 0.0) * 1e9))
+def _duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(int(max(seconds, 0.0) * 1e9))
+    return d
+
+
+def cost_message(
+    cost: Cost,
+    wall_time_s: float,
+    outcome: str = "",
+    *,
+    search_time_s: float | None = None,
+    actor_time_s: float = 0.0,
+) -> common_pb2.SearchCost:
     return common_pb2.SearchCost(
         nodes_expanded=cost.nodes_expanded,
         judge_samples=cost.judge_samples,
         judge=phase_message(cost.judge),
         refine=phase_message(cost.refine),
         generate=phase_message(cost.generate),
-        wall_time=wall,
+        wall_time=_duration(wall_time_s),
         outcome=OUTCOMES.get(outcome, common_pb2.SEARCH_OUTCOME_UNSPECIFIED),
+        unusable=common_pb2.UnusableRefinements(**cost.unusable),
+        guardrail_failures=common_pb2.GuardrailFailures(**cost.guardrail_failures),
+        judgements=cost.judgements,
+        votes_skipped=cost.votes_skipped,
+        search_time=_duration(wall_time_s if search_time_s is None else search_time_s),
+        actor_time=_duration(actor_time_s),
     )
 
 
@@ -101,6 +127,11 @@ def node_message(node: Node) -> pb.SearchNode:
         value=j.value if j else 0.0,
         verdict=VERDICTS[j.verdict] if j else common_pb2.VERDICT_UNSPECIFIED,
         expanded=node.expanded,
+        edit_distance=node.edit_distance,
+        constraints_met=j.constraints_met if j else 0,
+        constraints_checked=len(j.constraints) if j else 0,
+        hard_fail=j.hard_fail if j else False,
+        guardrails=[g.rule for g in j.guardrails] if j else [],
     )
 
 
@@ -110,16 +141,31 @@ def event_message(e: SearchEvent) -> pb.RefineEvent:
     )
 
 
-def constraint_results(j: Judgement) -> list[pb.ConstraintResult]:
-    return [
-        pb.ConstraintResult(
-            instruction_id=c.instruction_id, strict_pass=c.strict, loose_pass=c.loose, error=c.error
+def constraint_results(
+    j: Judgement | None, response: str = "", constraints: Sequence[Constraint] = ()
+) -> list[pb.ConstraintResult]:
+    if j is None:
+        return []
+    out = []
+    for i, c in enumerate(j.constraints):
+        said = ""
+        if not c.strict and i < len(constraints):
+            said = complaint(response, constraints[i], c)
+        out.append(
+            pb.ConstraintResult(
+                instruction_id=c.instruction_id,
+                strict_pass=c.strict,
+                loose_pass=c.loose,
+                error=c.error,
+                complaint=said,
+            )
         )
-        for c in j.constraints
-    ]
+    return out
 
 
-def refine_response(result: SearchResult, include_tree: bool) -> pb.RefineResponse:
+def refine_response(
+    result: SearchResult, include_tree: bool, constraints: Sequence[Constraint] = ()
+) -> pb.RefineResponse:
     best = result.best
     return pb.RefineResponse(
         best_response=best.response,
@@ -131,6 +177,8 @@ def refine_response(result: SearchResult, include_tree: bool) -> pb.RefineRespon
         cost=cost_message(result.cost, result.wall_time_s, result.outcome),
         trace=[node_message(n) for n in result.trace],
         tree=[node_message(n) for n in result.tree] if include_tree else [],
+        edit_distance=best.edit_distance,
+        constraint_results=constraint_results(best.judgement, best.response, constraints),
     )
 
 
@@ -152,7 +200,7 @@ class RefinerService(pb_grpc.RefinerServicer):
         self.metrics = metrics
         self.check = check
         c = self.config
-        self.prompts = Prompts.from_settings(c.judge_template, c.refine_template)
+        self.prompts = Prompts.from_settings(c.judge_template, c.refine_template, c.refine_style)
         self.admission = Admission(
             self.config.max_concurrent_searches, self.config.max_queue, metrics.admission
         )
@@ -228,7 +276,7 @@ class RefinerService(pb_grpc.RefinerServicer):
             samples=[pb.JudgeSample(text=s.text, verdict=VERDICTS[s.verdict]) for s in j.samples]
             if request.return_all_samples
             else [],
-            constraint_results=constraint_results(j),
+            constraint_results=constraint_results(j, response, constraints),
             kind=opt.JUDGE_KIND_ENUM[j.kind],
             usage=common_pb2.Usage(
                 prompt_tokens=meter.cost.judge.prompt_tokens,
@@ -246,6 +294,7 @@ class RefinerService(pb_grpc.RefinerServicer):
         options: common_pb2.SearchOptions,
         budget: common_pb2.SearchBudget,
         seed_text: str,
+        response_max_tokens: int,
     ) -> SearchPlan:
         """Validates everything before the request takes (or waits for) a search slot."""
         kind = opt.judge_kind(kind_value, self.config)
@@ -253,7 +302,7 @@ class RefinerService(pb_grpc.RefinerServicer):
             instruction=instruction,
             constraints=self._constraints(constraints, instruction),
             kind=kind,
-            search=opt.search_config(options, self.config, seed_text),
+            search=opt.search_config(options, self.config, seed_text, response_max_tokens),
             judge=opt.search_judge_config(options, self.config),
             budget=budget,
         )
@@ -283,6 +332,7 @@ class RefinerService(pb_grpc.RefinerServicer):
                 prompts=self.prompts,
                 config=plan.search,
                 on_event=on_event,
+                context=EngineContext(self.runtime.engine),
             )
             result = await search.run()
         self.metrics.search(
@@ -296,9 +346,19 @@ class RefinerService(pb_grpc.RefinerServicer):
         response = opt.response_text(request.response, "response", limits)
         plan = self._plan(
             instruction, request.constraints, request.judge, request.options, request.budget,
-            instruction + "\0" + response,
+            instruction + "\0" + response, self._response_tokens(response),
         )  # fmt: skip
         return plan, response
+
+    def _response_tokens(self, response: str) -> int:
+        """What the response may have been given: its own length, at least the default."""
+        engine = self.runtime.engine
+        request = GenerationRequest(messages=[Message("user", response)], raw=True)
+        try:
+            tokens = engine.prompt_tokens(request)
+        except SparError:  # longer than the context: the refine requests will say so
+            tokens = engine.info.max_model_len
+        return max(tokens, self.settings.limits.default_max_tokens)
 
     async def Refine(
         self, request: pb.RefineRequest, context: grpc.aio.ServicerContext
@@ -306,7 +366,7 @@ class RefinerService(pb_grpc.RefinerServicer):
         plan, response = self._refine_plan(request)
         async with self.admission.slot():
             result, _ = await self._run(plan, response, context)
-        return refine_response(result, request.return_tree)
+        return refine_response(result, request.return_tree, plan.constraints)
 
     async def RefineStream(
         self, request: pb.RefineRequest, context: grpc.aio.ServicerContext
@@ -335,7 +395,7 @@ class RefinerService(pb_grpc.RefinerServicer):
                 yield pb.RefineEvent(
                     kind=pb.REFINE_EVENT_KIND_RESULT,
                     cost=cost_message(result.cost, result.wall_time_s, result.outcome),
-                    result=refine_response(result, request.return_tree),
+                    result=refine_response(result, request.return_tree, plan.constraints),
                 )
             finally:
                 if not task.done():  # the client went away: stop the search's engine work
@@ -379,11 +439,15 @@ class RefinerService(pb_grpc.RefinerServicer):
         start = time.monotonic()
         chat = conversation(request.prompt, request.messages, self.settings.limits)
         prompt = chat.instruction
+        answer_max_tokens = request.sampling.max_tokens or self.settings.limits.default_max_tokens
         plan = self._plan(
-            prompt, request.constraints, request.judge, request.options, request.budget, prompt
-        )
+            prompt, request.constraints, request.judge, request.options, request.budget, prompt,
+            answer_max_tokens,
+        )  # fmt: skip
         async with self.admission.slot():
+            actor_start = time.monotonic()
             reply = await self._ask_actor(chat.messages, request.sampling, context)
+            actor_time = time.monotonic() - actor_start
             original = reply.completions[0].text.strip() if reply.completions else ""
             generated = PhaseCost(
                 prompt_tokens=reply.usage.prompt_tokens,
@@ -394,7 +458,7 @@ class RefinerService(pb_grpc.RefinerServicer):
                 plan, original, context, generate_cost=generated
             )
         self.metrics.answer(result.outcome)
-        best = result.best
+        best, root = result.best, result.tree[0]
         return pb.AnswerResponse(
             answer=best.response,
             original=original,
@@ -403,11 +467,36 @@ class RefinerService(pb_grpc.RefinerServicer):
             else common_pb2.VERDICT_UNDECIDED,
             value=best.value,
             outcome=OUTCOMES[result.outcome],
-            cost=cost_message(result.cost, time.monotonic() - start, result.outcome),
+            cost=cost_message(
+                result.cost,
+                time.monotonic() - start,
+                result.outcome,
+                search_time_s=result.wall_time_s,
+                actor_time_s=actor_time,
+            ),
             actor_adapter=reply.adapter,
             refiner_adapter=refiner_adapter,
             trace=[node_message(n) for n in result.trace] if request.include_trace else [],
+            edit_distance=best.edit_distance,
+            constraint_results=constraint_results(best.judgement, best.response, plan.constraints),
+            original_constraint_results=constraint_results(
+                root.judgement, root.response, plan.constraints
+            ),
         )
+
+
+class EngineContext:
+    """The engine as the search's token counter (so refine requests fit the context)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        return self._engine.prompt_tokens(request)
+
+    @property
+    def max_model_len(self) -> int:
+        return self._engine.info.max_model_len
 
 
 @dataclasses.dataclass(frozen=True)

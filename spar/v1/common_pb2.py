@@ -26,25 +26,25 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14spar/v1/common.proto\x12\x07spar.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"O\n\x0e\x41\x64\x61pterVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x11\n\titeration\x18\x04 \x01(\r\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x04\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\x04\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xa1\x01\n\x0eSamplingParams\x12\t\n\x01n\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x02\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"W\n\x14VerifiableConstraint\x12\x16\n\x0einstruction_id\x18\x01 \x01(\t\x12\'\n\x06kwargs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"q\n\x0cSearchBudget\x12\x11\n\tmax_nodes\x18\x01 \x01(\r\x12\x1c\n\x14max_generated_tokens\x18\x02 \x01(\x04\x12\x30\n\rmax_wall_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa1\x02\n\rSearchOptions\x12)\n\x08strategy\x18\x01 \x01(\x0e\x32\x17.spar.v1.SearchStrategy\x12)\n\tselection\x18\x02 \x01(\x0e\x32\x16.spar.v1.NodeSelection\x12\x13\n\x06\x62ranch\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x15\n\x08keep_top\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x16\n\tmax_depth\x18\x05 \x01(\rH\x02\x88\x01\x01\x12\x15\n\x08\x65nd_gate\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12\x1a\n\rjudge_samples\x18\x07 \x01(\rH\x04\x88\x01\x01\x42\t\n\x07_branchB\x0b\n\t_keep_topB\x0c\n\n_max_depthB\x0b\n\t_end_gateB\x10\n\x0e_judge_samples\"Q\n\x0bPhaseTokens\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x04\x12\x10\n\x08requests\x18\x03 \x01(\r\"\x85\x02\n\nSearchCost\x12\x16\n\x0enodes_expanded\x18\x01 \x01(\r\x12\x15\n\rjudge_samples\x18\x02 \x01(\r\x12#\n\x05judge\x18\x03 \x01(\x0b\x32\x14.spar.v1.PhaseTokens\x12$\n\x06refine\x18\x04 \x01(\x0b\x32\x14.spar.v1.PhaseTokens\x12&\n\x08generate\x18\x05 \x01(\x0b\x32\x14.spar.v1.PhaseTokens\x12,\n\twall_time\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x07outcome\x18\x07 \x01(\x0e\x32\x16.spar.v1.SearchOutcome*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03*k\n\tJudgeKind\x12\x1a\n\x16JUDGE_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eJUDGE_KIND_LLM\x10\x01\x12\x17\n\x13JUDGE_KIND_VERIFIER\x10\x02\x12\x15\n\x11JUDGE_KIND_HYBRID\x10\x03*]\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x10\n\x0cVERDICT_PASS\x10\x01\x12\x10\n\x0cVERDICT_FAIL\x10\x02\x12\x15\n\x11VERDICT_UNDECIDED\x10\x03*c\n\x0eSearchStrategy\x12\x1f\n\x1bSEARCH_STRATEGY_UNSPECIFIED\x10\x00\x12\x17\n\x13SEARCH_STRATEGY_BFS\x10\x01\x12\x17\n\x13SEARCH_STRATEGY_DFS\x10\x02*k\n\rNodeSelection\x12\x1e\n\x1aNODE_SELECTION_UNSPECIFIED\x10\x00\x12\x19\n\x15NODE_SELECTION_GREEDY\x10\x01\x12\x1f\n\x1bNODE_SELECTION_PROPORTIONAL\x10\x02*\xaa\x01\n\rSearchOutcome\x12\x1e\n\x1aSEARCH_OUTCOME_UNSPECIFIED\x10\x00\x12\"\n\x1eSEARCH_OUTCOME_ALREADY_PASSING\x10\x01\x12\x1a\n\x16SEARCH_OUTCOME_REFINED\x10\x02\x12\x1c\n\x18SEARCH_OUTCOME_EXHAUSTED\x10\x03\x12\x1b\n\x17SEARCH_OUTCOME_DEADLINE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14spar/v1/common.proto\x12\x07spar.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"O\n\x0e\x41\x64\x61pterVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x11\n\titeration\x18\x04 \x01(\r\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x04\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\x04\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xa1\x01\n\x0eSamplingParams\x12\t\n\x01n\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x02\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"W\n\x14VerifiableConstraint\x12\x16\n\x0einstruction_id\x18\x01 \x01(\t\x12\'\n\x06kwargs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"q\n\x0cSearchBudget\x12\x11\n\tmax_nodes\x18\x01 \x01(\r\x12\x1c\n\x14max_generated_tokens\x18\x02 \x01(\x04\x12\x30\n\rmax_wall_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa1\x02\n\rSearchOptions\x12)\n\x08strategy\x18\x01 \x01(\x0e\x32\x17.spar.v1.SearchStrategy\x12)\n\tselection\x18\x02 \x01(\x0e\x32\x16.spar.v1.NodeSelection\x12\x13\n\x06\x62ranch\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x15\n\x08keep_top\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x16\n\tmax_depth\x18\x05 \x01(\rH\x02\x88\x01\x01\x12\x15\n\x08\x65nd_gate\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12\x1a\n\rjudge_samples\x18\x07 \x01(\rH\x04\x88\x01\x01\x42\t\n\x07_branchB\x0b\n\t_keep_topB\x0c\n\n_max_depthB\x0b\n\t_end_gateB\x10\n\x0e_judge_samples\"\x85\x01\n\x13UnusableRefinements\x12\x19\n\x11\x63ut_at_max_tokens\x18\x01 \x01(\r\x12\r\n\x05\x65mpty\x18\x02 \x01(\r\x12\x1b\n\x13identical_to_parent\x18\x03 \x01(\r\x12\x11\n\tduplicate\x18\x04 \x01(\r\x12\x14\n\x0cover_context\x18\x05 \x01(\r\"W\n\x11GuardrailFailures\x12\r\n\x05\x65mpty\x18\x01 \x01(\r\x12\x12\n\nrepetition\x18\x02 \x01(\r\x12\x0c\n\x04meta\x18\x03 \x01(\r\x12\x11\n\toff_topic\x18\x04 \x01(\r\"Q\n\x0bPhaseTokens\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x04\x12\x10\n\x08requests\x18\x03 \x01(\r\"\xf7\x03\n\nSearchCost\x12\x16\n\x0enodes_expanded\x18\x01 \x01(\r\x12\x15\n\rjudge_samples\x18\x02 \x01(\r\x12#\n\x05judge\x18\x03 \x01(\x0b\x32\x14.spar.v1.PhaseTokens\x12$\n\x06refine\x18\x04 \x01(\x0b\x32\x14.spar.v1.PhaseTokens\x12&\n\x08generate\x18\x05 \x01(\x0b\x32\x14.spar.v1.PhaseTokens\x12,\n\twall_time\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x07outcome\x18\x07 \x01(\x0e\x32\x16.spar.v1.SearchOutcome\x12.\n\x08unusable\x18\x08 \x01(\x0b\x32\x1c.spar.v1.UnusableRefinements\x12\x36\n\x12guardrail_failures\x18\t \x01(\x0b\x32\x1a.spar.v1.GuardrailFailures\x12\x12\n\njudgements\x18\n \x01(\r\x12\x15\n\rvotes_skipped\x18\x0b \x01(\r\x12.\n\x0bsearch_time\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nactor_time\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03*k\n\tJudgeKind\x12\x1a\n\x16JUDGE_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eJUDGE_KIND_LLM\x10\x01\x12\x17\n\x13JUDGE_KIND_VERIFIER\x10\x02\x12\x15\n\x11JUDGE_KIND_HYBRID\x10\x03*]\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x10\n\x0cVERDICT_PASS\x10\x01\x12\x10\n\x0cVERDICT_FAIL\x10\x02\x12\x15\n\x11VERDICT_UNDECIDED\x10\x03*c\n\x0eSearchStrategy\x12\x1f\n\x1bSEARCH_STRATEGY_UNSPECIFIED\x10\x00\x12\x17\n\x13SEARCH_STRATEGY_BFS\x10\x01\x12\x17\n\x13SEARCH_STRATEGY_DFS\x10\x02*k\n\rNodeSelection\x12\x1e\n\x1aNODE_SELECTION_UNSPECIFIED\x10\x00\x12\x19\n\x15NODE_SELECTION_GREEDY\x10\x01\x12\x1f\n\x1bNODE_SELECTION_PROPORTIONAL\x10\x02*\xe3\x01\n\rSearchOutcome\x12\x1e\n\x1aSEARCH_OUTCOME_UNSPECIFIED\x10\x00\x12\"\n\x1eSEARCH_OUTCOME_ALREADY_PASSING\x10\x01\x12\x1a\n\x16SEARCH_OUTCOME_REFINED\x10\x02\x12\x1c\n\x18SEARCH_OUTCOME_EXHAUSTED\x10\x03\x12\x1b\n\x17SEARCH_OUTCOME_DEADLINE\x10\x04\x12\x1c\n\x18SEARCH_OUTCOME_UNCHANGED\x10\x05\x12\x19\n\x15SEARCH_OUTCOME_BUDGET\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'spar.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=1318
-  _globals['_FINISHREASON']._serialized_end=1438
-  _globals['_JUDGEKIND']._serialized_start=1440
-  _globals['_JUDGEKIND']._serialized_end=1547
-  _globals['_VERDICT']._serialized_start=1549
-  _globals['_VERDICT']._serialized_end=1642
-  _globals['_SEARCHSTRATEGY']._serialized_start=1644
-  _globals['_SEARCHSTRATEGY']._serialized_end=1743
-  _globals['_NODESELECTION']._serialized_start=1745
-  _globals['_NODESELECTION']._serialized_end=1852
-  _globals['_SEARCHOUTCOME']._serialized_start=1855
-  _globals['_SEARCHOUTCOME']._serialized_end=2025
+  _globals['_FINISHREASON']._serialized_start=1785
+  _globals['_FINISHREASON']._serialized_end=1905
+  _globals['_JUDGEKIND']._serialized_start=1907
+  _globals['_JUDGEKIND']._serialized_end=2014
+  _globals['_VERDICT']._serialized_start=2016
+  _globals['_VERDICT']._serialized_end=2109
+  _globals['_SEARCHSTRATEGY']._serialized_start=2111
+  _globals['_SEARCHSTRATEGY']._serialized_end=2210
+  _globals['_NODESELECTION']._serialized_start=2212
+  _globals['_NODESELECTION']._serialized_end=2319
+  _globals['_SEARCHOUTCOME']._serialized_start=2322
+  _globals['_SEARCHOUTCOME']._serialized_end=2549
   _globals['_ADAPTERVERSION']._serialized_start=95
   _globals['_ADAPTERVERSION']._serialized_end=174
   _globals['_USAGE']._serialized_start=176
@@ -59,8 +59,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHBUDGET']._serialized_end=677
   _globals['_SEARCHOPTIONS']._serialized_start=680
   _globals['_SEARCHOPTIONS']._serialized_end=969
-  _globals['_PHASETOKENS']._serialized_start=971
-  _globals['_PHASETOKENS']._serialized_end=1052
-  _globals['_SEARCHCOST']._serialized_start=1055
-  _globals['_SEARCHCOST']._serialized_end=1316
+  _globals['_UNUSABLEREFINEMENTS']._serialized_start=972
+  _globals['_UNUSABLEREFINEMENTS']._serialized_end=1105
+  _globals['_GUARDRAILFAILURES']._serialized_start=1107
+  _globals['_GUARDRAILFAILURES']._serialized_end=1194
+  _globals['_PHASETOKENS']._serialized_start=1196
+  _globals['_PHASETOKENS']._serialized_end=1277
+  _globals['_SEARCHCOST']._serialized_start=1280
+  _globals['_SEARCHCOST']._serialized_end=1783
 # @@protoc_insertion_point(module_scope)

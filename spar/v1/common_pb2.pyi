@@ -51,6 +51,8 @@ class SearchOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEARCH_OUTCOME_REFINED: _ClassVar[SearchOutcome]
     SEARCH_OUTCOME_EXHAUSTED: _ClassVar[SearchOutcome]
     SEARCH_OUTCOME_DEADLINE: _ClassVar[SearchOutcome]
+    SEARCH_OUTCOME_UNCHANGED: _ClassVar[SearchOutcome]
+    SEARCH_OUTCOME_BUDGET: _ClassVar[SearchOutcome]
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
@@ -74,6 +76,8 @@ SEARCH_OUTCOME_ALREADY_PASSING: SearchOutcome
 SEARCH_OUTCOME_REFINED: SearchOutcome
 SEARCH_OUTCOME_EXHAUSTED: SearchOutcome
 SEARCH_OUTCOME_DEADLINE: SearchOutcome
+SEARCH_OUTCOME_UNCHANGED: SearchOutcome
+SEARCH_OUTCOME_BUDGET: SearchOutcome
 
 class AdapterVersion(_message.Message):
     __slots__ = ("name", "digest", "role", "iteration")
@@ -157,6 +161,32 @@ class SearchOptions(_message.Message):
     judge_samples: int
     def __init__(self, strategy: _Optional[_Union[SearchStrategy, str]] = ..., selection: _Optional[_Union[NodeSelection, str]] = ..., branch: _Optional[int] = ..., keep_top: _Optional[int] = ..., max_depth: _Optional[int] = ..., end_gate: _Optional[float] = ..., judge_samples: _Optional[int] = ...) -> None: ...
 
+class UnusableRefinements(_message.Message):
+    __slots__ = ("cut_at_max_tokens", "empty", "identical_to_parent", "duplicate", "over_context")
+    CUT_AT_MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    EMPTY_FIELD_NUMBER: _ClassVar[int]
+    IDENTICAL_TO_PARENT_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    OVER_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    cut_at_max_tokens: int
+    empty: int
+    identical_to_parent: int
+    duplicate: int
+    over_context: int
+    def __init__(self, cut_at_max_tokens: _Optional[int] = ..., empty: _Optional[int] = ..., identical_to_parent: _Optional[int] = ..., duplicate: _Optional[int] = ..., over_context: _Optional[int] = ...) -> None: ...
+
+class GuardrailFailures(_message.Message):
+    __slots__ = ("empty", "repetition", "meta", "off_topic")
+    EMPTY_FIELD_NUMBER: _ClassVar[int]
+    REPETITION_FIELD_NUMBER: _ClassVar[int]
+    META_FIELD_NUMBER: _ClassVar[int]
+    OFF_TOPIC_FIELD_NUMBER: _ClassVar[int]
+    empty: int
+    repetition: int
+    meta: int
+    off_topic: int
+    def __init__(self, empty: _Optional[int] = ..., repetition: _Optional[int] = ..., meta: _Optional[int] = ..., off_topic: _Optional[int] = ...) -> None: ...
+
 class PhaseTokens(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "requests")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -168,7 +198,7 @@ class PhaseTokens(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., requests: _Optional[int] = ...) -> None: ...
 
 class SearchCost(_message.Message):
-    __slots__ = ("nodes_expanded", "judge_samples", "judge", "refine", "generate", "wall_time", "outcome")
+    __slots__ = ("nodes_expanded", "judge_samples", "judge", "refine", "generate", "wall_time", "outcome", "unusable", "guardrail_failures", "judgements", "votes_skipped", "search_time", "actor_time")
     NODES_EXPANDED_FIELD_NUMBER: _ClassVar[int]
     JUDGE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     JUDGE_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +206,12 @@ class SearchCost(_message.Message):
     GENERATE_FIELD_NUMBER: _ClassVar[int]
     WALL_TIME_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    UNUSABLE_FIELD_NUMBER: _ClassVar[int]
+    GUARDRAIL_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    JUDGEMENTS_FIELD_NUMBER: _ClassVar[int]
+    VOTES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_TIME_FIELD_NUMBER: _ClassVar[int]
     nodes_expanded: int
     judge_samples: int
     judge: PhaseTokens
@@ -183,4 +219,10 @@ class SearchCost(_message.Message):
     generate: PhaseTokens
     wall_time: _duration_pb2.Duration
     outcome: SearchOutcome
-    def __init__(self, nodes_expanded: _Optional[int] = ..., judge_samples: _Optional[int] = ..., judge: _Optional[_Union[PhaseTokens, _Mapping]] = ..., refine: _Optional[_Union[PhaseTokens, _Mapping]] = ..., generate: _Optional[_Union[PhaseTokens, _Mapping]] = ..., wall_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., outcome: _Optional[_Union[SearchOutcome, str]] = ...) -> None: ...
+    unusable: UnusableRefinements
+    guardrail_failures: GuardrailFailures
+    judgements: int
+    votes_skipped: int
+    search_time: _duration_pb2.Duration
+    actor_time: _duration_pb2.Duration
+    def __init__(self, nodes_expanded: _Optional[int] = ..., judge_samples: _Optional[int] = ..., judge: _Optional[_Union[PhaseTokens, _Mapping]] = ..., refine: _Optional[_Union[PhaseTokens, _Mapping]] = ..., generate: _Optional[_Union[PhaseTokens, _Mapping]] = ..., wall_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., outcome: _Optional[_Union[SearchOutcome, str]] = ..., unusable: _Optional[_Union[UnusableRefinements, _Mapping]] = ..., guardrail_failures: _Optional[_Union[GuardrailFailures, _Mapping]] = ..., judgements: _Optional[int] = ..., votes_skipped: _Optional[int] = ..., search_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., actor_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...

@@ -27,53 +27,57 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from spar.v1 import common_pb2 as spar_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19spar/v1/coordinator.proto\x12\x07spar.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14spar/v1/common.proto\"B\n\x15StartIterationRequest\x12\x14\n\x0cprompts_path\x18\x01 \x01(\t\x12\x13\n\x0bnum_prompts\x18\x02 \x01(\r\"\x91\x01\n\x0fIterationCounts\x12\x0f\n\x07prompts\x18\x01 \x01(\r\x12\x0f\n\x07samples\x18\x02 \x01(\r\x12\x11\n\tnegatives\x18\x03 \x01(\r\x12\x10\n\x08searches\x18\x04 \x01(\r\x12\x0f\n\x07refined\x18\x05 \x01(\r\x12\x11\n\tdpo_pairs\x18\x06 \x01(\r\x12\x13\n\x0bsft_records\x18\x07 \x01(\r\"\xc5\x01\n\x0b\x45valMetrics\x12\x1b\n\x13prompt_level_strict\x18\x01 \x01(\x01\x12\x1a\n\x12prompt_level_loose\x18\x02 \x01(\x01\x12 \n\x18instruction_level_strict\x18\x03 \x01(\x01\x12\x1f\n\x17instruction_level_loose\x18\x04 \x01(\x01\x12\x0f\n\x07prompts\x18\x05 \x01(\r\x12)\n\x08\x63riteria\x18\x06 \x03(\x0b\x32\x17.spar.v1.CriterionScore\"J\n\x0e\x43riterionScore\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0e\n\x06strict\x18\x03 \x01(\x01\x12\r\n\x05loose\x18\x04 \x01(\x01\"b\n\x0bStageTiming\x12&\n\x05stage\x18\x01 \x01(\x0e\x32\x17.spar.v1.IterationStage\x12+\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xbd\x04\n\tIteration\x12\x0e\n\x06number\x18\x01 \x01(\r\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.spar.v1.IterationState\x12&\n\x05stage\x18\x03 \x01(\x0e\x32\x17.spar.v1.IterationStage\x12(\n\x06\x63ounts\x18\x04 \x01(\x0b\x32\x18.spar.v1.IterationCounts\x12\x30\n\x0f\x61\x63tor_candidate\x18\x05 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12\x32\n\x11refiner_candidate\x18\x06 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12+\n\rbaseline_eval\x18\x07 \x01(\x0b\x32\x14.spar.v1.EvalMetrics\x12,\n\x0e\x63\x61ndidate_eval\x18\x08 \x01(\x0b\x32\x14.spar.v1.EvalMetrics\x12(\n\x0bsearch_cost\x18\t \x01(\x0b\x32\x13.spar.v1.SearchCost\x12%\n\x07timings\x18\n \x03(\x0b\x32\x14.spar.v1.StageTiming\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64\x65\x63ision\x18\x0e \x01(\t\x12\x12\n\ndecided_by\x18\x0f \x01(\t\"\'\n\x15WatchIterationRequest\x12\x0e\n\x06number\x18\x01 \x01(\r\"H\n\x0eIterationEvent\x12%\n\titeration\x18\x01 \x01(\x0b\x32\x12.spar.v1.Iteration\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x11\n\x0fGetStateRequest\"O\n\x0cReplicaState\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\t\x12\x11\n\treachable\x18\x04 \x01(\x08\"\xe5\x02\n\x10\x43oordinatorState\x12&\n\x05\x61\x63tor\x18\x01 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12/\n\x0e\x61\x63tor_previous\x18\x02 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12(\n\x07refiner\x18\x03 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12\x31\n\x10refiner_previous\x18\x04 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12&\n\niterations\x18\x05 \x03(\x0b\x32\x12.spar.v1.Iteration\x12\'\n\x08replicas\x18\x06 \x03(\x0b\x32\x15.spar.v1.ReplicaState\x12\x14\n\x0cstore_target\x18\x07 \x01(\t\x12\x19\n\x11\x61pproval_required\x18\x08 \x01(\x08\x12\x19\n\x11\x61waiting_approval\x18\t \x01(\r\"O\n\x0fRollbackRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08operator\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"M\n\x10RollbackResponse\x12\'\n\x06\x61\x63tive\x18\x01 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12\x10\n\x08replicas\x18\x02 \x01(\r\"B\n\x10ListAuditRequest\x12\x11\n\titeration\x18\x01 \x01(\r\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"\xa8\x03\n\x0b\x41uditRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x11\n\titeration\x18\x04 \x01(\r\x12\x0c\n\x04role\x18\x05 \x01(\t\x12(\n\x07version\x18\x06 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12)\n\x08previous\x18\x07 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12\x10\n\x08\x64\x65\x63ision\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x12\n\ndecided_by\x18\n \x01(\t\x12+\n\rbaseline_eval\x18\x0b \x01(\x0b\x32\x14.spar.v1.EvalMetrics\x12,\n\x0e\x63\x61ndidate_eval\x18\x0c \x01(\x0b\x32\x14.spar.v1.EvalMetrics\x12\x10\n\x08replicas\x18\r \x03(\t\x12\x0e\n\x06result\x18\x0e \x01(\t\x12\r\n\x05\x65rror\x18\x0f \x01(\t\x12\x15\n\rprevious_hash\x18\x10 \x01(\t\"e\n\x11ListAuditResponse\x12%\n\x07records\x18\x01 \x03(\x0b\x32\x14.spar.v1.AuditRecord\x12\x14\n\x0c\x63hain_intact\x18\x02 \x01(\x08\x12\x13\n\x0b\x63hain_error\x18\x03 \x01(\t\"E\n\x0ePromoteRequest\x12\x11\n\titeration\x18\x01 \x01(\r\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"D\n\rRejectRequest\x12\x11\n\titeration\x18\x01 \x01(\r\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xcd\x02\n\x0eIterationStage\x12\x1f\n\x1bITERATION_STAGE_UNSPECIFIED\x10\x00\x12\x1b\n\x17ITERATION_STAGE_PROMPTS\x10\x01\x12\x1a\n\x16ITERATION_STAGE_SAMPLE\x10\x02\x12\x19\n\x15ITERATION_STAGE_JUDGE\x10\x03\x12\x1a\n\x16ITERATION_STAGE_SEARCH\x10\x04\x12\x1e\n\x1aITERATION_STAGE_BUILD_DATA\x10\x05\x12\x19\n\x15ITERATION_STAGE_TRAIN\x10\x06\x12\x1c\n\x18ITERATION_STAGE_EVALUATE\x10\x07\x12\x1b\n\x17ITERATION_STAGE_ROLLOUT\x10\x08\x12\x1a\n\x16ITERATION_STAGE_RECORD\x10\t\x12\x18\n\x14ITERATION_STAGE_DONE\x10\n*\xce\x01\n\x0eIterationState\x12\x1f\n\x1bITERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17ITERATION_STATE_RUNNING\x10\x01\x12\x1d\n\x19ITERATION_STATE_SUCCEEDED\x10\x02\x12\x1c\n\x18ITERATION_STATE_REJECTED\x10\x03\x12\x1a\n\x16ITERATION_STATE_FAILED\x10\x04\x12%\n!ITERATION_STATE_AWAITING_APPROVAL\x10\x05\x32\xd4\x03\n\x0b\x43oordinator\x12\x44\n\x0eStartIteration\x12\x1e.spar.v1.StartIterationRequest\x1a\x12.spar.v1.Iteration\x12K\n\x0eWatchIteration\x12\x1e.spar.v1.WatchIterationRequest\x1a\x17.spar.v1.IterationEvent0\x01\x12?\n\x08GetState\x12\x18.spar.v1.GetStateRequest\x1a\x19.spar.v1.CoordinatorState\x12?\n\x08Rollback\x12\x18.spar.v1.RollbackRequest\x1a\x19.spar.v1.RollbackResponse\x12\x42\n\tListAudit\x12\x19.spar.v1.ListAuditRequest\x1a\x1a.spar.v1.ListAuditResponse\x12\x36\n\x07Promote\x12\x17.spar.v1.PromoteRequest\x1a\x12.spar.v1.Iteration\x12\x34\n\x06Reject\x12\x16.spar.v1.RejectRequest\x1a\x12.spar.v1.Iterationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19spar/v1/coordinator.proto\x12\x07spar.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14spar/v1/common.proto\"B\n\x15StartIterationRequest\x12\x14\n\x0cprompts_path\x18\x01 \x01(\t\x12\x13\n\x0bnum_prompts\x18\x02 \x01(\r\"\xb2\x02\n\x0fIterationCounts\x12\x0f\n\x07prompts\x18\x01 \x01(\r\x12\x0f\n\x07samples\x18\x02 \x01(\r\x12\x11\n\tnegatives\x18\x03 \x01(\r\x12\x10\n\x08searches\x18\x04 \x01(\r\x12\x0f\n\x07refined\x18\x05 \x01(\r\x12\x11\n\tdpo_pairs\x18\x06 \x01(\r\x12\x13\n\x0bsft_records\x18\x07 \x01(\r\x12\x45\n\x0fsearch_outcomes\x18\x08 \x03(\x0b\x32,.spar.v1.IterationCounts.SearchOutcomesEntry\x12!\n\x19\x64po_pairs_dropped_rewrite\x18\t \x01(\r\x1a\x35\n\x13SearchOutcomesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\xc5\x01\n\x0b\x45valMetrics\x12\x1b\n\x13prompt_level_strict\x18\x01 \x01(\x01\x12\x1a\n\x12prompt_level_loose\x18\x02 \x01(\x01\x12 \n\x18instruction_level_strict\x18\x03 \x01(\x01\x12\x1f\n\x17instruction_level_loose\x18\x04 \x01(\x01\x12\x0f\n\x07prompts\x18\x05 \x01(\r\x12)\n\x08\x63riteria\x18\x06 \x03(\x0b\x32\x17.spar.v1.CriterionScore\"J\n\x0e\x43riterionScore\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0e\n\x06strict\x18\x03 \x01(\x01\x12\r\n\x05loose\x18\x04 \x01(\x01\"b\n\x0bStageTiming\x12&\n\x05stage\x18\x01 \x01(\x0e\x32\x17.spar.v1.IterationStage\x12+\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xbd\x04\n\tIteration\x12\x0e\n\x06number\x18\x01 \x01(\r\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.spar.v1.IterationState\x12&\n\x05stage\x18\x03 \x01(\x0e\x32\x17.spar.v1.IterationStage\x12(\n\x06\x63ounts\x18\x04 \x01(\x0b\x32\x18.spar.v1.IterationCounts\x12\x30\n\x0f\x61\x63tor_candidate\x18\x05 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12\x32\n\x11refiner_candidate\x18\x06 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12+\n\rbaseline_eval\x18\x07 \x01(\x0b\x32\x14.spar.v1.EvalMetrics\x12,\n\x0e\x63\x61ndidate_eval\x18\x08 \x01(\x0b\x32\x14.spar.v1.EvalMetrics\x12(\n\x0bsearch_cost\x18\t \x01(\x0b\x32\x13.spar.v1.SearchCost\x12%\n\x07timings\x18\n \x03(\x0b\x32\x14.spar.v1.StageTiming\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64\x65\x63ision\x18\x0e \x01(\t\x12\x12\n\ndecided_by\x18\x0f \x01(\t\"\'\n\x15WatchIterationRequest\x12\x0e\n\x06number\x18\x01 \x01(\r\"H\n\x0eIterationEvent\x12%\n\titeration\x18\x01 \x01(\x0b\x32\x12.spar.v1.Iteration\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x11\n\x0fGetStateRequest\"O\n\x0cReplicaState\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\t\x12\x11\n\treachable\x18\x04 \x01(\x08\"\xe5\x02\n\x10\x43oordinatorState\x12&\n\x05\x61\x63tor\x18\x01 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12/\n\x0e\x61\x63tor_previous\x18\x02 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12(\n\x07refiner\x18\x03 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12\x31\n\x10refiner_previous\x18\x04 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12&\n\niterations\x18\x05 \x03(\x0b\x32\x12.spar.v1.Iteration\x12\'\n\x08replicas\x18\x06 \x03(\x0b\x32\x15.spar.v1.ReplicaState\x12\x14\n\x0cstore_target\x18\x07 \x01(\t\x12\x19\n\x11\x61pproval_required\x18\x08 \x01(\x08\x12\x19\n\x11\x61waiting_approval\x18\t \x01(\r\"O\n\x0fRollbackRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08operator\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"M\n\x10RollbackResponse\x12\'\n\x06\x61\x63tive\x18\x01 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12\x10\n\x08replicas\x18\x02 \x01(\r\"B\n\x10ListAuditRequest\x12\x11\n\titeration\x18\x01 \x01(\r\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"\xa8\x03\n\x0b\x41uditRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x11\n\titeration\x18\x04 \x01(\r\x12\x0c\n\x04role\x18\x05 \x01(\t\x12(\n\x07version\x18\x06 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12)\n\x08previous\x18\x07 \x01(\x0b\x32\x17.spar.v1.AdapterVersion\x12\x10\n\x08\x64\x65\x63ision\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x12\n\ndecided_by\x18\n \x01(\t\x12+\n\rbaseline_eval\x18\x0b \x01(\x0b\x32\x14.spar.v1.EvalMetrics\x12,\n\x0e\x63\x61ndidate_eval\x18\x0c \x01(\x0b\x32\x14.spar.v1.EvalMetrics\x12\x10\n\x08replicas\x18\r \x03(\t\x12\x0e\n\x06result\x18\x0e \x01(\t\x12\r\n\x05\x65rror\x18\x0f \x01(\t\x12\x15\n\rprevious_hash\x18\x10 \x01(\t\"e\n\x11ListAuditResponse\x12%\n\x07records\x18\x01 \x03(\x0b\x32\x14.spar.v1.AuditRecord\x12\x14\n\x0c\x63hain_intact\x18\x02 \x01(\x08\x12\x13\n\x0b\x63hain_error\x18\x03 \x01(\t\"E\n\x0ePromoteRequest\x12\x11\n\titeration\x18\x01 \x01(\r\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"D\n\rRejectRequest\x12\x11\n\titeration\x18\x01 \x01(\r\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xcd\x02\n\x0eIterationStage\x12\x1f\n\x1bITERATION_STAGE_UNSPECIFIED\x10\x00\x12\x1b\n\x17ITERATION_STAGE_PROMPTS\x10\x01\x12\x1a\n\x16ITERATION_STAGE_SAMPLE\x10\x02\x12\x19\n\x15ITERATION_STAGE_JUDGE\x10\x03\x12\x1a\n\x16ITERATION_STAGE_SEARCH\x10\x04\x12\x1e\n\x1aITERATION_STAGE_BUILD_DATA\x10\x05\x12\x19\n\x15ITERATION_STAGE_TRAIN\x10\x06\x12\x1c\n\x18ITERATION_STAGE_EVALUATE\x10\x07\x12\x1b\n\x17ITERATION_STAGE_ROLLOUT\x10\x08\x12\x1a\n\x16ITERATION_STAGE_RECORD\x10\t\x12\x18\n\x14ITERATION_STAGE_DONE\x10\n*\xce\x01\n\x0eIterationState\x12\x1f\n\x1bITERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17ITERATION_STATE_RUNNING\x10\x01\x12\x1d\n\x19ITERATION_STATE_SUCCEEDED\x10\x02\x12\x1c\n\x18ITERATION_STATE_REJECTED\x10\x03\x12\x1a\n\x16ITERATION_STATE_FAILED\x10\x04\x12%\n!ITERATION_STATE_AWAITING_APPROVAL\x10\x05\x32\xd4\x03\n\x0b\x43oordinator\x12\x44\n\x0eStartIteration\x12\x1e.spar.v1.StartIterationRequest\x1a\x12.spar.v1.Iteration\x12K\n\x0eWatchIteration\x12\x1e.spar.v1.WatchIterationRequest\x1a\x17.spar.v1.IterationEvent0\x01\x12?\n\x08GetState\x12\x18.spar.v1.GetStateRequest\x1a\x19.spar.v1.CoordinatorState\x12?\n\x08Rollback\x12\x18.spar.v1.RollbackRequest\x1a\x19.spar.v1.RollbackResponse\x12\x42\n\tListAudit\x12\x19.spar.v1.ListAuditRequest\x1a\x1a.spar.v1.ListAuditResponse\x12\x36\n\x07Promote\x12\x17.spar.v1.PromoteRequest\x1a\x12.spar.v1.Iteration\x12\x34\n\x06Reject\x12\x16.spar.v1.RejectRequest\x1a\x12.spar.v1.Iterationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'spar.v1.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITERATIONSTAGE']._serialized_start=2768
-  _globals['_ITERATIONSTAGE']._serialized_end=3101
-  _globals['_ITERATIONSTATE']._serialized_start=3104
-  _globals['_ITERATIONSTATE']._serialized_end=3310
+  _globals['_ITERATIONCOUNTS_SEARCHOUTCOMESENTRY']._loaded_options = None
+  _globals['_ITERATIONCOUNTS_SEARCHOUTCOMESENTRY']._serialized_options = b'8\001'
+  _globals['_ITERATIONSTAGE']._serialized_start=2929
+  _globals['_ITERATIONSTAGE']._serialized_end=3262
+  _globals['_ITERATIONSTATE']._serialized_start=3265
+  _globals['_ITERATIONSTATE']._serialized_end=3471
   _globals['_STARTITERATIONREQUEST']._serialized_start=125
   _globals['_STARTITERATIONREQUEST']._serialized_end=191
   _globals['_ITERATIONCOUNTS']._serialized_start=194
-  _globals['_ITERATIONCOUNTS']._serialized_end=339
-  _globals['_EVALMETRICS']._serialized_start=342
-  _globals['_EVALMETRICS']._serialized_end=539
-  _globals['_CRITERIONSCORE']._serialized_start=541
-  _globals['_CRITERIONSCORE']._serialized_end=615
-  _globals['_STAGETIMING']._serialized_start=617
-  _globals['_STAGETIMING']._serialized_end=715
-  _globals['_ITERATION']._serialized_start=718
-  _globals['_ITERATION']._serialized_end=1291
-  _globals['_WATCHITERATIONREQUEST']._serialized_start=1293
-  _globals['_WATCHITERATIONREQUEST']._serialized_end=1332
-  _globals['_ITERATIONEVENT']._serialized_start=1334
-  _globals['_ITERATIONEVENT']._serialized_end=1406
-  _globals['_GETSTATEREQUEST']._serialized_start=1408
-  _globals['_GETSTATEREQUEST']._serialized_end=1425
-  _globals['_REPLICASTATE']._serialized_start=1427
-  _globals['_REPLICASTATE']._serialized_end=1506
-  _globals['_COORDINATORSTATE']._serialized_start=1509
-  _globals['_COORDINATORSTATE']._serialized_end=1866
-  _globals['_ROLLBACKREQUEST']._serialized_start=1868
-  _globals['_ROLLBACKREQUEST']._serialized_end=1947
-  _globals['_ROLLBACKRESPONSE']._serialized_start=1949
-  _globals['_ROLLBACKRESPONSE']._serialized_end=2026
-  _globals['_LISTAUDITREQUEST']._serialized_start=2028
-  _globals['_LISTAUDITREQUEST']._serialized_end=2094
-  _globals['_AUDITRECORD']._serialized_start=2097
-  _globals['_AUDITRECORD']._serialized_end=2521
-  _globals['_LISTAUDITRESPONSE']._serialized_start=2523
-  _globals['_LISTAUDITRESPONSE']._serialized_end=2624
-  _globals['_PROMOTEREQUEST']._serialized_start=2626
-  _globals['_PROMOTEREQUEST']._serialized_end=2695
-  _globals['_REJECTREQUEST']._serialized_start=2697
-  _globals['_REJECTREQUEST']._serialized_end=2765
-  _globals['_COORDINATOR']._serialized_start=3313
-  _globals['_COORDINATOR']._serialized_end=3781
+  _globals['_ITERATIONCOUNTS']._serialized_end=500
+  _globals['_ITERATIONCOUNTS_SEARCHOUTCOMESENTRY']._serialized_start=447
+  _globals['_ITERATIONCOUNTS_SEARCHOUTCOMESENTRY']._serialized_end=500
+  _globals['_EVALMETRICS']._serialized_start=503
+  _globals['_EVALMETRICS']._serialized_end=700
+  _globals['_CRITERIONSCORE']._serialized_start=702
+  _globals['_CRITERIONSCORE']._serialized_end=776
+  _globals['_STAGETIMING']._serialized_start=778
+  _globals['_STAGETIMING']._serialized_end=876
+  _globals['_ITERATION']._serialized_start=879
+  _globals['_ITERATION']._serialized_end=1452
+  _globals['_WATCHITERATIONREQUEST']._serialized_start=1454
+  _globals['_WATCHITERATIONREQUEST']._serialized_end=1493
+  _globals['_ITERATIONEVENT']._serialized_start=1495
+  _globals['_ITERATIONEVENT']._serialized_end=1567
+  _globals['_GETSTATEREQUEST']._serialized_start=1569
+  _globals['_GETSTATEREQUEST']._serialized_end=1586
+  _globals['_REPLICASTATE']._serialized_start=1588
+  _globals['_REPLICASTATE']._serialized_end=1667
+  _globals['_COORDINATORSTATE']._serialized_start=1670
+  _globals['_COORDINATORSTATE']._serialized_end=2027
+  _globals['_ROLLBACKREQUEST']._serialized_start=2029
+  _globals['_ROLLBACKREQUEST']._serialized_end=2108
+  _globals['_ROLLBACKRESPONSE']._serialized_start=2110
+  _globals['_ROLLBACKRESPONSE']._serialized_end=2187
+  _globals['_LISTAUDITREQUEST']._serialized_start=2189
+  _globals['_LISTAUDITREQUEST']._serialized_end=2255
+  _globals['_AUDITRECORD']._serialized_start=2258
+  _globals['_AUDITRECORD']._serialized_end=2682
+  _globals['_LISTAUDITRESPONSE']._serialized_start=2684
+  _globals['_LISTAUDITRESPONSE']._serialized_end=2785
+  _globals['_PROMOTEREQUEST']._serialized_start=2787
+  _globals['_PROMOTEREQUEST']._serialized_end=2856
+  _globals['_REJECTREQUEST']._serialized_start=2858
+  _globals['_REJECTREQUEST']._serialized_end=2926
+  _globals['_COORDINATOR']._serialized_start=3474
+  _globals['_COORDINATOR']._serialized_end=3942
 # @@protoc_insertion_point(module_scope)

@@ -61,7 +61,14 @@ class StartIterationRequest(_message.Message):
     def __init__(self, prompts_path: _Optional[str] = ..., num_prompts: _Optional[int] = ...) -> None: ...
 
 class IterationCounts(_message.Message):
-    __slots__ = ("prompts", "samples", "negatives", "searches", "refined", "dpo_pairs", "sft_records")
+    __slots__ = ("prompts", "samples", "negatives", "searches", "refined", "dpo_pairs", "sft_records", "search_outcomes", "dpo_pairs_dropped_rewrite")
+    class SearchOutcomesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     NEGATIVES_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +76,8 @@ class IterationCounts(_message.Message):
     REFINED_FIELD_NUMBER: _ClassVar[int]
     DPO_PAIRS_FIELD_NUMBER: _ClassVar[int]
     SFT_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    DPO_PAIRS_DROPPED_REWRITE_FIELD_NUMBER: _ClassVar[int]
     prompts: int
     samples: int
     negatives: int
@@ -76,7 +85,9 @@ class IterationCounts(_message.Message):
     refined: int
     dpo_pairs: int
     sft_records: int
-    def __init__(self, prompts: _Optional[int] = ..., samples: _Optional[int] = ..., negatives: _Optional[int] = ..., searches: _Optional[int] = ..., refined: _Optional[int] = ..., dpo_pairs: _Optional[int] = ..., sft_records: _Optional[int] = ...) -> None: ...
+    search_outcomes: _containers.ScalarMap[str, int]
+    dpo_pairs_dropped_rewrite: int
+    def __init__(self, prompts: _Optional[int] = ..., samples: _Optional[int] = ..., negatives: _Optional[int] = ..., searches: _Optional[int] = ..., refined: _Optional[int] = ..., dpo_pairs: _Optional[int] = ..., sft_records: _Optional[int] = ..., search_outcomes: _Optional[_Mapping[str, int]] = ..., dpo_pairs_dropped_rewrite: _Optional[int] = ...) -> None: ...
 
 class EvalMetrics(_message.Message):
     __slots__ = ("prompt_level_strict", "prompt_level_loose", "instruction_level_strict", "instruction_level_loose", "prompts", "criteria")

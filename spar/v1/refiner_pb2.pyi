@@ -55,16 +55,18 @@ class JudgeSample(_message.Message):
     def __init__(self, text: _Optional[str] = ..., verdict: _Optional[_Union[_common_pb2.Verdict, str]] = ...) -> None: ...
 
 class ConstraintResult(_message.Message):
-    __slots__ = ("instruction_id", "strict_pass", "loose_pass", "error")
+    __slots__ = ("instruction_id", "strict_pass", "loose_pass", "error", "complaint")
     INSTRUCTION_ID_FIELD_NUMBER: _ClassVar[int]
     STRICT_PASS_FIELD_NUMBER: _ClassVar[int]
     LOOSE_PASS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    COMPLAINT_FIELD_NUMBER: _ClassVar[int]
     instruction_id: str
     strict_pass: bool
     loose_pass: bool
     error: str
-    def __init__(self, instruction_id: _Optional[str] = ..., strict_pass: _Optional[bool] = ..., loose_pass: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    complaint: str
+    def __init__(self, instruction_id: _Optional[str] = ..., strict_pass: _Optional[bool] = ..., loose_pass: _Optional[bool] = ..., error: _Optional[str] = ..., complaint: _Optional[str] = ...) -> None: ...
 
 class JudgeResponse(_message.Message):
     __slots__ = ("verdict", "value", "critique", "yes_votes", "no_votes", "unparseable", "samples", "constraint_results", "kind", "usage")
@@ -109,7 +111,7 @@ class RefineRequest(_message.Message):
     def __init__(self, instruction: _Optional[str] = ..., response: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.VerifiableConstraint, _Mapping]]] = ..., judge: _Optional[_Union[_common_pb2.JudgeKind, str]] = ..., options: _Optional[_Union[_common_pb2.SearchOptions, _Mapping]] = ..., budget: _Optional[_Union[_common_pb2.SearchBudget, _Mapping]] = ..., return_tree: _Optional[bool] = ...) -> None: ...
 
 class SearchNode(_message.Message):
-    __slots__ = ("id", "parent_id", "depth", "response", "reflection", "critique", "value", "verdict", "expanded")
+    __slots__ = ("id", "parent_id", "depth", "response", "reflection", "critique", "value", "verdict", "expanded", "edit_distance", "constraints_met", "constraints_checked", "hard_fail", "guardrails")
     ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +121,11 @@ class SearchNode(_message.Message):
     VALUE_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     EXPANDED_FIELD_NUMBER: _ClassVar[int]
+    EDIT_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_MET_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    HARD_FAIL_FIELD_NUMBER: _ClassVar[int]
+    GUARDRAILS_FIELD_NUMBER: _ClassVar[int]
     id: int
     parent_id: int
     depth: int
@@ -128,10 +135,15 @@ class SearchNode(_message.Message):
     value: float
     verdict: _common_pb2.Verdict
     expanded: bool
-    def __init__(self, id: _Optional[int] = ..., parent_id: _Optional[int] = ..., depth: _Optional[int] = ..., response: _Optional[str] = ..., reflection: _Optional[str] = ..., critique: _Optional[str] = ..., value: _Optional[float] = ..., verdict: _Optional[_Union[_common_pb2.Verdict, str]] = ..., expanded: _Optional[bool] = ...) -> None: ...
+    edit_distance: float
+    constraints_met: int
+    constraints_checked: int
+    hard_fail: bool
+    guardrails: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., parent_id: _Optional[int] = ..., depth: _Optional[int] = ..., response: _Optional[str] = ..., reflection: _Optional[str] = ..., critique: _Optional[str] = ..., value: _Optional[float] = ..., verdict: _Optional[_Union[_common_pb2.Verdict, str]] = ..., expanded: _Optional[bool] = ..., edit_distance: _Optional[float] = ..., constraints_met: _Optional[int] = ..., constraints_checked: _Optional[int] = ..., hard_fail: _Optional[bool] = ..., guardrails: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RefineResponse(_message.Message):
-    __slots__ = ("best_response", "verdict", "value", "outcome", "cost", "trace", "tree")
+    __slots__ = ("best_response", "verdict", "value", "outcome", "cost", "trace", "tree", "edit_distance", "constraint_results")
     BEST_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +151,8 @@ class RefineResponse(_message.Message):
     COST_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
     TREE_FIELD_NUMBER: _ClassVar[int]
+    EDIT_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_RESULTS_FIELD_NUMBER: _ClassVar[int]
     best_response: str
     verdict: _common_pb2.Verdict
     value: float
@@ -146,7 +160,9 @@ class RefineResponse(_message.Message):
     cost: _common_pb2.SearchCost
     trace: _containers.RepeatedCompositeFieldContainer[SearchNode]
     tree: _containers.RepeatedCompositeFieldContainer[SearchNode]
-    def __init__(self, best_response: _Optional[str] = ..., verdict: _Optional[_Union[_common_pb2.Verdict, str]] = ..., value: _Optional[float] = ..., outcome: _Optional[_Union[_common_pb2.SearchOutcome, str]] = ..., cost: _Optional[_Union[_common_pb2.SearchCost, _Mapping]] = ..., trace: _Optional[_Iterable[_Union[SearchNode, _Mapping]]] = ..., tree: _Optional[_Iterable[_Union[SearchNode, _Mapping]]] = ...) -> None: ...
+    edit_distance: float
+    constraint_results: _containers.RepeatedCompositeFieldContainer[ConstraintResult]
+    def __init__(self, best_response: _Optional[str] = ..., verdict: _Optional[_Union[_common_pb2.Verdict, str]] = ..., value: _Optional[float] = ..., outcome: _Optional[_Union[_common_pb2.SearchOutcome, str]] = ..., cost: _Optional[_Union[_common_pb2.SearchCost, _Mapping]] = ..., trace: _Optional[_Iterable[_Union[SearchNode, _Mapping]]] = ..., tree: _Optional[_Iterable[_Union[SearchNode, _Mapping]]] = ..., edit_distance: _Optional[float] = ..., constraint_results: _Optional[_Iterable[_Union[ConstraintResult, _Mapping]]] = ...) -> None: ...
 
 class RefineEvent(_message.Message):
     __slots__ = ("kind", "node", "cost", "result")
@@ -181,7 +197,7 @@ class AnswerRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.VerifiableConstraint, _Mapping]]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., judge: _Optional[_Union[_common_pb2.JudgeKind, str]] = ..., budget: _Optional[_Union[_common_pb2.SearchBudget, _Mapping]] = ..., options: _Optional[_Union[_common_pb2.SearchOptions, _Mapping]] = ..., include_trace: _Optional[bool] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ...) -> None: ...
 
 class AnswerResponse(_message.Message):
-    __slots__ = ("answer", "original", "verdict", "value", "outcome", "cost", "actor_adapter", "refiner_adapter", "trace")
+    __slots__ = ("answer", "original", "verdict", "value", "outcome", "cost", "actor_adapter", "refiner_adapter", "trace", "edit_distance", "constraint_results", "original_constraint_results")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     ORIGINAL_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +207,9 @@ class AnswerResponse(_message.Message):
     ACTOR_ADAPTER_FIELD_NUMBER: _ClassVar[int]
     REFINER_ADAPTER_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
+    EDIT_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_CONSTRAINT_RESULTS_FIELD_NUMBER: _ClassVar[int]
     answer: str
     original: str
     verdict: _common_pb2.Verdict
@@ -200,4 +219,7 @@ class AnswerResponse(_message.Message):
     actor_adapter: str
     refiner_adapter: str
     trace: _containers.RepeatedCompositeFieldContainer[SearchNode]
-    def __init__(self, answer: _Optional[str] = ..., original: _Optional[str] = ..., verdict: _Optional[_Union[_common_pb2.Verdict, str]] = ..., value: _Optional[float] = ..., outcome: _Optional[_Union[_common_pb2.SearchOutcome, str]] = ..., cost: _Optional[_Union[_common_pb2.SearchCost, _Mapping]] = ..., actor_adapter: _Optional[str] = ..., refiner_adapter: _Optional[str] = ..., trace: _Optional[_Iterable[_Union[SearchNode, _Mapping]]] = ...) -> None: ...
+    edit_distance: float
+    constraint_results: _containers.RepeatedCompositeFieldContainer[ConstraintResult]
+    original_constraint_results: _containers.RepeatedCompositeFieldContainer[ConstraintResult]
+    def __init__(self, answer: _Optional[str] = ..., original: _Optional[str] = ..., verdict: _Optional[_Union[_common_pb2.Verdict, str]] = ..., value: _Optional[float] = ..., outcome: _Optional[_Union[_common_pb2.SearchOutcome, str]] = ..., cost: _Optional[_Union[_common_pb2.SearchCost, _Mapping]] = ..., actor_adapter: _Optional[str] = ..., refiner_adapter: _Optional[str] = ..., trace: _Optional[_Iterable[_Union[SearchNode, _Mapping]]] = ..., edit_distance: _Optional[float] = ..., constraint_results: _Optional[_Iterable[_Union[ConstraintResult, _Mapping]]] = ..., original_constraint_results: _Optional[_Iterable[_Union[ConstraintResult, _Mapping]]] = ...) -> None: ...

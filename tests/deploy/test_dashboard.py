@@ -67,6 +67,8 @@ def test_the_panels_the_issue_asks_for() -> None:
     for wanted in [
         "Search cost", "Tokens per answer by phase", "Nodes and judge samples per answer",
         "Search latency", "Search outcomes", "Searches in flight and queue per replica",
+        "Unusable refinements and guardrail failures per search",
+        "LLM votes skipped by the verifier",
         "Serving", "Requests by service and status", "Request latency",
         "Tokens per second per replica",
         "Rollout", "Active adapter version per replica", "Version skew", "Rollout duration",

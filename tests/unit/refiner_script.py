@@ -1,9 +1,10 @@
 """A deterministic scripted engine for the refiner's pure logic (no model, no I/O).
 
 Prompts use tiny templates so the script can read them: the judge prompt is
-``JUDGE|<instruction>|<response>``; a refine request is the judge conversation plus a
-``REFINE`` turn. A refinement of ``p`` is named ``p.k`` (k counts per parent), so tree
-shapes are readable in assertions.
+``JUDGE|<instruction>|<response>``; a paper-style refine request is the judge conversation
+plus a ``REFINE`` turn, a direct one is ``REFINE|<instruction>|<response>|<critique>``. A
+refinement of ``p`` is named ``p.k`` (k counts per parent), so tree shapes are readable in
+assertions. A scripted refinement starting with ``<cut>`` comes back cut at max_tokens.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from dataclasses import dataclass, field
 from services.refiner.prompts import Prompts
 from spar.engine.protocol import GenerationRequest, GenerationResult, Sample, Usage
 
-PROMPTS = Prompts(judge="JUDGE|{instruction}|{response}", refine="REFINE")
+PROMPTS = Prompts(judge="JUDGE|{instruction}|{response}|{notes}", refine="REFINE", style="paper")
+DIRECT = Prompts(
+    judge="JUDGE|{instruction}|{response}|{notes}",
+    refine="REFINE|{instruction}|{response}|{critique}",
+)
 
 
 def yes(text: str = "ok") -> str:
@@ -59,8 +64,9 @@ class Script:
 
     async def __call__(self, request: GenerationRequest) -> GenerationResult:
         first = request.messages[0].content
-        _, _instruction, response = first.split("|", 2)
-        kind = "refine" if len(request.messages) > 1 else "judge"
+        direct = first.startswith("REFINE|")
+        _, _instruction, response = first.split("|", 3)[:3]
+        kind = "refine" if direct or len(request.messages) > 1 else "judge"
         loop = asyncio.get_running_loop()
         self.calls.append(
             Call(kind, response, request.n, request.max_tokens, loop.time(), self.in_flight)
@@ -81,11 +87,17 @@ class Script:
                 self._children[response] += 1
                 k = self._children[response]
                 make = self.refine.get(response)
-                text = (
-                    make(k) if make else f"fix it\nFinal Refined Output: [[start]] {response}.{k} "
-                )
+                if make:
+                    text = make(k)
+                elif direct:
+                    text = f"{response}.{k}"
+                else:
+                    text = f"fix it\nFinal Refined Output: [[start]] {response}.{k} "
             tokens = min(self.tokens_per_sample, request.max_tokens)
-            samples.append(Sample(i, text, "stop", tokens))
+            cut = text.startswith("<cut>")
+            samples.append(
+                Sample(i, text.removeprefix("<cut>"), "length" if cut else "stop", tokens)
+            )
         used = sum(s.completion_tokens for s in samples)
         self.generated += used
         return GenerationResult(samples, Usage(prompt_tokens=len(first), completion_tokens=used))

@@ -34,12 +34,32 @@ def search(outcome: str, root: str = "bad", best: str = "good") -> dict[str, obj
 
 
 def test_dpo_pairs_only_from_refined_searches() -> None:
-    pairs = dpo_pairs([search("refined"), search("exhausted"), search("refined", best="bad")])
+    pairs, rewrites = dpo_pairs(
+        [search("refined"), search("exhausted"), search("refined", best="bad")]
+    )
     assert pairs == [{"prompt": "Write without commas.", "chosen": "good", "rejected": "bad"}]
+    assert rewrites == 0
+
+
+def test_dpo_pairs_drop_rewrites_but_keep_repairs() -> None:
+    root = "The sea is wide, deep, and blue under the summer sky."
+    repair = "The sea is wide deep and blue under the summer sky."
+    rewrite = "Oceans cover most of our planet and hold countless creatures."
+    pairs, rewrites = dpo_pairs(
+        [search("refined", root, repair), search("refined", root, rewrite)], 0.6
+    )
+    assert [p["chosen"] for p in pairs] == [repair] and rewrites == 1
+
+
+def test_refinement_records_direct_style_target_is_the_new_response() -> None:
+    records = refinement_records([search("refined")], Prompts())
+    msgs = records[0]["messages"]
+    assert [m["role"] for m in msgs] == ["user", "assistant"]
+    assert "It has commas." in msgs[0]["content"] and msgs[1]["content"] == "good"
 
 
 def test_refinement_records_continue_the_judge_conversation() -> None:
-    records = refinement_records([search("refined")], Prompts())
+    records = refinement_records([search("refined")], Prompts.from_settings("", "", "paper"))
     assert len(records) == 1
     msgs = records[0]["messages"]
     assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant"]

@@ -129,24 +129,69 @@ FAILED = ConstraintCheck("punctuation:no_comma", False, False, "Do not use comma
 PASSED = ConstraintCheck("length_constraints:number_words", True, True, "Less than 50 words.")
 
 
-async def test_hybrid_never_passes_a_failed_constraint() -> None:
+async def test_hybrid_fails_a_failed_constraint_without_asking_the_llm() -> None:
+    script = Script(judge={"r": [yes()]})
+    constraints = [Constraint("punctuation:no_comma"), Constraint("x")]
+    judge, meter = make_judge(script, "hybrid", constraints, [FAILED, PASSED], samples=3)
+    j = await judge.judge("r, with a comma")
+    # Verifier first: a failed check decides; votes could not change that, so none are drawn.
+    assert script.calls == [] and not j.voted and meter.cost.judge_samples == 0
+    assert j.verdict == "fail" and j.hard_fail and not j.passes(0.0)
+    assert j.value == pytest.approx(0.5)  # share of constraints met
+    # The critique is the verifier's exact complaint, measured on the response.
+    assert j.critique == "- 1 comma; none allowed"
+
+
+async def test_hybrid_votes_always_keeps_the_old_behaviour_for_comparison() -> None:
     script = Script(judge={"r": [yes()]})
     judge, _ = make_judge(
-        script, "hybrid", [Constraint("punctuation:no_comma")], [FAILED, PASSED], samples=3
-    )
+        script, "hybrid", [Constraint("punctuation:no_comma"), Constraint("x")], [FAILED, PASSED],
+        samples=3, votes="always",
+    )  # fmt: skip
     j = await judge.judge("r")
-    assert j.vote.yes == 3
-    assert j.verdict == "fail" and j.hard_fail
-    assert not j.passes(0.0)
-    assert j.value == pytest.approx(0.5)  # LLM 1.0 x half the constraints met
-    assert "Do not use commas." in j.critique
+    assert j.voted and j.vote.yes == 3
+    assert j.verdict == "fail" and j.hard_fail and j.value == pytest.approx(0.5)
 
 
-async def test_hybrid_passes_when_constraints_and_llm_agree() -> None:
+async def test_hybrid_full_verifier_pass_is_a_pass_whatever_the_llm_would_say() -> None:
+    script = Script(judge={"r": [no("I dislike it")]})
+    judge, meter = make_judge(script, "hybrid", [Constraint("x")], [PASSED], samples=3)
+    j = await judge.judge("r")
+    assert j.verdict == "pass" and j.passes(0.5) and not j.voted
+    assert script.calls == [] and meter.cost.judge_samples == 0
+
+
+async def test_hybrid_llm_veto_is_a_setting_and_judges_only_the_rest() -> None:
+    script = Script(judge={"r": [no("the tone is rude")]})
+    judge, _ = make_judge(script, "hybrid", [Constraint("x")], [PASSED], samples=3, llm_veto=True)
+    j = await judge.judge("r")
+    assert j.voted and j.verdict == "fail" and not j.passes(0.5) and not j.hard_fail
+    # The judge prompt says which requirement the program checked, so the LLM skips it.
+    prompt = PROMPTS.judge_messages("inst", "r", ["Less than 50 words."])[0].content
+    assert "already checked" in prompt and "Less than 50 words." in prompt
     script = Script(judge={"r": [yes()]})
-    judge, _ = make_judge(script, "hybrid", [Constraint("x")], [PASSED], samples=3)
+    judge, _ = make_judge(script, "hybrid", [Constraint("x")], [PASSED], samples=3, llm_veto=True)
     j = await judge.judge("r")
     assert j.verdict == "pass" and j.value == 1.0 and j.passes(0.5)
+
+
+async def test_guardrails_fail_the_gate_in_every_judge_kind() -> None:
+    looping = "The sea is big and blue.\n" * 4
+    for kind, constraints, checks in (
+        ("llm", [], []),
+        ("hybrid", [Constraint("x")], [PASSED]),
+        ("verifier", [Constraint("x")], [PASSED]),
+    ):
+        script = Script(judge={looping: [yes()]})
+        judge, _ = make_judge(script, kind, constraints, checks, samples=3)  # type: ignore[arg-type]
+        j = await judge.judge(looping)
+        assert j.hard_fail and not j.passes(0.0), kind
+        assert [g.rule for g in j.guardrails] == ["repetition"]
+        assert "repeats itself" in j.critique
+        assert script.calls == []  # no vote can rescue it
+    script = Script(judge={looping: [yes()]})
+    judge, _ = make_judge(script, "llm", samples=3, guardrails=False)
+    assert (await judge.judge(looping)).passes(0.5)
 
 
 async def test_verifier_needs_no_engine_and_needs_constraints() -> None:

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
 from services.refiner.cost import Budget, Meter
-from services.refiner.judge import Judge, JudgeConfig
-from services.refiner.search import Node, SearchConfig, SearchEvent, SearchResult, TreeSearch
-from tests.unit.refiner_script import PROMPTS, Script, no, yes
+from services.refiner.judge import Judge, JudgeConfig, Judgement
+from services.refiner.search import (
+    Node,
+    SearchConfig,
+    SearchEvent,
+    SearchResult,
+    TreeSearch,
+    rank,
+)
+from spar.engine.protocol import GenerationRequest
+from spar.ifeval import Constraint, ConstraintCheck
+from tests.unit.refiner_script import DIRECT, PROMPTS, Script, no, yes
 
 
 def votes(k_yes: int, k: int = 5) -> list[str]:
@@ -82,11 +92,12 @@ async def test_bfs_never_sends_one_call_at_a_time() -> None:
     assert len(starts) <= 5
 
 
-async def test_exhausted_returns_best_found_or_the_original() -> None:
+async def test_exhausted_returns_the_original() -> None:
+    # r.1.3 is the best node found (value 0.4) but it does not pass: the original stays.
     script = Script(judge={"r.1.3": votes(2)})
     result = await make_search(script, max_depth=2).run()
     assert result.outcome == "exhausted"
-    assert names(result.trace) == ["r", "r.1", "r.1.3"]
+    assert names(result.trace) == ["r"] and result.best.id == 0 and not result.changed
     script = Script()
     result = await make_search(script, max_depth=1).run()
     assert result.outcome == "exhausted" and result.best.id == 0 and names(result.trace) == ["r"]
@@ -123,7 +134,7 @@ async def test_node_budget_bounds_expansion() -> None:
     script = Script()
     result = await make_search(script, budget=Budget(4, 10**9, 60.0)).run()
     assert result.cost.nodes_expanded == 4
-    assert result.outcome == "exhausted"
+    assert result.outcome == "budget" and result.best.id == 0
     # Level 2: the first kept child gets the one node left; the other is not expanded.
     assert script.refined() == ["r", "r.1"]
     assert [c.n for c in script.calls if c.kind == "refine"] == [3, 1]
@@ -138,8 +149,8 @@ async def test_token_budget_is_never_exceeded() -> None:
         # spent tokens stay within the budget even with concurrent requests.
         assert script.generated <= limit
         if limit < 80:
-            assert result.outcome == "exhausted" and script.calls == []
-        assert result.outcome in {"exhausted", "refined"}
+            assert result.outcome == "budget" and script.calls == []
+        assert result.outcome in {"budget", "exhausted", "refined"}
 
 
 async def test_wall_time_budget_ends_with_deadline_and_cancels_work() -> None:
@@ -155,7 +166,9 @@ async def test_wall_time_budget_ends_with_deadline_and_cancels_work() -> None:
 async def test_identical_responses_are_judged_once() -> None:
     script = Script(refine={"r": lambda k: "Final Refined Output: [[start]] same [[end]]"})
     result = await make_search(script, max_depth=1).run()
-    assert names(result.tree) == ["r", "same", "same", "same"]
+    # The first "same" is a node; its copies are unusable duplicates and cost no node.
+    assert names(result.tree) == ["r", "same"]
+    assert result.cost.unusable == {"duplicate": 4}
     assert script.judged().count("same") == 1
     assert all(n.judgement is not None for n in result.tree)
     assert result.cost.judge_samples == 10
@@ -171,12 +184,14 @@ async def test_unparseable_refinements_are_retried_and_counted() -> None:
     result = await make_search(script, max_depth=1).run()
     assert names(result.tree) == ["r", "r.a", "r.4", "r.5"]
     assert result.cost.unparseable_refinements == 2
+    assert result.cost.unusable == {"empty": 2}
     assert [c.n for c in script.calls if c.kind == "refine"] == [3, 2]
 
     script = Script(refine={"r": lambda k: "Final Refined Output: "})
     result = await make_search(script, max_depth=3, parse_retries=2).run()
     assert result.cost.nodes_expanded == 0 and result.cost.unparseable_refinements == 9
-    assert result.outcome == "exhausted" and len(script.refined()) == 3
+    assert result.outcome == "unchanged" and len(script.refined()) == 3
+    assert result.best.id == 0
 
 
 async def test_unparseable_judge_samples_are_counted() -> None:
@@ -216,3 +231,147 @@ async def test_cost_matches_what_the_engine_generated() -> None:
     assert cost.judge.requests + cost.refine.requests == len(script.calls)
     assert cost.judge_samples == sum(c.n for c in script.calls if c.kind == "judge")
     assert cost.nodes_expanded == len(result.tree) - 1
+
+
+# -- never worse: the gate, the rank, the original (cases that once went wrong) ---------
+
+CONSTRAINTS = [Constraint("a"), Constraint("b"), Constraint("c")]
+
+
+def checks_by_response(table: dict[str, int]) -> Callable[..., list[ConstraintCheck]]:
+    """A scripted verifier: response -> how many of the three constraints it meets."""
+
+    def check(_i: str, response: str, _c: object) -> list[ConstraintCheck]:
+        met = table.get(response, 0)
+        return [ConstraintCheck(c.instruction_id, i < met, i < met, c.instruction_id)
+                for i, c in enumerate(CONSTRAINTS)]  # fmt: skip
+
+    return check
+
+
+def hybrid_search(
+    script: Script,
+    met: dict[str, int],
+    *,
+    budget: Budget | None = None,
+    context: object = None,
+    refine_max_tokens: int = 16,
+    **judge_config: object,
+) -> TreeSearch:
+    meter = Meter(script, budget or Budget.unlimited())
+    judge = Judge(
+        "hybrid", "inst", CONSTRAINTS, prompts=DIRECT,
+        config=JudgeConfig(samples=5, max_tokens=16, tie_resample_rounds=0, **judge_config),  # type: ignore[arg-type]
+        generate=meter.for_phase("judge"), check=checks_by_response(met),
+    )  # fmt: skip
+    return TreeSearch(
+        "inst", "r", judge=judge, meter=meter, prompts=DIRECT,
+        config=SearchConfig(refine_max_tokens=refine_max_tokens),
+        context=context,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+async def test_a_passing_child_beats_a_failing_one_with_a_higher_llm_value() -> None:
+    # The demo's failure: r.1 fails one of three checks with 5/5 LLM yes (0.667 under the old
+    # rank), r.2 passes all three with 3/5 yes (0.6). Even with the LLM asked about every
+    # response and holding a veto, only r.2 may replace the original.
+    script = Script(judge={"r.1": votes(5), "r.2": votes(3), "r.3": votes(5)})
+    met = {"r": 1, "r.1": 2, "r.2": 3, "r.3": 2}
+    for config in ({}, {"votes": "always", "llm_veto": True}):
+        result = await hybrid_search(Script(judge=dict(script.judge)), met, **config).run()
+        assert result.outcome == "refined", config
+        assert result.best.response == "r.2"
+        assert result.trace[-1].judgement is not None
+        assert result.trace[-1].judgement.constraint_share == 1.0
+
+
+async def test_every_passing_child_counts_not_only_the_top_ranked() -> None:
+    # r.1 and r.3 pass; r.2 fails a check but the LLM loves it. The best *passing* one wins,
+    # and among equals the smaller edit from the original wins.
+    script = Script(
+        refine={"r": lambda k: {1: "r tidy", 2: "r else", 3: "completely different words"}[k]},
+        judge={"r else": votes(5)},
+    )
+    met = {"r": 1, "r tidy": 3, "r else": 2, "completely different words": 3}
+    result = await hybrid_search(script, met).run()
+    assert result.outcome == "refined" and result.best.response == "r tidy"
+    assert result.best.edit_distance == pytest.approx(0.5)
+
+
+async def test_an_original_that_passes_every_check_is_kept_whatever_the_llm_says() -> None:
+    script = Script(judge={"r": votes(0)})
+    result = await hybrid_search(script, {"r": 3}).run()
+    assert result.outcome == "already_passing" and result.best.id == 0
+    assert script.calls == [] and result.cost.votes_skipped == 1
+
+
+async def test_all_children_worse_than_the_original_return_the_original() -> None:
+    met = {"r": 2}  # every refinement meets fewer (0) constraints than the original
+    result = await hybrid_search(Script(), met).run()
+    assert result.outcome == "exhausted"
+    assert result.best.id == 0 and result.best.response == "r" and not result.changed
+    # No LLM votes were needed: every node failed a check.
+    assert result.cost.judge_samples == 0 and result.cost.votes_skipped == len(result.tree)
+
+
+async def test_ties_go_to_the_smaller_edit_then_the_earlier_node() -> None:
+    a = Node(1, 0, 1, "a", edit_distance=0.2)
+    b = Node(2, 0, 1, "b", edit_distance=0.1)
+    c = Node(3, 0, 1, "c", edit_distance=0.1)
+    for n in (a, b, c):
+        n.judgement = Judgement("hybrid", "pass", 1.0, "")
+    assert max([a, b, c], key=rank) is b
+    failing = Node(4, 0, 1, "d")
+    failing.judgement = Judgement("hybrid", "fail", 0.9, "", hard_fail=True)
+    assert sorted([failing, a], key=rank, reverse=True) == [a, failing]
+
+
+async def test_guardrail_breaking_child_never_replaces_the_original() -> None:
+    meta = "This response meets all the requirements of the instruction."
+    script = Script(refine={"r": lambda k: meta if k == 1 else f"<cut>r.{k}"})
+    met = {"r": 1, meta: 3}
+    result = await hybrid_search(script, met).run()
+    assert result.best.id == 0 and result.outcome != "refined"
+    assert set(result.cost.guardrail_failures) == {"meta"}
+    assert result.cost.unusable["cut_at_max_tokens"] >= 2
+
+
+async def test_unusable_refinements_are_counted_by_reason() -> None:
+    outputs = {1: "r", 2: "<cut>half of a", 3: "   ", 4: "r.x", 5: "r.x"}
+    script = Script(refine={"r": lambda k: outputs.get(k, f"r.{k}")})
+    result = await hybrid_search(script, {"r": 1}, budget=Budget(3, 10**6, 60.0)).run()
+    u = result.cost.unusable
+    assert u["identical_to_parent"] == 1 and u["cut_at_max_tokens"] == 1 and u["empty"] == 1
+    assert u["duplicate"] == 1
+    assert result.cost.nodes_expanded == 3  # unusable refinements cost no node
+
+
+class Context:
+    """A scripted token counter: 1 token per character, a small context."""
+
+    def __init__(self, max_model_len: int) -> None:
+        self.max_model_len = max_model_len
+        self.requests: list[GenerationRequest] = []
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        self.requests.append(request)
+        return sum(len(m.content) for m in request.messages)
+
+
+async def test_refine_requests_are_made_to_fit_the_context() -> None:
+    # The critique has three complaints (a 52-token prompt); in 80 tokens of context the
+    # request fits only with the first complaint (26 tokens) and 54 instead of 100 tokens,
+    # which still hold a whole rewrite.
+    script = Script()
+    ctx = Context(max_model_len=80)
+    result = await hybrid_search(script, {"r": 0}, context=ctx, refine_max_tokens=100).run()
+    refine = [c for c in script.calls if c.kind == "refine"]
+    assert refine[0].max_tokens == 54
+    assert ctx.requests[-1].messages[0].content.count("not met") == 1
+    assert result.cost.unusable.get("over_context", 0) == 0
+    # With no room at all, the refinement is unusable for that reason; nothing fails.
+    script = Script()
+    result = await hybrid_search(script, {"r": 0}, context=Context(max_model_len=10)).run()
+    assert result.outcome == "unchanged" and result.best.id == 0
+    assert result.cost.unusable["over_context"] == 3  # the 3 wanted; no hopeless retry
+    assert [c for c in script.calls if c.kind == "refine"] == []
