@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from spar.config import EngineSettings, Settings, TlsSettings
+from spar.config import EngineSettings, OpenAISettings, Settings, TlsSettings
 from spar.model import prepare_default_model
 
 # Servers under test (and the spar subprocesses tests start, which inherit the
@@ -84,6 +84,7 @@ async def refiner_server(settings: Settings, actor_server: object) -> AsyncItera
 
     Judge and refine generations are kept short (the CPU engine does ~15 tok/s per
     stream), and admission is tiny (2 searches, 1 waiting) so queue overflow is testable.
+    It serves the OpenAI-compatible HTTP endpoint as well (``openai_port``).
     """
     from services.refiner.server import RefinerServer
 
@@ -100,7 +101,9 @@ async def refiner_server(settings: Settings, actor_server: object) -> AsyncItera
             "max_queue": 1,
         }
     )
-    server = RefinerServer(settings.model_copy(update={"refiner": refiner}))
+    # The OpenAI-compatible HTTP endpoint too, on a free port, with quick keep-alives.
+    openai = OpenAISettings(enabled=True, port=0, keepalive_s=0.5)
+    server = RefinerServer(settings.model_copy(update={"refiner": refiner, "openai": openai}))
     await server.start()
     yield server
     await server.stop()

@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from services.refiner.metrics import RefinerMetrics
+from services.refiner.openai_http import OpenAIEndpoint, ServicerBackend
 from services.refiner.service import RefinerService
 from spar import ifeval
 from spar.adapter_host_service import AdapterHostService
@@ -50,14 +51,24 @@ class RefinerServer:
             self.grpc.server,
         )
         self.grpc.add_services(SERVICE_NAMES)
+        # The OpenAI-compatible HTTP endpoint (SPAR_OPENAI__ENABLED); built here so bad TLS
+        # or token settings stop the start before anything listens, as for gRPC.
+        self.openai = (
+            OpenAIEndpoint(ServicerBackend(self.service, self.runtime), settings, self.metrics)
+            if settings.openai.enabled
+            else None
+        )
         self.port = 0
         self.metrics_port = -1
+        self.openai_port = -1
 
     async def start(self, *, wait_ready: bool = True) -> asyncio.Task[None] | None:
         """Binds the port and starts the engine; returns the engine task if not awaited."""
         host, port, metrics_port = self.settings.address("refiner")
         self.port = await self.grpc.start(host, port)
         self.metrics_port = self.metrics.serve(host, metrics_port)
+        if self.openai is not None:
+            self.openai_port = await self.openai.start(host, self.settings.openai.port)
         log.info(
             "refiner listening on %s:%d (metrics :%d), actor at %s",
             host, self.port, self.metrics_port, self.settings.refiner.actor_target,
@@ -76,7 +87,10 @@ class RefinerServer:
         await self.grpc.set_serving(True)
 
     async def stop(self) -> None:
-        await self.grpc.stop(self.settings.grace_period_s)
+        grace = self.settings.grace_period_s
+        await asyncio.gather(
+            self.grpc.stop(grace), self.openai.stop() if self.openai else asyncio.sleep(0)
+        )
         await self.service.close()
         self.runtime.shutdown()
 
@@ -90,6 +104,8 @@ async def serve(settings: Settings) -> None:
     done, _ = await asyncio.wait({engine_task, stop}, return_when=asyncio.FIRST_COMPLETED)
     if engine_task in done and engine_task.exception() is not None:
         await server.grpc.stop(0)
+        if server.openai is not None:
+            await server.openai.stop()
         raise engine_task.exception()  # type: ignore[misc]
     await stop
     log.info(

@@ -62,6 +62,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.actor:
         settings.refiner = settings.refiner.model_copy(update={"actor_target": args.actor})
+    if args.openai or args.openai_port is not None:
+        update: dict[str, Any] = {"enabled": True}
+        if args.openai_port is not None:
+            update["port"] = args.openai_port
+        settings.openai = settings.openai.model_copy(update=update)
     configure_logging(settings.log_level)
     asyncio.run(serve(settings))
     return 0
@@ -207,6 +212,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--actor",
         metavar="HOST:PORT",
         help="the actor service (default SPAR_REFINER__ACTOR_TARGET or 127.0.0.1:50051)",
+    )
+    serve.add_argument(
+        "--openai",
+        action="store_true",
+        help="also serve the OpenAI-compatible HTTP endpoint, /v1/chat/completions "
+        "(SPAR_OPENAI__ENABLED)",
+    )
+    serve.add_argument(
+        "--openai-port",
+        type=int,
+        metavar="PORT",
+        help="its port (default 8000, SPAR_OPENAI__PORT; 0: a free port); implies --openai",
     )
     serve.set_defaults(func=cmd_serve)
 
