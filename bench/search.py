@@ -38,8 +38,8 @@ from pathlib import Path
 
 from services.refiner.cost import Budget, BudgetExhausted, Meter
 from services.refiner.judge import Judge, JudgeConfig
-from services.refiner.prompts import REFINE_STOP, Prompts, parse_refinement
-from services.refiner.search import Node, SearchConfig, TreeSearch
+from services.refiner.prompts import Prompts
+from services.refiner.search import Node, SearchConfig, TreeSearch, refine_critique
 from spar import ifeval
 from spar.config import EngineSettings, Settings
 from spar.engine.protocol import Engine, GenerationRequest, GenerationResult, Message
@@ -143,10 +143,12 @@ async def reference_search(engine: Engine, pair: Pair, setup: Setup) -> Run:
             for parent in frontier:
                 assert parent.judgement is not None
                 messages = setup.prompts.refine_messages(
-                    pair.instruction, parent.response, parent.judgement.critique
+                    pair.instruction, parent.response, refine_critique(parent.judgement)
                 )
                 for _ in range(c.branch):
-                    child = await _reference_child(meter, messages, c, parent, len(nodes))
+                    child = await _reference_child(
+                        meter, messages, c, setup.prompts, parent, len(nodes)
+                    )
                     if child is None:
                         continue
                     nodes.append(child)
@@ -168,7 +170,12 @@ async def reference_search(engine: Engine, pair: Pair, setup: Setup) -> Run:
 
 
 async def _reference_child(
-    meter: Meter, messages: list[Message], c: SearchConfig, parent: Node, node_id: int
+    meter: Meter,
+    messages: list[Message],
+    c: SearchConfig,
+    prompts: Prompts,
+    parent: Node,
+    node_id: int,
 ) -> Node | None:
     if meter.reserve_nodes(1) == 0:
         raise BudgetExhausted("node budget spent")
@@ -178,11 +185,11 @@ async def _reference_child(
                 "refine",
                 GenerationRequest(
                     messages=messages, n=1, temperature=c.refine_temperature,
-                    top_p=c.refine_top_p, max_tokens=c.refine_max_tokens, stop=(REFINE_STOP,),
+                    top_p=c.refine_top_p, max_tokens=c.refine_max_tokens, stop=prompts.stop,
                 ),
             )  # fmt: skip
             s = result.samples[0]
-            refinement = parse_refinement(s.text, s.finish_reason)
+            refinement = prompts.parse_refinement(s.text, s.finish_reason)
             if refinement is not None:
                 meter.use_node()
                 return Node(node_id, parent.id, parent.depth + 1, refinement.response)
@@ -266,8 +273,15 @@ async def main_async(args: argparse.Namespace) -> str:
         await engine.generate(GenerationRequest(messages=[Message("user", "Hi")], max_tokens=1))
         setup = Setup(
             prompts=Prompts(),
+            # Every node voted on and the LLM deciding the gate (votes=always, llm_veto): with
+            # --end-gate 1 nothing passes, so both sides build the same full tree.
             judge=JudgeConfig(
-                samples=5, temperature=0.7, max_tokens=args.judge_tokens, tie_resample_rounds=0
+                samples=5,
+                temperature=0.7,
+                max_tokens=args.judge_tokens,
+                tie_resample_rounds=0,
+                votes="always",
+                llm_veto=True,
             ),
             search=SearchConfig(
                 branch=args.branch,
@@ -338,8 +352,10 @@ def main() -> None:
     p.add_argument("--branch", type=int, default=3)
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--end-gate", type=float, default=1.0)
-    p.add_argument("--judge-tokens", type=int, default=32, help="tokens per judge sample")
-    p.add_argument("--refine-tokens", type=int, default=64, help="tokens per refinement")
+    p.add_argument("--judge-tokens", type=int, default=256, help="tokens per judge sample")
+    p.add_argument(
+        "--refine-tokens", type=int, default=320, help="tokens per refinement (256 + 64)"
+    )
     p.add_argument("--parse-retries", type=int, default=0, help="refine retries per node")
     p.add_argument("--max-nodes", type=int, default=9, help="node budget per search")
     p.add_argument("--max-tokens", type=int, default=100_000, help="token budget per search")

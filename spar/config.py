@@ -154,6 +154,9 @@ class RefinerSettings(BaseModel):
     refine_template: str = ""
     """Refine prompt: direct style with {instruction}, {response} and {critique}; paper
     style continuing the judge conversation. Empty means the built-in one of the style."""
+    refine_prefill: str = ""
+    """Text the refiner's answer to a refine request starts with (an assistant-turn
+    prefill the engine continues), for templates that want one; empty: none."""
     judge_votes: Literal["when_needed", "always"] = "when_needed"
     """hybrid: ask the LLM only where its vote can change a decision (when_needed), or
     for every response (always; costs more, for comparisons)."""
@@ -397,6 +400,47 @@ class AuthSettings(BaseModel):
     changes). Empty: they send none."""
 
 
+class CriteriaSettings(BaseModel):
+    """Criteria packs (``SPAR_CRITERIA__*``; spar/criteria.py, docs/criteria-pack.schema.json)."""
+
+    dir: str = ""
+    """Folder of criteria pack files (.yaml, .yml, .json) the refiner and the coordinator
+    load (a ConfigMap in the chart); empty: IFEval's ids only."""
+    reload_interval_s: float = Field(default=2.0, ge=0.0)
+    """How often, at most, the folder is checked for changed packs (when packs are used)."""
+
+
+class ExternalJudgeSettings(BaseModel):
+    """The outside judge: any OpenAI-compatible chat endpoint (``SPAR_EXTERNAL_JUDGE__*``).
+
+    With a URL set, the refiner and the coordinator also send ``sample_fraction`` of their
+    judgements to it and export the agreement per criterion; the judge kind ``external``
+    uses it as the judge itself."""
+
+    url: str = ""
+    """Base URL of the API, e.g. ``https://api.openai.com/v1`` or ``http://host:8000/v1``
+    (``/chat/completions`` is appended); empty: no outside judge."""
+    model: str = ""
+    """Model name sent with every request."""
+    api_key: str = ""
+    """API key sent as ``Authorization: Bearer``; prefer api_key_file (a mounted Secret)."""
+    api_key_file: str = ""
+    """File holding the API key (re-read when it changes); wins over api_key."""
+    sample_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    """Share of judgements also sent to the outside judge (0.05: one in twenty)."""
+    timeout_s: float = Field(default=60.0, gt=0.0)
+    """Deadline of one request to the outside judge."""
+    max_tokens: int = Field(default=512, ge=16)
+    """Tokens the outside judge may write per judgement."""
+    response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
+    """How the reply is forced into JSON: a JSON Schema (OpenAI and vLLM support it), a
+    JSON object, or only by the prompt."""
+    max_in_flight: int = Field(default=4, ge=1)
+    """Sampled judgements sent at once; more are dropped (counted) rather than queued."""
+    retry_after_failure_s: float = Field(default=30.0, ge=0.0)
+    """After a failed call, sampled judgements skip the outside judge this long."""
+
+
 class Settings(BaseSettings):
     """Settings of every spar process."""
 
@@ -424,6 +468,8 @@ class Settings(BaseSettings):
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    criteria: CriteriaSettings = Field(default_factory=CriteriaSettings)
+    external_judge: ExternalJudgeSettings = Field(default_factory=ExternalJudgeSettings)
     coordinator_target: str = ""
     """Coordinator a starting actor/refiner replica asks for its desired adapter version
     before it reports SERVING; empty: no reconciliation (serve the base model)."""

@@ -160,6 +160,7 @@ class Iteration:
             settings.refiner.judge_template,
             settings.refiner.refine_template,
             settings.refiner.refine_style,
+            settings.refiner.refine_prefill,
         )
         self.record = store.load_iteration(number) or coordinator_pb2.Iteration(
             number=number,

@@ -122,6 +122,9 @@ class Prompts:
     judge: str = JUDGE_TEMPLATE
     refine: str = DIRECT_REFINE_TEMPLATE
     style: RefineStyle = "direct"
+    prefill: str = ""
+    """Text the model's refine turn starts with (the engine continues it), for templates
+    that want one; empty: none."""
 
     def __post_init__(self) -> None:
         judge = _fields(self.judge)
@@ -143,9 +146,11 @@ class Prompts:
             )
 
     @classmethod
-    def from_settings(cls, judge: str, refine: str, style: RefineStyle = "direct") -> Prompts:
+    def from_settings(
+        cls, judge: str, refine: str, style: RefineStyle = "direct", prefill: str = ""
+    ) -> Prompts:
         default = DIRECT_REFINE_TEMPLATE if style == "direct" else PAPER_REFINE_TEMPLATE
-        return cls(judge or JUDGE_TEMPLATE, refine or default, style)
+        return cls(judge or JUDGE_TEMPLATE, refine or default, style, prefill)
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -189,7 +194,8 @@ class Prompts:
         """The refinement in a sample of this style; None when unusable."""
         if self.style == "direct":
             return parse_direct_refinement(text, finish_reason)
-        return parse_refinement(text, finish_reason)
+        # The prefill is part of what the model wrote, as far as the markers go.
+        return parse_refinement(self.prefill + text, finish_reason)
 
 
 def parse_judgement(text: str) -> bool | None:

@@ -260,6 +260,7 @@ class TreeSearch:
                 top_p=c.refine_top_p,
                 max_tokens=c.refine_max_tokens,
                 stop=self.prompts.stop,
+                prefill=self.prompts.prefill,
             )
             if self.context is None:
                 return request

@@ -200,7 +200,9 @@ class RefinerService(pb_grpc.RefinerServicer):
         self.metrics = metrics
         self.check = check
         c = self.config
-        self.prompts = Prompts.from_settings(c.judge_template, c.refine_template, c.refine_style)
+        self.prompts = Prompts.from_settings(
+            c.judge_template, c.refine_template, c.refine_style, c.refine_prefill
+        )
         self.admission = Admission(
             self.config.max_concurrent_searches, self.config.max_queue, metrics.admission
         )

@@ -27,7 +27,7 @@ def require_model_folder(path: Path) -> Path:
 def render_prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
     """Prompt token ids: the messages' text as is when ``raw``, else the chat template."""
     if request.raw:
-        text = "".join(m.content for m in request.messages)
+        text = "".join(m.content for m in request.messages) + request.prefill
         ids: list[int] = tokenizer(text).input_ids
         return ids
     messages = [{"role": m.role, "content": m.content} for m in request.messages]
@@ -35,7 +35,9 @@ def render_prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except Exception as exc:  # jinja errors of a model's template
         raise InvalidArgument(f"the model's chat template rejected the messages: {exc}") from exc
-    ids = tokenizer(text, add_special_tokens=False).input_ids
+    # A prefill starts the assistant's turn, for templates that want the answer to begin a
+    # certain way ("Final Refined Output: [[start]]"); the engines return the continuation.
+    ids = tokenizer(text + request.prefill, add_special_tokens=False).input_ids
     return ids
 
 

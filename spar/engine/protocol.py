@@ -45,6 +45,9 @@ class GenerationRequest:
     request_id: str = ""
     clamp_to_context: bool = False
     """Lower max_tokens to what fits after the prompt instead of refusing the request."""
+    prefill: str = ""
+    """Text the assistant turn starts with (after the chat template's generation prompt);
+    the model continues it. Samples hold only the continuation, not the prefill."""
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,16 @@ async def test_raw_prompt_skips_the_chat_template(engine: Engine) -> None:
     assert result.samples[0].completion_tokens > 0
 
 
+async def test_assistant_prefill_is_continued_not_returned(engine: Engine) -> None:
+    prefill = "Here are three fruits: apple,"
+    plain, filled = req(max_tokens=6), req(max_tokens=6, prefill=prefill)
+    assert engine.prompt_tokens(filled) > engine.prompt_tokens(plain)
+    result = await engine.generate(filled)
+    text = result.samples[0].text
+    assert text and not text.startswith(prefill)
+    assert result.usage.prompt_tokens == engine.prompt_tokens(filled)
+
+
 async def test_seed(engine: Engine) -> None:
     seeded = req("Write a poem.", n=2, temperature=1.0, max_tokens=8, seed=1234)
     if engine.info.extra.get("engine", "vllm") == "vllm":  # vLLM-CPU (tests run on CPU)

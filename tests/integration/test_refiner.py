@@ -110,11 +110,38 @@ async def test_verifier_judge_checks_by_program(refiner: AsyncRefinerClient) -> 
     assert ok.verdict == common_pb2.VERDICT_PASS and ok.value == 1.0
 
 
-async def test_hybrid_judge_never_passes_a_failed_constraint(refiner: AsyncRefinerClient) -> None:
+async def test_hybrid_judge_is_verifier_first(refiner: AsyncRefinerClient) -> None:
     reply = await refiner.judge(PROMPT, FAILING, kind="hybrid", constraints=CONSTRAINTS, samples=2)
     assert reply.kind == common_pb2.JUDGE_KIND_HYBRID
     assert reply.verdict == common_pb2.VERDICT_FAIL
-    assert reply.yes_votes + reply.no_votes + reply.unparseable >= 2  # the LLM was asked too
+    # A failed check decides; the LLM is not asked (its vote could not change that).
+    assert reply.yes_votes + reply.no_votes + reply.unparseable == 0
+    assert reply.usage.completion_tokens == 0
+    # The critique is the verifier's exact complaint, measured on the response.
+    commas = FAILING.count(",")
+    assert f"{commas} comma" in reply.critique and "none allowed" in reply.critique
+    complaints = {c.instruction_id: c.complaint for c in reply.constraint_results}
+    assert complaints["punctuation:no_comma"].endswith("none allowed")
+    # A response that passes every check passes, whatever the LLM might think of it.
+    ok = await refiner.judge(PROMPT, "The sea is calm today.", kind="hybrid",
+                             constraints=CONSTRAINTS)  # fmt: skip
+    assert ok.verdict == common_pb2.VERDICT_PASS and ok.yes_votes + ok.no_votes == 0
+
+
+async def test_a_refine_request_that_cannot_fit_never_fails_the_call(
+    refiner: AsyncRefinerClient,
+) -> None:
+    # ~1,900 tokens of instruction: the refine prompt (instruction + response + problems)
+    # cannot fit the 2,048-token context, so every refinement is unusable for that reason
+    # and the original comes back, instead of an INVALID_ARGUMENT.
+    long_prompt = PROMPT + " Context: " + "the waves roll onto the shore " * 300
+    reply = await refiner.refine(
+        long_prompt, FAILING, judge="verifier",
+        constraints=[("punctuation:no_comma", {})], budget=search_budget(max_nodes=3),
+    )  # fmt: skip
+    assert reply.outcome == common_pb2.SEARCH_OUTCOME_UNCHANGED
+    assert reply.best_response == FAILING
+    assert reply.cost.unusable.over_context == 3 and reply.cost.refine.requests == 0
 
 
 async def test_answer_verdict_agrees_with_independent_check(
@@ -230,9 +257,10 @@ async def test_token_budget_bounds_the_search(refiner: AsyncRefinerClient) -> No
     assert generated(reply.cost) <= 200
     assert reply.cost.nodes_expanded == 0 and reply.cost.refine.requests == 0
     assert reply.outcome in (
-        common_pb2.SEARCH_OUTCOME_EXHAUSTED,
+        common_pb2.SEARCH_OUTCOME_BUDGET,
         common_pb2.SEARCH_OUTCOME_ALREADY_PASSING,
     )
+    assert reply.best_response == FAILING
 
 
 async def test_over_limit_and_bad_requests_are_refused(refiner: AsyncRefinerClient) -> None:
@@ -344,7 +372,7 @@ async def test_cli_judge_and_refine(refiner_target: str) -> None:
         "--constraint", "punctuation:no_comma", "--budget-tokens", "10", "--target", refiner_target,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "outcome: exhausted" in proc.stdout and f"answer: {FAILING}" in proc.stdout
+    assert "outcome: budget" in proc.stdout and f"answer: {FAILING}" in proc.stdout
     proc = await asyncio.to_thread(
         run_cli, "refine", PROMPT, "--response", "x", "--budget-nodes", "5000",
         "--target", refiner_target,
