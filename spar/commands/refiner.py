@@ -49,11 +49,23 @@ def _cost_line(cost: common_pb2.SearchCost) -> str:
     gen = cost.judge.completion_tokens + cost.refine.completion_tokens
     gen += cost.generate.completion_tokens
     wall = cost.wall_time.ToTimedelta().total_seconds()
-    return (
+    line = (
         f"cost: {cost.nodes_expanded} nodes, {cost.judge_samples} judge samples, "
         f"{gen} generated tokens (judge {cost.judge.completion_tokens}, refine "
         f"{cost.refine.completion_tokens}, answer {cost.generate.completion_tokens}), {wall:.1f} s"
     )
+    if cost.HasField("actor_time") and cost.actor_time.ToNanoseconds():
+        line += (
+            f" (answer {cost.actor_time.ToTimedelta().total_seconds():.1f} s, search "
+            f"{cost.search_time.ToTimedelta().total_seconds():.1f} s)"
+        )
+    return line
+
+
+def _counts(message: Any) -> str:
+    """Non-zero fields of a count message, e.g. ``cut_at_max_tokens 2, empty 1``."""
+    parts = [f"{f.name} {getattr(message, f.name)}" for f in message.DESCRIPTOR.fields]
+    return ", ".join(p for p in parts if not p.endswith(" 0"))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -96,7 +108,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
     )
     for c in reply.constraint_results:
         state = "error: " + c.error if c.error else ("pass" if c.strict_pass else "fail")
-        print(f"  {c.instruction_id}: {state} (loose: {'pass' if c.loose_pass else 'fail'})")
+        said = f" — {c.complaint}" if c.complaint else ""
+        print(f"  {c.instruction_id}: {state} (loose: {'pass' if c.loose_pass else 'fail'}){said}")
     if reply.critique:
         print(f"critique:\n{reply.critique}")
     for i, s in enumerate(reply.samples):
@@ -134,6 +147,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
                 answer.answer, answer.verdict, answer.value, answer.outcome, answer.cost,
                 list(answer.trace) if args.trace else [],
             )  # fmt: skip
+            _print_change(answer.answer, answer.original, answer.edit_distance, answer.outcome)
             return 0
         kwargs: dict[str, Any] = {
             "constraints": constraints,
@@ -152,7 +166,17 @@ def cmd_refine(args: argparse.Namespace) -> int:
         reply.best_response, reply.verdict, reply.value, reply.outcome, reply.cost,
         list(reply.tree if args.tree else reply.trace) if args.trace or args.tree else [],
     )  # fmt: skip
+    _print_change(reply.best_response, args.response, reply.edit_distance, reply.outcome)
     return 0
+
+
+def _print_change(answer: str, original: str, edit_distance: float, outcome: int) -> None:
+    if outcome == common_pb2.SEARCH_OUTCOME_ALREADY_PASSING:
+        print("(the original already passes: nothing to refine)")
+    elif answer.strip() == original.strip():
+        print("(the original, unchanged: no refinement passed)")
+    else:
+        print(f"(refined: edit distance {edit_distance:.2f} from the original)")
 
 
 def _stream(client: Any, args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
@@ -186,6 +210,11 @@ def _print_result(
         f"verdict: {_name(common_pb2.Verdict, verdict, 'VERDICT_')}  value: {value:.2f}"
     )
     print(_cost_line(cost))
+    unusable, guardrails = _counts(cost.unusable), _counts(cost.guardrail_failures)
+    if unusable:
+        print(f"unusable refinements: {unusable}")
+    if guardrails:
+        print(f"guardrail failures: {guardrails}")
     for n in nodes:
         print(f"  node {n.id} (parent {n.parent_id}, depth {n.depth}, value {n.value:.2f})")
     print(f"answer: {text.strip()}")
