@@ -20,7 +20,7 @@ from spar.commands.flags import (
     security_from,
     settings_from,
 )
-from spar.config import DEFAULT_PORTS
+from spar.config import DEFAULT_PORTS, TlsSettings
 from spar.errors import SparError
 from spar.security import ClientSecurity, client_security
 
@@ -86,11 +86,58 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     with ActorClient(args.target, **security_from(args)) as client:
         status = client.health(args.service)
+    report: dict[str, str] = {"target": args.target, "status": status}
+    serving = status == "SERVING"
+    if args.http_port is not None:
+        host = args.target.rsplit(":", 1)[0].removeprefix("dns:///")
+        report["http"] = http_health(host, args.http_port, settings_from(args).tls)
+        serving = serving and report["http"] == "serving"
     if args.json:
-        print_json({"target": args.target, "status": status})
+        print_json(report)
     else:
-        print(status)
-    return 0 if status == "SERVING" else EXIT_ERROR
+        print(status if args.http_port is None else f"{status} (http: {report['http']})")
+    return 0 if serving else EXIT_ERROR
+
+
+def http_health(host: str, port: int, tls: TlsSettings) -> str:
+    """``GET /health`` of the refiner's OpenAI-compatible endpoint: ``serving``,
+    ``not_serving`` or why it could not be asked. It uses the TLS settings the way gRPC
+    clients do: plaintext only when allowed and no file is set, else TLS verified with the
+    CA (presenting the certificate for mutual TLS) against SPAR_TLS__SERVER_NAME."""
+    import http.client
+    import ssl
+
+    conn: http.client.HTTPConnection
+    if not (tls.cert_file or tls.key_file or tls.ca_file) and tls.plaintext:
+        conn = http.client.HTTPConnection(host, port, timeout=5)
+    else:
+        context = ssl.create_default_context(
+            cafile=os.path.expanduser(tls.ca_file) if tls.ca_file else None
+        )
+        if tls.cert_file:
+            context.load_cert_chain(
+                os.path.expanduser(tls.cert_file), os.path.expanduser(tls.key_file)
+            )
+        server_name = tls.server_name or host
+
+        class Https(http.client.HTTPSConnection):
+            def connect(self) -> None:
+                http.client.HTTPConnection.connect(self)
+                self.sock = context.wrap_socket(self.sock, server_hostname=server_name)
+
+        conn = Https(host, port, timeout=5, context=context)
+    try:
+        conn.request("GET", "/health")
+        response = conn.getresponse()
+        body = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return f"unreachable: {exc}"
+    finally:
+        conn.close()
+    try:
+        return str(json.loads(body)["status"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status}"
 
 
 def _announce(eps: dict[str, Endpoint], as_json: bool) -> None:
@@ -232,6 +279,13 @@ def _wait_serving(
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     health = sub.add_parser("health", help="gRPC health of a service")
     health.add_argument("--service", default="", help="service name (default: the server)")
+    health.add_argument(
+        "--http-port",
+        type=int,
+        metavar="PORT",
+        help="also ask the refiner's OpenAI-compatible endpoint on this port of the target's "
+        "host (GET /health, with the same TLS settings)",
+    )
     add_client_flags(health, "actor")
     health.set_defaults(func=cmd_health)
 

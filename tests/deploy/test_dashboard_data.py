@@ -61,7 +61,8 @@ async def drive_actor(server: Any, model_path: Path, workdir: Path, prime: bool)
 
 async def drive_refiner(server: Any, model_path: Path, workdir: Path, prime: bool) -> None:
     """Refined answers through the public Answer RPC (the proto contract), with the LLM
-    judge and with a verifier constraint the first answer is sure to miss (a search)."""
+    judge and with a verifier constraint the first answer is sure to miss (a search); then
+    chat completions on the OpenAI-compatible HTTP endpoint (refined and plain)."""
     import grpc
     from google.protobuf.struct_pb2 import Struct
 
@@ -93,6 +94,26 @@ async def drive_refiner(server: Any, model_path: Path, workdir: Path, prime: boo
             request.options.judge_samples = 3
             request.budget.max_nodes = 1 if prime else 2
             await stub.Answer(request, timeout=300)
+    await _chat_completions(server.openai_port, prime)
+
+
+async def _chat_completions(port: int, prime: bool) -> None:
+    import httpx
+
+    passing = {"instruction_id": "length_constraints:number_words",
+               "kwargs": {"relation": "at least", "num_words": 1}}  # fmt: skip
+    bodies = [
+        {"model": "spar-refined", "max_tokens": 16,
+         "messages": [{"role": "user", "content": "Name a river."}],
+         "spar": {"constraints": [passing], "judge": "verifier"}},
+        {"model": "spar-actor", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi."}]},
+    ]  # fmt: skip
+    async with httpx.AsyncClient(timeout=300) as client:
+        for body in bodies:
+            r = await client.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+        if not prime:
+            await client.get(f"http://127.0.0.1:{port}/v1/models")
 
 
 async def drive_trainer(server: Any, model_path: Path, workdir: Path, prime: bool) -> None:

@@ -595,3 +595,24 @@ async def test_a_client_that_goes_away_cancels_the_search(server: Running) -> No
             break
         await asyncio.sleep(0.1)
     assert server.backend.cancelled == 1
+
+
+async def test_spar_health_asks_the_http_endpoint_with_the_tls_settings(
+    start: Any, certs: dict[str, str]
+) -> None:
+    """What the chart's readiness probe runs with TLS on (spar health --http-port)."""
+    from spar.commands.up import http_health
+
+    plain = await start(endpoint_settings())
+    ask = asyncio.to_thread
+    assert await ask(
+        http_health, "127.0.0.1", plain.endpoint.port, TlsSettings(plaintext=True)
+    ) == ("serving")
+    tls = TlsSettings(cert_file=certs["cert"], key_file=certs["key"], ca_file=certs["ca"])
+    mutual = await start(endpoint_settings(tls=tls))
+    port = mutual.endpoint.port
+    assert await ask(http_health, "127.0.0.1", port, tls) == "serving"
+    no_cert = TlsSettings(ca_file=certs["ca"])
+    assert (await ask(http_health, "127.0.0.1", port, no_cert)).startswith("unreachable")
+    mutual.endpoint.draining = True  # what stop() sets first
+    assert await ask(http_health, "127.0.0.1", port, tls) == "not_serving"

@@ -1,10 +1,12 @@
 {{/*
 The pod template of one role. Call with
   (dict "ctx" $ "role" "actor" "args" (list ...) "engine" true "shm" true "model" true "env" (list ...)
-        "volumes" (list ...) "mounts" (list ...) "serviceAccount" "name" "kubeApi" false)
+        "volumes" (list ...) "mounts" (list ...) "serviceAccount" "name" "kubeApi" false
+        "openaiPort" 0)
 engine: the pod runs a vLLM engine (engine settings); shm: it gets a memory-backed /dev/shm
 (PyTorch, NCCL) of shm.sizeLimit, or of "shmSizeLimit" when given; model: it loads the base
-model (init container or model claim); kubeApi: it talks to the Kubernetes API.
+model (init container or model claim); kubeApi: it talks to the Kubernetes API; openaiPort
+(refiner): the port of the OpenAI-compatible HTTP endpoint, which readiness then probes too.
 */}}
 {{- define "spar.podTemplate" -}}
 {{- $ := .ctx -}}
@@ -94,6 +96,9 @@ spec:
       ports:
         - {name: grpc, containerPort: {{ $ports.grpc }}, protocol: TCP}
         - {name: metrics, containerPort: {{ $ports.metrics }}, protocol: TCP}
+        {{- with .openaiPort }}
+        - {name: openai, containerPort: {{ . }}, protocol: TCP}
+        {{- end }}
       env:
         - {name: SPAR_CACHE_DIR, value: /var/cache/spar}
         - {name: SPAR_LOG_LEVEL, value: {{ $.Values.logLevel | quote }}}
@@ -139,7 +144,11 @@ spec:
         {{- $handler | nindent 8 }}
         {{- toYaml $.Values.probes.startup | nindent 8 }}
       readinessProbe:
+        {{- if .openaiPort }}
+        {{- include "spar.openaiProbeHandler" (dict "ctx" $ "port" $ports.grpc "openaiPort" .openaiPort) | nindent 8 }}
+        {{- else }}
         {{- $handler | nindent 8 }}
+        {{- end }}
         {{- toYaml $.Values.probes.readiness | nindent 8 }}
       livenessProbe:
         {{- $handler | nindent 8 }}
@@ -188,6 +197,22 @@ exec:
 {{- else -}}
 grpc:
   port: {{ .port }}
+{{- end }}
+{{- end }}
+
+{{/*
+Readiness of a refiner that also serves the OpenAI-compatible HTTP endpoint: its /health
+(200 once the engine is warm, 503 while draining). With TLS, `spar health` asks both the
+gRPC and the HTTP port with the pod's certificate (kubelet cannot present one).
+*/}}
+{{- define "spar.openaiProbeHandler" -}}
+{{- if .ctx.Values.tls.enabled -}}
+exec:
+  command: ["spar", "health", "--target", "localhost:{{ .port }}", "--http-port", "{{ .openaiPort }}"]
+{{- else -}}
+httpGet:
+  path: /health
+  port: openai
 {{- end }}
 {{- end }}
 
