@@ -33,8 +33,10 @@ from services.coordinator.rollout import (
 )
 from services.coordinator.state import StateStore, version_message
 from services.refiner.prompts import Prompts
+from spar import ifeval
 from spar.config import Settings
 from spar.errors import FailedPrecondition, ResourceExhausted, Unavailable
+from spar.ifeval import Constraint
 from spar.v1 import common_pb2, coordinator_pb2, refiner_pb2, trainer_pb2
 
 log = logging.getLogger(__name__)
@@ -255,7 +257,20 @@ class Iteration:
                 top_p=self.c.sample_top_p,
                 max_tokens=self.c.sample_max_tokens,
             )
-            journal.append([{"key": p["key"], "responses": [c.text for c in reply.completions]}])
+            journal.append(
+                [
+                    {
+                        "key": p["key"],
+                        "responses": [c.text for c in reply.completions],
+                        # Whether each sample ended by itself: the warm-up's repairs never
+                        # start from an answer cut at max_tokens.
+                        "cut": [
+                            c.finish_reason == common_pb2.FINISH_REASON_LENGTH
+                            for c in reply.completions
+                        ],
+                    }
+                ]
+            )
 
         await bounded(self.c.concurrency, todo, one)
         self.record.counts.samples = sum(len(s["responses"]) for s in journal.read().values())
@@ -354,14 +369,14 @@ class Iteration:
                         "outcome": OUTCOMES[reply.outcome],
                         "value": reply.value,
                         "edit_distance": reply.edit_distance,
-                        "trace": [
+                        "trace": [node_record(n) for n in reply.trace],
+                        "constraint_results": [
                             {
-                                "response": n.response,
-                                "reflection": n.reflection,
-                                "critique": n.critique,
-                                "value": n.value,
+                                "instruction_id": c.instruction_id,
+                                "strict": c.strict_pass,
+                                "complaint": c.complaint,
                             }
-                            for n in reply.trace
+                            for c in reply.constraint_results
                         ],
                         "cost": json_format.MessageToDict(
                             reply.cost, preserving_proto_field_name=True
@@ -382,15 +397,32 @@ class Iteration:
     async def build_data(self) -> None:
         searches = list(self._journal("searches").read().values())
         judgments = list(self._journal("judgments").read().values())
-        pairs, rewrites = data.dpo_pairs(searches, self.c.dpo_max_edit_distance)
-        self.record.counts.dpo_pairs_dropped_rewrite = rewrites
-        sft = data.refinement_records(searches, self.templates) + data.judgment_records(
-            judgments, self.templates
+        constraints = {
+            key: [Constraint(i, kw) for i, kw in self._constraints(p)]
+            for key, p in self._prompt_records().items()
+        }
+        pairs, pc = data.dpo_pairs(searches, self.c.dpo_max_edit_distance)
+        refine, rc = data.refinement_records(searches, self.templates)
+        judge, jc = await asyncio.to_thread(
+            data.judgment_records, judgments, self.templates, constraints, ifeval.check
         )
+        sft = refine + judge
         write_json(self.dir / "dpo.json", pairs)
         write_json(self.dir / "sft.json", sft)
-        self.record.counts.dpo_pairs = len(pairs)
-        self.record.counts.sft_records = len(sft)
+        c = self.record.counts
+        c.dpo_pairs = pc.pairs
+        c.dpo_pairs_dropped_rewrite = pc.rewrites
+        c.dpo_pairs_dropped_no_gain = pc.no_gain
+        c.refine_records = rc.records
+        c.refine_steps_failed_search = rc.steps_failed_search
+        c.refine_steps_dropped = rc.steps_dropped
+        c.judge_records = jc.records
+        c.judge_agreed = jc.agreed
+        c.judge_relabelled = jc.relabelled
+        c.judge_verifier_only = jc.verifier
+        c.judge_unchecked = jc.unchecked
+        c.judge_capped = jc.capped
+        c.sft_records = len(sft)
 
     async def train(self) -> None:
         state: dict[str, Any] = read_json(self.dir / "train.json", {})
@@ -603,6 +635,21 @@ async def roll_out(
         store.set_desired(role, version, active)
     await retire_old(replicas, [version.name, previous_name])
     return time.perf_counter() - t0
+
+
+def node_record(n: refiner_pb2.SearchNode) -> dict[str, Any]:
+    """A search trace node as the searches journal keeps it (what data.py reads)."""
+    return {
+        "response": n.response,
+        "reflection": n.reflection,
+        "critique": n.critique,
+        "value": n.value,
+        "constraints_met": n.constraints_met,
+        "constraints_checked": n.constraints_checked,
+        "hard_fail": n.hard_fail,
+        "guardrails": list(n.guardrails),
+        "edit_distance": n.edit_distance,
+    }
 
 
 def sum_costs(costs: Iterable[Mapping[str, Any]]) -> common_pb2.SearchCost:

@@ -61,7 +61,7 @@ class StartIterationRequest(_message.Message):
     def __init__(self, prompts_path: _Optional[str] = ..., num_prompts: _Optional[int] = ...) -> None: ...
 
 class IterationCounts(_message.Message):
-    __slots__ = ("prompts", "samples", "negatives", "searches", "refined", "dpo_pairs", "sft_records", "search_outcomes", "dpo_pairs_dropped_rewrite")
+    __slots__ = ("prompts", "samples", "negatives", "searches", "refined", "dpo_pairs", "sft_records", "search_outcomes", "dpo_pairs_dropped_rewrite", "dpo_pairs_dropped_no_gain", "refine_records", "refine_steps_failed_search", "refine_steps_dropped", "judge_records", "judge_agreed", "judge_relabelled", "judge_verifier_only", "judge_unchecked", "judge_capped")
     class SearchOutcomesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,16 @@ class IterationCounts(_message.Message):
     SFT_RECORDS_FIELD_NUMBER: _ClassVar[int]
     SEARCH_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     DPO_PAIRS_DROPPED_REWRITE_FIELD_NUMBER: _ClassVar[int]
+    DPO_PAIRS_DROPPED_NO_GAIN_FIELD_NUMBER: _ClassVar[int]
+    REFINE_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    REFINE_STEPS_FAILED_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    REFINE_STEPS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_AGREED_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_RELABELLED_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_VERIFIER_ONLY_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_UNCHECKED_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_CAPPED_FIELD_NUMBER: _ClassVar[int]
     prompts: int
     samples: int
     negatives: int
@@ -87,7 +97,52 @@ class IterationCounts(_message.Message):
     sft_records: int
     search_outcomes: _containers.ScalarMap[str, int]
     dpo_pairs_dropped_rewrite: int
-    def __init__(self, prompts: _Optional[int] = ..., samples: _Optional[int] = ..., negatives: _Optional[int] = ..., searches: _Optional[int] = ..., refined: _Optional[int] = ..., dpo_pairs: _Optional[int] = ..., sft_records: _Optional[int] = ..., search_outcomes: _Optional[_Mapping[str, int]] = ..., dpo_pairs_dropped_rewrite: _Optional[int] = ...) -> None: ...
+    dpo_pairs_dropped_no_gain: int
+    refine_records: int
+    refine_steps_failed_search: int
+    refine_steps_dropped: int
+    judge_records: int
+    judge_agreed: int
+    judge_relabelled: int
+    judge_verifier_only: int
+    judge_unchecked: int
+    judge_capped: int
+    def __init__(self, prompts: _Optional[int] = ..., samples: _Optional[int] = ..., negatives: _Optional[int] = ..., searches: _Optional[int] = ..., refined: _Optional[int] = ..., dpo_pairs: _Optional[int] = ..., sft_records: _Optional[int] = ..., search_outcomes: _Optional[_Mapping[str, int]] = ..., dpo_pairs_dropped_rewrite: _Optional[int] = ..., dpo_pairs_dropped_no_gain: _Optional[int] = ..., refine_records: _Optional[int] = ..., refine_steps_failed_search: _Optional[int] = ..., refine_steps_dropped: _Optional[int] = ..., judge_records: _Optional[int] = ..., judge_agreed: _Optional[int] = ..., judge_relabelled: _Optional[int] = ..., judge_verifier_only: _Optional[int] = ..., judge_unchecked: _Optional[int] = ..., judge_capped: _Optional[int] = ...) -> None: ...
+
+class WarmupReport(_message.Message):
+    __slots__ = ("prompts", "samples", "failing", "searches", "searches_refined", "search_records", "repair_records", "mix", "version", "duration", "skipped", "repairs_capped")
+    class MixEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    FAILING_FIELD_NUMBER: _ClassVar[int]
+    SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    SEARCHES_REFINED_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    REPAIR_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    MIX_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    REPAIRS_CAPPED_FIELD_NUMBER: _ClassVar[int]
+    prompts: int
+    samples: int
+    failing: int
+    searches: int
+    searches_refined: int
+    search_records: int
+    repair_records: int
+    mix: _containers.ScalarMap[str, int]
+    version: _common_pb2.AdapterVersion
+    duration: _duration_pb2.Duration
+    skipped: str
+    repairs_capped: int
+    def __init__(self, prompts: _Optional[int] = ..., samples: _Optional[int] = ..., failing: _Optional[int] = ..., searches: _Optional[int] = ..., searches_refined: _Optional[int] = ..., search_records: _Optional[int] = ..., repair_records: _Optional[int] = ..., mix: _Optional[_Mapping[str, int]] = ..., version: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., skipped: _Optional[str] = ..., repairs_capped: _Optional[int] = ...) -> None: ...
 
 class EvalMetrics(_message.Message):
     __slots__ = ("prompt_level_strict", "prompt_level_loose", "instruction_level_strict", "instruction_level_loose", "prompts", "criteria")
@@ -126,7 +181,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[_Union[IterationStage, str]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class Iteration(_message.Message):
-    __slots__ = ("number", "state", "stage", "counts", "actor_candidate", "refiner_candidate", "baseline_eval", "candidate_eval", "search_cost", "timings", "error", "started_at", "finished_at", "decision", "decided_by")
+    __slots__ = ("number", "state", "stage", "counts", "actor_candidate", "refiner_candidate", "baseline_eval", "candidate_eval", "search_cost", "timings", "error", "started_at", "finished_at", "decision", "decided_by", "warmup")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +197,7 @@ class Iteration(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_FIELD_NUMBER: _ClassVar[int]
     number: int
     state: IterationState
     stage: IterationStage
@@ -157,7 +213,8 @@ class Iteration(_message.Message):
     finished_at: _timestamp_pb2.Timestamp
     decision: str
     decided_by: str
-    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[IterationState, str]] = ..., stage: _Optional[_Union[IterationStage, str]] = ..., counts: _Optional[_Union[IterationCounts, _Mapping]] = ..., actor_candidate: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner_candidate: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., baseline_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., candidate_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., search_cost: _Optional[_Union[_common_pb2.SearchCost, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision: _Optional[str] = ..., decided_by: _Optional[str] = ...) -> None: ...
+    warmup: WarmupReport
+    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[IterationState, str]] = ..., stage: _Optional[_Union[IterationStage, str]] = ..., counts: _Optional[_Union[IterationCounts, _Mapping]] = ..., actor_candidate: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., refiner_candidate: _Optional[_Union[_common_pb2.AdapterVersion, _Mapping]] = ..., baseline_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., candidate_eval: _Optional[_Union[EvalMetrics, _Mapping]] = ..., search_cost: _Optional[_Union[_common_pb2.SearchCost, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision: _Optional[str] = ..., decided_by: _Optional[str] = ..., warmup: _Optional[_Union[WarmupReport, _Mapping]] = ...) -> None: ...
 
 class WatchIterationRequest(_message.Message):
     __slots__ = ("number",)
