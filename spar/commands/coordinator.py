@@ -47,7 +47,14 @@ def summary(it: pb.Iteration) -> str:
         f"iteration {it.number}: {_state(it)}" + (f" — {it.decision}" if it.decision else ""),
         f"  data: {c.prompts} prompts, {c.samples} samples, {c.negatives} negatives, "
         f"{c.searches} searches, {c.refined} refined, {c.dpo_pairs} DPO pairs, "
-        f"{c.sft_records} RFT records",
+        f"{c.sft_records} RFT records"
+        + (
+            f" ({c.dpo_pairs_dropped_rewrite} rewrites dropped)"
+            if c.dpo_pairs_dropped_rewrite
+            else ""
+        ),
+        "  search outcomes: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(c.search_outcomes.items())) or "-"),
         f"  actor candidate:   {it.actor_candidate.name or '-'}",
         f"  refiner candidate: {it.refiner_candidate.name or '-'}",
     ]
@@ -60,8 +67,14 @@ def summary(it: pb.Iteration) -> str:
     cost = it.search_cost
     lines.append(
         f"  search cost: {cost.nodes_expanded} nodes, {cost.judge_samples} judge samples, "
-        f"{cost.judge.completion_tokens + cost.refine.completion_tokens} generated tokens"
+        f"{cost.judge.completion_tokens + cost.refine.completion_tokens} generated tokens, "
+        f"{cost.votes_skipped} of {cost.judgements} judgements without LLM votes"
     )
+    fields = cost.unusable.DESCRIPTOR.fields
+    unusable = [f"{f.name} {getattr(cost.unusable, f.name)}" for f in fields
+                if getattr(cost.unusable, f.name)]  # fmt: skip
+    if unusable:
+        lines.append(f"  unusable refinements: {', '.join(unusable)}")
     if it.error:
         lines.append(f"  error: {it.error}")
     if it.state == pb.ITERATION_STATE_AWAITING_APPROVAL:
