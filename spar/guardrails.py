@@ -15,10 +15,11 @@ Rules:
 - ``meta``: talk about the requirements or the rewrite instead of an answer ("this
   response meets the requirements", "here is the revised response", "[[start]]").
   A phrase that the instruction itself uses is not counted.
-- ``off_topic``: the answer has left the instruction's subject: it shares no content
-  word with the instruction and, when a reference answer is given (the original answer
-  of a search), fewer than a fifth of its content words with that either. Needs a
-  subject word in the instruction and eight content words in the answer.
+- ``off_topic`` (refinements only: needs the reference answer they refine): the answer has
+  left the instruction's subject. It shares no subject word with the instruction and fewer
+  than a fifth of its content words with the original. Needs a subject word in the
+  instruction and eight content words in the answer. A first answer is not judged for
+  this: a good one may never repeat the instruction's words.
 """
 
 from __future__ import annotations
@@ -126,15 +127,15 @@ def _meta(instruction: str, response: str) -> str:
 
 
 def _off_topic(instruction: str, response: str, reference: str | None) -> str:
+    if reference is None:  # a first answer is not judged for drift: "haiku about autumn"
+        return ""  # may rightly never say "autumn"
     subject = _stems(instruction, subject=True)
     content = _stems(response, subject=False)
     if not subject or len(content) < 8 or subject & content:
         return ""
-    if reference is not None:
-        shared = content & _stems(reference, subject=False)
-        if len(shared) >= len(content) / 5:
-            return ""
-    return "it shares no subject word with the instruction"
+    if len(content & _stems(reference, subject=False)) >= len(content) / 5:
+        return ""
+    return "it shares no subject word with the instruction and little with the original"
 
 
 def check(instruction: str, response: str, reference: str | None = None) -> list[GuardrailIssue]:

@@ -58,15 +58,20 @@ def test_meta_words_the_instruction_itself_uses_are_allowed() -> None:
 
 
 def test_off_topic() -> None:
+    original = "The sea is vast and restless, and its waves shine under the sun all day."
     off = "Bananas grow in tropical climates and farmers harvest them green for export."
-    assert rules(SEA, off) == ["off_topic"]
+    assert rules(SEA, off, reference=original) == ["off_topic"]
+    # A first answer (no reference) is never judged for drift: a good haiku about autumn
+    # may never say "autumn".
+    assert rules(SEA, off) == []
     # An answer with the subject's words, or close to the original it refines, is on topic.
-    assert rules(SEA, "Oceans and the sea cover the planet with deep water everywhere.") == []
-    original = "Bananas grow in tropical climates and farmers pick them green."
-    assert rules(SEA, off, reference=original) == []
+    on = "Oceans and the sea cover the planet with deep water everywhere."
+    assert rules(SEA, on, reference=original) == []
+    near = "Bananas grow in tropical climates and farmers pick them green."
+    assert rules(SEA, off, reference=near) == []
     # Too little to tell: short answers and instructions without a subject are not judged.
-    assert rules(SEA, "Bananas are yellow.") == []
-    assert rules("Write two sentences.", off) == []
+    assert rules(SEA, "Bananas are yellow.", reference=original) == []
+    assert rules("Write two sentences.", off, reference=original) == []
 
 
 def test_empty() -> None:
