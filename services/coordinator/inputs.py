@@ -6,18 +6,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from services.coordinator.prompts import PromptRecord, load_ifeval, load_prompts, synthesize
+from services.coordinator.prompts import (
+    PromptRecord,
+    Split,
+    check_split,
+    load_ifeval,
+    load_prompts,
+)
 from spar.config import CoordinatorSettings
 from spar.v1 import coordinator_pb2
 
 EVAL_SEED = 1_000_003
-"""Seed of the synthesised held-out set; training prompts are drawn disjoint from it."""
+"""Seed of the synthesised held-out set and of the task/combination split."""
+
+SPLIT = Split(EVAL_SEED)
+"""Synthesised training prompts (every iteration's and the warm-up's) come from one side
+of this split, synthesised held-out prompts from the other (prompts.Split)."""
 
 
 def eval_prompts(c: CoordinatorSettings) -> list[PromptRecord]:
     if c.eval_path:
         return load_ifeval(Path(c.eval_path))[: c.eval_prompts]
-    return synthesize(c.eval_prompts, EVAL_SEED, first_key=1_000_000)
+    return SPLIT.synthesize("held_out", c.eval_prompts, EVAL_SEED, first_key=1_000_000)
 
 
 def train_prompts(
@@ -25,7 +35,11 @@ def train_prompts(
 ) -> list[PromptRecord]:
     if path:
         return load_prompts(Path(path))
-    return synthesize(c.num_prompts, iteration, exclude=[r.prompt for r in held_out])
+    records = SPLIT.synthesize("train", c.num_prompts, iteration, [r.prompt for r in held_out])
+    if not c.eval_path:
+        # Both sides synthesised: the split must hold (InvalidArgument names the prompt).
+        check_split(records, held_out, SPLIT)
+    return records
 
 
 async def evaluate(

@@ -10,10 +10,16 @@ three constraints drawn from the verifier's registry, kwargs filled in, stated t
 IFEval states them, never two that IFEval (or plain logic) marks as conflicting. It is
 deterministic for a seed, and it never emits a prompt of a given exclusion set (the
 held-out evaluation prompts), so training never sees an evaluation prompt.
+
+:class:`Split` makes the held-out set measure transfer rather than recall: a seeded share
+of the base tasks and of the constraint combinations (the set of instruction ids of a
+prompt) is held out, training prompts use neither, and held-out prompts use only held-out
+tasks and held-out combinations. :func:`check_split` proves it for two sets of records.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -21,7 +27,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from spar import ifeval
 from spar.errors import Internal, InvalidArgument
@@ -763,12 +769,15 @@ def synthesize(
     instruction_ids: Sequence[str] | None = None,
     max_constraints: int = 3,
     first_key: int = 1,
+    combinations: Callable[[Sequence[str]], bool] | None = None,
 ) -> list[PromptRecord]:
     """n new verifiable prompts, the same for the same arguments (byte for byte).
 
     No prompt equals (after :func:`normalize`) a prompt of ``exclude`` or another
-    synthesized one; a draw that would is replaced by the next. InvalidArgument when n
-    distinct prompts cannot be reached (e.g. with very few tasks or instruction ids).
+    synthesized one; a draw that would is replaced by the next, and so is a draw whose
+    instruction ids ``combinations`` refuses (one side of a :class:`Split`).
+    InvalidArgument when n distinct prompts cannot be reached (e.g. with very few tasks
+    or instruction ids).
     """
     if n < 0:
         raise InvalidArgument(f"n={n} must be at least 0")
@@ -798,6 +807,8 @@ def synthesize(
             chosen = ["detectable_format:constrained_response"]
         else:
             chosen = _pick_ids(rng, pool, rng.randint(1, max_constraints))
+        if combinations is not None and not combinations(chosen):
+            continue
         prompt, iids, kwargs = compose(task, chosen, rng)
         if normalize(prompt) in seen:
             continue
@@ -815,3 +826,105 @@ def synthesize(
             "or allow more tasks or instruction ids"
         )
     return records
+
+
+# -- the held-out split --------------------------------------------------------------
+
+Side = Literal["train", "held_out"]
+
+
+def combination(instruction_ids: Iterable[str]) -> tuple[str, ...]:
+    """A prompt's constraint combination: its instruction ids, sorted, without repeats."""
+    return tuple(sorted(set(instruction_ids)))
+
+
+def task_of(prompt: str, tasks: Sequence[BaseTask] = BASE_TASKS) -> BaseTask | None:
+    """The base task a synthesised prompt was built on (its text starts the prompt)."""
+    found = [t for t in tasks if prompt.startswith(t.text)]
+    return max(found, key=lambda t: len(t.text)) if found else None
+
+
+@dataclass(frozen=True)
+class Split:
+    """A seeded split of the generator's base tasks and constraint combinations.
+
+    Held out: ``task_share`` of the base tasks (yes/no questions and other tasks shuffled
+    apart, so both sides keep some of each) and every combination whose seeded hash falls
+    under ``combination_share``. Training prompts use only training tasks and training
+    combinations; held-out prompts only held-out ones. So a held-out figure measures
+    whether following constraints transfers to tasks and combinations never trained on.
+    """
+
+    seed: int
+    task_share: float = 0.25
+    combination_share: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in ("task_share", "combination_share"):
+            share = getattr(self, name)
+            if not 0.0 < share < 1.0:
+                raise InvalidArgument(f"{name}={share} must be between 0 and 1 (exclusive)")
+
+    def held_out_tasks(self, tasks: Sequence[BaseTask] = BASE_TASKS) -> tuple[BaseTask, ...]:
+        rng = random.Random(self.seed)
+        held: list[BaseTask] = []
+        for group in ([t for t in tasks if t.yes_no], [t for t in tasks if not t.yes_no]):
+            order = list(group)
+            rng.shuffle(order)
+            held += order[: max(1, round(self.task_share * len(order)))] if order else []
+        return tuple(t for t in tasks if t in held)
+
+    def tasks(self, side: Side, tasks: Sequence[BaseTask] = BASE_TASKS) -> tuple[BaseTask, ...]:
+        held = set(self.held_out_tasks(tasks))
+        return tuple(t for t in tasks if (t in held) == (side == "held_out"))
+
+    def combination_held_out(self, instruction_ids: Iterable[str]) -> bool:
+        key = f"{self.seed}:" + "+".join(combination(instruction_ids))
+        h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+        return h / 2**64 < self.combination_share
+
+    def accepts(self, side: Side) -> Callable[[Sequence[str]], bool]:
+        """The combination filter of one side (for :func:`synthesize`)."""
+        held = side == "held_out"
+        return lambda ids: self.combination_held_out(ids) == held
+
+    def synthesize(
+        self, side: Side, n: int, seed: int, exclude: Iterable[str] = (), *, first_key: int = 1
+    ) -> list[PromptRecord]:
+        """n prompts of one side of the split."""
+        return synthesize(
+            n, seed, exclude, tasks=self.tasks(side), combinations=self.accepts(side),
+            first_key=first_key,
+        )  # fmt: skip
+
+
+def check_split(
+    train: Iterable[PromptRecord], held_out: Iterable[PromptRecord], split: Split | None = None
+) -> None:
+    """InvalidArgument unless no held-out prompt shares its prompt, its base task or its
+    constraint combination with a training prompt (and, given the split, every held-out
+    prompt is on its held-out side)."""
+    train = list(train)
+    prompts = {normalize(r.prompt) for r in train}
+    tasks = {t.text for r in train if (t := task_of(r.prompt)) is not None}
+    combos = {combination(r.instruction_id_list) for r in train}
+    held_tasks = {t.text for t in split.held_out_tasks()} if split else set()
+    for r in held_out:
+        task = task_of(r.prompt)
+        combo = combination(r.instruction_id_list)
+        why = ""
+        if normalize(r.prompt) in prompts:
+            why = "is also a training prompt"
+        elif task is not None and task.text in tasks:
+            why = f"uses the base task {task.text!r}, which a training prompt uses"
+        elif combo in combos:
+            why = f"uses the constraint combination {'+'.join(combo)}, which a training prompt uses"
+        elif split is not None and (task is None or task.text not in held_tasks):
+            why = "is not built on a held-out base task of the split"
+        elif split is not None and not split.combination_held_out(combo):
+            why = f"uses the combination {'+'.join(combo)}, which the split keeps for training"
+        if why:
+            raise InvalidArgument(
+                f"held-out prompt {r.key!r} {why}; the held-out set must measure transfer to "
+                "tasks and constraint combinations that no training prompt uses"
+            )

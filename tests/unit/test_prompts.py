@@ -268,3 +268,57 @@ def test_cli_synth_writes_what_the_library_synthesizes(
     bad = _write(tmp_path, "bad.jsonl", [_ifeval(ids=["keywords:nope"])])
     assert spar_main(["prompts", "synth", "--n", "3", "--seed", "4", "--exclude", str(bad)]) == 1
     assert f"{bad}:1: constraints[0]: unknown instruction id" in capsys.readouterr().err
+
+
+# -- the held-out split ----------------------------------------------------------------
+
+
+def test_split_holds_out_tasks_of_both_kinds_and_is_fixed_by_its_seed() -> None:
+    split = P.Split(1_000_003)
+    held = split.held_out_tasks()
+    assert held == P.Split(1_000_003).held_out_tasks() != P.Split(5).held_out_tasks()
+    assert 0.2 <= len(held) / len(P.BASE_TASKS) <= 0.3
+    assert any(t.yes_no for t in held) and any(t.yes_no for t in split.tasks("train"))
+    assert set(held).isdisjoint(split.tasks("train"))
+    assert set(held) | set(split.tasks("train")) == set(P.BASE_TASKS)
+
+
+def test_training_and_held_out_prompts_share_no_task_and_no_combination() -> None:
+    from services.coordinator import inputs
+    from spar.config import CoordinatorSettings
+
+    c = CoordinatorSettings(num_prompts=300, eval_prompts=120)
+    held = inputs.eval_prompts(c)
+    train = inputs.train_prompts(c, 1, "", held)  # runs check_split itself
+    assert len(held) == 120 and len(train) == 300
+    held_tasks = {t.text for t in inputs.SPLIT.held_out_tasks()}
+    assert all(P.task_of(r.prompt).text in held_tasks for r in held)  # type: ignore[union-attr]
+    assert not any(P.task_of(r.prompt).text in held_tasks for r in train)  # type: ignore[union-attr]
+    train_combos = {P.combination(r.instruction_id_list) for r in train}
+    assert not any(P.combination(r.instruction_id_list) in train_combos for r in held)
+    assert all(inputs.SPLIT.combination_held_out(r.instruction_id_list) for r in held)
+    # Single constraints are combinations too: some types are held out alone.
+    assert any(len(r.instruction_id_list) == 1 for r in held)
+
+
+def test_check_split_refuses_a_leak_of_task_or_combination() -> None:
+    split = P.Split(1_000_003)
+    held = split.synthesize("held_out", 20, 3)
+    train = split.synthesize("train", 50, 4)
+    P.check_split(train, held, split)
+    leak = held[0]
+    # A training prompt on a held-out task (but a training combination).
+    same_task = next(
+        r
+        for r in P.synthesize(400, 9, tasks=[P.task_of(leak.prompt)])  # type: ignore[list-item]
+        if not split.combination_held_out(r.instruction_id_list)
+    )
+    with pytest.raises(InvalidArgument, match="uses the base task"):
+        P.check_split([*train, same_task], held, split)
+    # A training prompt with a held-out combination (on a training task).
+    same_combo = P.PromptRecord("x", train[0].prompt, leak.instruction_id_list, leak.kwargs)
+    with pytest.raises(InvalidArgument, match="constraint combination"):
+        P.check_split([*train, same_combo], held, split)
+    # A held-out prompt that is on the training side of the split.
+    with pytest.raises(InvalidArgument, match="not built on a held-out base task"):
+        P.check_split([], [train[0]], split)
