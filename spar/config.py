@@ -315,6 +315,22 @@ class CoordinatorSettings(BaseModel):
     dpo_max_edit_distance: float = 0.6
     """A DPO pair is kept only when its chosen answer is a repair of the rejected one:
     normalised word edit distance (spar.edits) at most this; farther is a rewrite."""
+    warmup: bool = False
+    """Before iteration 1, fine-tune the refiner (SFT) on refinements that the verifier
+    checked: searches on failing actor answers to synthesised prompts, plus exact
+    programmatic repairs (services/coordinator/warmup.py); the result is rolled out as the
+    refiner's version before iteration 1 samples anything."""
+    warmup_prompts: int = 256
+    """Synthesised prompts of the warm-up (drawn from the training side of the split)."""
+    warmup_samples: int = 2
+    """Actor samples per warm-up prompt."""
+    warmup_repairs: bool = True
+    """Warm-up: also add exact programmatic repairs (letter case, commas, wrapping
+    quotation marks, an end phrase, a postscript, a title) of failing answers."""
+    warmup_repairs_per_type: int = 24
+    """Warm-up: at most this many repair records per constraint type (balance)."""
+    warmup_epochs: int = 2
+    """Epochs of the warm-up SFT job."""
     concurrency: int = 8
     """Requests each stage keeps in flight (so vLLM batches them)."""
     epochs: int = 1

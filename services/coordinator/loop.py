@@ -192,6 +192,8 @@ class Iteration:
         }
         start = STAGES.index(it.stage) if it.stage in STAGES else 0
         try:
+            if self.number == 1 and self.c.warmup and not it.HasField("warmup"):
+                await self.warmup()
             for stage in STAGES[start:]:
                 it.stage = stage
                 self._save(f"iteration {self.number}: {stage_name(stage)}")
@@ -220,6 +222,22 @@ class Iteration:
         return it
 
     # -- stages -------------------------------------------------------------------------
+
+    async def warmup(self) -> None:
+        """The refiner's warm-up (warmup.py), before iteration 1's first stage."""
+        from services.coordinator.warmup import Warmup  # it uses this module's helpers
+
+        def say(message: str) -> None:
+            self._save(f"iteration {self.number}: {message}")
+
+        report = await Warmup(
+            self.settings, self.store, self.ports, self.templates, self.audit, say
+        ).run()
+        self.record.warmup.CopyFrom(report)
+        say(
+            f"refiner warm-up done: {report.version.name or report.skipped} "
+            f"({report.search_records} search records, {report.repair_records} repairs)"
+        )
 
     def _journal(self, name: str) -> Journal:
         return Journal(self.dir / f"{name}.jsonl")
