@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from typing import Any, Protocol, TypeVar, cast
 import uvicorn
 from prometheus_client import Counter, Histogram
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -483,10 +485,7 @@ class OpenAIEndpoint:
                 if await request.is_disconnected():
                     raise HttpError(499, "the client went away; the work was cancelled")
         finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await _cancel(task)
 
     # -- the refined model --------------------------------------------------------------
 
@@ -504,9 +503,8 @@ class OpenAIEndpoint:
         if task.done() and task.exception() is not None:
             raise cast(BaseException, task.exception())
         include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-        return self._sse(
-            self._refined_events(task, parsed.model, trace, include_usage), parsed.model, start
-        )
+        events = self._refined_events(task, parsed.model, trace, include_usage)
+        return self._sse(events, parsed.model, start, cleanup=functools.partial(_cancel, task))
 
     async def _refined_events(
         self, task: asyncio.Task[pb.AnswerResponse], model: str, trace: bool, include_usage: bool
@@ -531,10 +529,7 @@ class OpenAIEndpoint:
                 yield sse(op.chunk(id, created, model, finish, **tail))
             yield sse("[DONE]")
         finally:
-            if not task.done():  # the client went away: stop the search's engine work
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await _cancel(task)  # the client went away: stop the search's engine work
 
     # -- the actor's model --------------------------------------------------------------
 
@@ -559,7 +554,7 @@ class OpenAIEndpoint:
             first = None
         include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
         events = self._actor_events(stream, first, parsed, include_usage, start)
-        return self._sse(events, parsed.model, start)
+        return self._sse(events, parsed.model, start, cleanup=cast(Any, stream).aclose)
 
     async def _actor_events(
         self,
@@ -587,31 +582,52 @@ class OpenAIEndpoint:
                 async for item in stream:
                     yield item
 
+            # The last finish chunk is held back: without include_usage it carries the usage.
+            held: dict[str, Any] | None = None
             async for item in items():
+                if held is not None and (item.delta or item.finish_reason):
+                    yield sse(held)
+                    held = None
                 if item.delta:
                     yield sse(
                         op.chunk(id, created, model, [op.delta(item.index, content=item.delta)])
                     )
                 if item.finish_reason:
                     reason = op.FINISH.get(item.finish_reason, "stop")
-                    yield sse(
-                        op.chunk(id, created, model, [op.delta(item.index, finish_reason=reason)])
+                    held = op.chunk(
+                        id, created, model, [op.delta(item.index, finish_reason=reason)]
                     )
                 if item.HasField("usage"):
                     extension = op.actor_extension(
                         item.adapter, item.usage, time.perf_counter() - start
                     )
-                    usage = op.usage_of(extension["usage_by_phase"])
-                    yield sse(op.chunk(id, created, model, [], usage=usage, spar=extension))
+                    tail = {"usage": op.usage_of(extension["usage_by_phase"]), "spar": extension}
+                    if include_usage or held is None:
+                        if held is not None:
+                            yield sse(held)
+                        held = op.chunk(id, created, model, [], **tail)
+                    else:
+                        held.update(tail)
+            if held is not None:
+                yield sse(held)
             yield sse("[DONE]")
         finally:
             await cast(Any, stream).aclose()
 
     # -- SSE ----------------------------------------------------------------------------
 
-    def _sse(self, events: AsyncIterator[bytes], model: str, start: float) -> StreamingResponse:
+    def _sse(
+        self,
+        events: AsyncIterator[bytes],
+        model: str,
+        start: float,
+        *,
+        cleanup: Callable[[], Awaitable[Any]],
+    ) -> StreamingResponse:
         """A text/event-stream response; errors after the status line become an error
-        event (the openai SDK raises it), and the request is counted when it ends."""
+        event (the openai SDK raises it), and the request is counted when it ends.
+        ``cleanup`` runs when the response is over, also when a client left before the
+        first event (then the events never start, and their own cleanup never runs)."""
         route = "/v1/chat/completions"
 
         async def body() -> AsyncIterator[bytes]:
@@ -633,7 +649,16 @@ class OpenAIEndpoint:
             body(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            background=BackgroundTask(cleanup),
         )
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancels the task if it still runs and waits until it has stopped."""
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 def _no_constant(name: str) -> Any:

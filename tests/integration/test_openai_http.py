@@ -305,10 +305,21 @@ async def test_actor_model_streams_the_actor_samples(server: Running) -> None:
         for choice in c.choices:
             by_index[choice.index] = by_index.get(choice.index, "") + (choice.delta.content or "")
     assert by_index == {0: "plain stream", 1: "plain stream"}
-    assert chunks[-1].usage.completion_tokens == 4
+    # Without include_usage the usage rides on the last finish chunk, as for refined answers.
+    assert chunks[-1].usage.completion_tokens == 4 and chunks[-1].choices[0].finish_reason
+    assert [c for c in chunks if c.usage is not None] == [chunks[-1]]
+    async with async_sdk(server) as client:
+        stream = await client.chat.completions.create(
+            model="spar-actor",
+            messages=[{"role": "user", "content": "Count."}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        with_usage = [c async for c in stream]
+    assert with_usage[-1].choices == [] and with_usage[-1].usage.completion_tokens == 2
     assert [c.message.content for c in plain.choices] == ["plain 0", "plain 1", "plain 2"]
     assert plain.model_extra["spar"]["model_kind"] == "actor"
-    assert server.backend.generated[-1][1].seed == 4
+    assert [s.seed for _, s in server.backend.generated if s.HasField("seed")] == [4]
 
 
 async def test_an_error_after_the_stream_started_reaches_the_sdk(server: Running) -> None:
@@ -573,7 +584,8 @@ async def test_stop_lets_in_flight_requests_finish(start: Any) -> None:
                 },
             )
         )
-        await asyncio.sleep(0.2)
+        while not server.backend.answers:  # the request is in flight
+            await asyncio.sleep(0.02)
         await server.endpoint.stop()
         assert (await pending).status_code == 200
         with pytest.raises(httpx.ConnectError):
