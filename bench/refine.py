@@ -22,6 +22,12 @@ fewer constraints than the original. "Lost to guardrails": cases where a candida
 passed every constraint but every such candidate broke a guardrail.
 
     .venv/bin/python -m bench.refine [--cases 64] [--rebuild] [--compare-votes 16]
+        [--engine vllm|hf] [--refiner-adapter DIR] [--cases-file PATH]
+
+``--refiner-adapter`` loads a LoRA folder (e.g. the refiner warm-up's version from the
+trainer's store) into the engine and runs the spar side with it; the cases and the
+baseline stay on the base model. ``--engine hf`` runs on the transformers engine (the GPU
+machine has no vLLM; its settings come from ``SPAR_ENGINE__*``).
 
 Ends with ``RESULT refine success_rate=… baseline_rate=… ratio=… regressions=…
 edit_distance=… tokens_per_success=…``. Targets: regressions 0, success_rate ≥ 0.20 and
@@ -50,9 +56,9 @@ from services.refiner.prompts import Prompts
 from services.refiner.search import SearchConfig, TreeSearch
 from services.refiner.service import EngineContext
 from spar import guardrails, ifeval
-from spar.config import EngineSettings, RefinerSettings, Settings
+from spar.config import RefinerSettings, Settings
 from spar.edits import normalized_edit_distance
-from spar.engine.protocol import Engine, GenerationRequest, Message
+from spar.engine.protocol import AdapterRef, Engine, GenerationRequest, GenerationResult, Message
 from spar.ifeval import Constraint
 from spar.model import prepare_default_model
 from spar.v1 import common_pb2
@@ -270,25 +276,52 @@ def summary(name: str, outs: Sequence[Outcome], cases: Sequence[Case]) -> dict[s
     return row
 
 
+class AdapterEngine:
+    """The engine with one adapter on every request that names none (the spar side)."""
+
+    def __init__(self, engine: Engine, adapter: AdapterRef) -> None:
+        self._engine, self.adapter = engine, adapter
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._engine, name)
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        return self._engine.prompt_tokens(request)
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        return await self._engine.generate(
+            replace(request, adapter=request.adapter or self.adapter)
+        )
+
+
 async def main_async(args: argparse.Namespace) -> str:
-    from spar.engine.vllm_engine import VllmEngine
+    from spar.runtime import start_engine
 
     model = prepare_default_model(Settings().cache_dir).path
     settings = Settings(
         cache_dir=Path(tempfile.mkdtemp(prefix="spar-bench-")),
         model=str(model),
-        engine=EngineSettings(kv_cache_gib=args.kv_cache_gib),
+        engine=Settings().engine.model_copy(
+            update={"kind": args.engine, "kv_cache_gib": args.kv_cache_gib}
+        ),
     )
     ifeval.load()
-    engine = await asyncio.to_thread(VllmEngine.start, settings)
+    engine = await asyncio.to_thread(start_engine, settings)
+    cases_file: Path = args.cases_file
     try:
-        if args.rebuild or not CASES_FILE.exists():
+        spar_engine: Engine = engine
+        if args.refiner_adapter:
+            ref = AdapterRef("refiner-bench", 1, Path(args.refiner_adapter))
+            await engine.add_adapter(ref)
+            spar_engine = AdapterEngine(engine, ref)  # type: ignore[assignment]
+            print(f"spar side with the adapter {args.refiner_adapter}")
+        if args.rebuild or not cases_file.exists():
             start = time.monotonic()
             cases = await build_cases(engine, args.cases, args.seed)
-            CASES_FILE.parent.mkdir(parents=True, exist_ok=True)
-            CASES_FILE.write_text("".join(json.dumps(c.to_json()) + "\n" for c in cases))
-            print(f"built {len(cases)} cases in {time.monotonic() - start:.0f} s -> {CASES_FILE}")
-        lines = CASES_FILE.read_text().splitlines()
+            cases_file.parent.mkdir(parents=True, exist_ok=True)
+            cases_file.write_text("".join(json.dumps(c.to_json()) + "\n" for c in cases))
+            print(f"built {len(cases)} cases in {time.monotonic() - start:.0f} s -> {cases_file}")
+        lines = cases_file.read_text().splitlines()
         cases = [Case.from_json(json.loads(line)) for line in lines][: args.cases]
         refiner = RefinerSettings()
         prompts = Prompts.from_settings("", "", refiner.refine_style)
@@ -309,7 +342,7 @@ async def main_async(args: argparse.Namespace) -> str:
         start = time.monotonic()
         spar = await bounded(
             args.concurrency,
-            [spar_side(engine, c, prompts, search, judge, budget) for c in cases],
+            [spar_side(spar_engine, c, prompts, search, judge, budget) for c in cases],
         )
         print(f"spar done in {time.monotonic() - start:.0f} s "
               f"(load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
@@ -319,7 +352,7 @@ async def main_async(args: argparse.Namespace) -> str:
             judge_always = replace(judge, votes="always")
             always = await bounded(
                 args.concurrency,
-                [spar_side(engine, c, prompts, search, judge_always, budget) for c in subset],
+                [spar_side(spar_engine, c, prompts, search, judge_always, budget) for c in subset],
             )
     finally:
         engine.shutdown()
@@ -363,6 +396,21 @@ def main() -> None:
     p.add_argument("--compare-votes", type=int, default=16,
                    help="cases also searched with judge_votes=always (tokens saved)")  # fmt: skip
     p.add_argument("--kv-cache-gib", type=float, default=2.0)
+    p.add_argument(
+        "--engine",
+        choices=["vllm", "hf"],
+        default="vllm",
+        help="vllm (CPU here) or hf (transformers; the GPU machine)",
+    )
+    p.add_argument(
+        "--refiner-adapter", default="", help="LoRA folder loaded into the engine for the spar side"
+    )
+    p.add_argument(
+        "--cases-file",
+        type=Path,
+        default=CASES_FILE,
+        help="the case set (built there when missing or with --rebuild)",
+    )
     print(asyncio.run(main_async(p.parse_args())))
 
 
