@@ -11,6 +11,16 @@
 #   bench/gpu_quality.sh model             # join the parts, check, prepare the model
 #   bench/gpu_quality.sh launch [ARGS...]  # bench.quality_run in its own session
 #   bench/gpu_quality.sh wait SECONDS      # follow the run; copy results to $OUT
+#   bench/gpu_quality.sh stop              # end the run (SIGTERM: services stop, report written)
+#   bench/gpu_quality.sh pack              # the run's state (quality.json, coordinator state,
+#                                          # adapter store) into $OUT/state.tgz.partNN
+#   bench/gpu_quality.sh unpack DIR        # put packed parts (carried in DIR) back, to resume
+#   bench/gpu_quality.sh refine [ARGS...]  # bench.refine on the hf engine (cases in $RUN)
+#
+# Across device sessions (30 device minutes each): `pack` at the end of one, carry the
+# parts into the next (name their folder in `carry`), `unpack` it after `install` and
+# `model`, then `launch` with the same arguments: the coordinator resumes from its
+# checkpoint and quality_run from the steps it recorded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -91,13 +101,14 @@ EOF
   launch)
     shift
     mkdir -p "$RUN"
-    setsid nohup python3 -m bench.quality_run --out "$RUN" "$@" >"$RUN/run.log" 2>&1 &
+    setsid nohup python3 -m bench.quality_run --out "$RUN" "$@" >>"$RUN/run.log" 2>&1 &
+    echo $! >"$RUN/pid"
     echo "launched (pid $!); log $RUN/run.log"
     ;;
   wait)
     deadline=$((SECONDS + ${2:-500}))
     while [ $SECONDS -lt $deadline ] && ! grep -q '^RESULT quality_run' "$RUN/run.log"; do
-      sleep 10
+      sleep 5
     done
     tail -n 40 "$RUN/run.log"
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader || true
@@ -107,8 +118,38 @@ EOF
       done
     fi
     ;;
+  stop)
+    # SIGTERM to the driver alone: it stops `spar up` (its own process group) and writes
+    # the report and the RESULT line on the way out.
+    kill -TERM "$(cat "$RUN/pid")" 2>/dev/null || true
+    for _ in $(seq 1 60); do
+      grep -q '^RESULT quality_run' "$RUN/run.log" && break
+      sleep 1
+    done
+    tail -n 60 "$RUN/run.log"
+    ;;
+  pack)
+    # What a later session needs to resume: this driver's record, the coordinator's state
+    # and the trainer's adapter store (the model and the replicas' adapter copies are not
+    # needed: they are prepared and fetched again).
+    mkdir -p "${OUT:?}"
+    tar -C "$WORK" -czf - run/quality.json cache/coordinator cache/store 2>/dev/null \
+      | split -b 15m -d - "$OUT/state.tgz.part"
+    ls -l "$OUT"
+    ;;
+  unpack)
+    mkdir -p "$WORK"
+    cat "${2:?folder of state.tgz.part*}"/state.tgz.part* | tar -C "$WORK" -xzf -
+    ls -l "$WORK/run" "$WORK/cache"
+    ;;
+  refine)
+    shift
+    mkdir -p "$RUN"
+    SPAR_ENGINE__KIND=hf SPAR_ENGINE__DTYPE=bfloat16 SPAR_ENGINE__DEVICE=cuda \
+      python3 -m bench.refine --engine hf --cases-file "$RUN/refine_cases.jsonl" "$@"
+    ;;
   *)
-    echo "usage: $0 prepare|install|parts|model|launch [ARGS]|wait [SECONDS]" >&2
+    echo "usage: $0 prepare|install|parts|model|launch [ARGS]|wait [SECONDS]|stop|pack|unpack DIR|refine [ARGS]" >&2
     exit 2
     ;;
 esac

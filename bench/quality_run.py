@@ -1,21 +1,39 @@
 """The quality run: SPaR iterations of the default model, measured on held-out prompts.
 
     python -m bench.quality_run --out runs/quality [--iterations 3] [--num-prompts 1000]
-        [--eval-prompts 500] [--device cuda]
+        [--eval-prompts 500] [--warmup-prompts 256] [--device cuda] [--no-llm-refined]
 
 What runs: ``spar up`` (all four services on loopback, the same code paths as every
-deployment) with the settings of :data:`PROFILE` (overridable through the environment),
-then for each iteration ``StartIteration`` + ``WatchIteration`` (what ``spar iterate``
-does), then a refined evaluation: the refiner's ``Answer`` (default budget, the hybrid
-judge) on every held-out prompt, scored with the same IFEval checks as the coordinator's
-greedy evaluation. Greedy figures come from the iteration itself (its baseline and
-candidate evaluations). The held-out prompts are the coordinator's own
-(``services.coordinator.inputs.eval_prompts``); the run checks that no training prompt of
-any iteration is among them.
+deployment) with the settings of :data:`PROFILE` (the "quality" profile; the environment
+overrides each), then for each iteration ``StartIteration`` + ``WatchIteration`` (what
+``spar iterate`` does). Iteration 1 starts with the refiner's warm-up
+(``SPAR_COORDINATOR__WARMUP``, on in this profile).
 
-Everything measured is written to ``OUT/quality.json`` after every step (a run cut short
-keeps what it measured) and summarised in ``OUT/report.md``; the last line printed is
-``RESULT quality_run ...``. With ``--iterations 0`` only the base model is evaluated.
+What is measured, on the coordinator's held-out prompts (``inputs.eval_prompts``: base
+tasks and constraint combinations that no training prompt uses, checked here again with
+``prompts.check_split``) — *IFEval metrics on synthesised prompts*, not the IFEval
+benchmark — before iteration 1 ("iteration 0", the base model) and after each iteration
+(the actor and refiner versions served then):
+
+- ``greedy``: the actor's greedy answers (the served version);
+- ``refined``: the refiner's ``Answer`` (default budget, hybrid judge, the prompt's
+  constraints supplied, guardrails on);
+- ``llm_refined``: ``Answer`` with the LLM judge only (no constraints supplied);
+- for each: IFEval's four metrics, the **degenerate share** (answers that break a rule of
+  :mod:`spar.guardrails`, the same rules for every side; and the share wrapped in
+  quotation marks, the habit a naive repair-trained actor picked up) and tokens per answer;
+- **run-to-run spread**: the base model's greedy answers twice in one session (share of
+  answers that differ, change of each metric), and the coordinator's own evaluation of
+  each candidate against this run's evaluation of the same served version;
+- tokens spent per point gained.
+
+Everything is written to ``OUT/quality.json`` after every step (a run cut short keeps
+what it measured, and a run started again on the same OUT resumes: the coordinator from
+its checkpoint, this driver from the steps it finished) and summarised in
+``OUT/report.md``. The last line printed is ``RESULT quality_run iterations=N
+greedy_gain=… refined_gain=… llm_refined_gain=…``: points of prompt-level loose accuracy
+after the last iteration, greedy against the base model's greedy, each refined row against
+greedy of the same iteration.
 """
 
 from __future__ import annotations
@@ -24,24 +42,35 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 
-from services.coordinator.evaluate import METRICS, Response, score
-from services.coordinator.inputs import eval_prompts
-from services.coordinator.prompts import PromptRecord, normalize
-from spar.client import ActorClient, AsyncRefinerClient, CoordinatorClient, TrainerClient
+from services.coordinator.evaluate import METRICS, Response, evaluate_actor, score
+from services.coordinator.inputs import SPLIT, eval_prompts
+from services.coordinator.prompts import PromptRecord, check_split, normalize
+from spar import guardrails
+from spar.client import (
+    ActorClient,
+    AsyncActorClient,
+    AsyncRefinerClient,
+    CoordinatorClient,
+    TrainerClient,
+)
 from spar.commands.coordinator import summary
 from spar.config import Settings
 from spar.errors import SparError
+from spar.v1 import common_pb2
 from spar.v1 import coordinator_pb2 as pb
 
-#: Settings of the run (the environment overrides each). The paper's search and judge
+#: The quality profile (the environment overrides each). The paper's search and judge
 #: settings are the defaults already (branch 3, keep 2, depth 3, 5 judge samples).
 PROFILE = {
     "SPAR_TLS__PLAINTEXT": "true",
@@ -54,12 +83,16 @@ PROFILE = {
     "SPAR_COORDINATOR__JUDGE": "hybrid",
     "SPAR_COORDINATOR__CONCURRENCY": "256",
     "SPAR_COORDINATOR__SEARCH_MAX_WALL_TIME_S": "300",
+    "SPAR_COORDINATOR__WARMUP": "true",
     # LoRA needs a larger step than the paper's full fine-tuning of an 8B model.
     "SPAR_COORDINATOR__LEARNING_RATE_DPO": "5e-5",
     "SPAR_COORDINATOR__LEARNING_RATE_SFT": "1e-4",
     "SPAR_REFINER__MAX_CONCURRENT_SEARCHES": "256",
     "SPAR_REFINER__MAX_QUEUE": "1024",
 }
+
+MAIN = "prompt_level_loose"
+"""The metric the gains are given in (points = 100 × the difference)."""
 
 
 def log(message: str) -> None:
@@ -108,80 +141,136 @@ def start_services(
     return proc
 
 
-def held_out(settings: Settings) -> list[PromptRecord]:
-    return eval_prompts(settings.coordinator)
-
-
-def check_disjoint(settings: Settings, records: list[PromptRecord], number: int) -> int:
-    """Training prompts of an iteration that are also held-out prompts (must be 0)."""
+def iteration_prompts(settings: Settings, number: int) -> list[PromptRecord]:
     state = Path(settings.coordinator.state_dir or settings.cache_dir / "coordinator")
     path = state / "iterations" / f"{number:04d}" / "prompts.jsonl"
+    return [
+        PromptRecord(d["key"], d["prompt"], tuple(d["instruction_id_list"]), tuple(d["kwargs"]))
+        for d in map(json.loads, path.read_text().splitlines())
+    ]
+
+
+def check_held_out(settings: Settings, records: list[PromptRecord], number: int) -> int:
+    """Training prompts of an iteration that are held-out prompts (must be 0); raises
+    when the held-out set shares a base task or a constraint combination with them."""
+    train = iteration_prompts(settings, number)
+    if not settings.coordinator.eval_path and not settings.coordinator.prompts_path:
+        check_split(train, records, SPLIT)
     held = {normalize(r.prompt) for r in records}
-    train = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return sum(1 for p in train if normalize(p["prompt"]) in held)
+    return sum(1 for p in train if normalize(p.prompt) in held)
+
+
+# -- measurements ----------------------------------------------------------------------
+
+
+def degenerate(records: Sequence[PromptRecord], answers: Sequence[str]) -> dict[str, Any]:
+    """Answers that break a guardrail (the same rules on every side), by rule, and the
+    share wrapped in quotation marks."""
+    rules: Counter[str] = Counter()
+    bad = 0
+    for r, text in zip(records, answers, strict=True):
+        issues = guardrails.check(r.prompt, text)
+        bad += bool(issues)
+        rules.update(i.rule for i in issues)
+    n = max(len(answers), 1)
+    quoted = sum(1 for t in answers if len(t.strip()) > 1 and t.strip()[0] == t.strip()[-1] == '"')
+    return {"share": round(bad / n, 4), "rules": dict(rules), "quoted_share": round(quoted / n, 4)}
+
+
+async def greedy_eval(
+    target: str, records: list[PromptRecord], max_tokens: int, concurrency: int, adapter: str = ""
+) -> dict[str, Any]:
+    """The actor's greedy answers (the served version, or ``adapter``: ``base`` for the
+    base model), scored as the coordinator's evaluation scores them."""
+    start = time.monotonic()
+    async with AsyncActorClient(target, timeout=900) as actor:
+        report = await evaluate_actor(
+            actor, records, adapter=adapter, max_tokens=max_tokens, concurrency=concurrency
+        )
+    answers = [r.response.text for r in report.results]
+    return {
+        "metrics": report.scores.as_dict(),
+        "prompts": len(records),
+        "degenerate": degenerate(records, answers),
+        "tokens_per_answer": _mean([r.response.completion_tokens for r in report.results]),
+        "cut_share": round(
+            sum(r.response.finish_reason == "LENGTH" for r in report.results) / len(records), 4
+        ),
+        "served_actor": list(report.served_adapters),
+        "wall_s": round(time.monotonic() - start, 1),
+        "answers": answers,
+    }
 
 
 async def refined_eval(
-    target: str, records: list[PromptRecord], max_tokens: int, concurrency: int
+    target: str, records: list[PromptRecord], max_tokens: int, concurrency: int, judge: str
 ) -> dict[str, Any]:
-    """``Answer`` on every record (default budget, hybrid judge), scored like greedy."""
+    """``Answer`` on every record (default budget). ``hybrid``: the prompt's constraints
+    supplied; ``llm``: none supplied, the LLM judge only."""
     gate = asyncio.Semaphore(concurrency)
     start = time.monotonic()
     errors: list[str] = []
 
     async def one(client: AsyncRefinerClient, r: PromptRecord) -> tuple[Response, Any]:
+        constraints = (
+            [(c.instruction_id, dict(c.kwargs)) for c in r.constraints] if judge == "hybrid" else []
+        )
         async with gate:
             try:
                 reply = await client.answer(
-                    r.prompt,
-                    constraints=[(c.instruction_id, dict(c.kwargs)) for c in r.constraints],
-                    judge="hybrid",
-                    max_tokens=max_tokens,
+                    r.prompt, constraints=constraints, judge=judge, max_tokens=max_tokens
                 )
             except Exception as exc:  # reported, scored as an empty answer
                 errors.append(f"{r.key}: {exc}")
                 return Response(text=""), None
             return Response(text=reply.answer, adapter=reply.actor_adapter), reply
 
-    async with AsyncRefinerClient(target, timeout=900) as client:
+    async with AsyncRefinerClient(target, timeout=1800) as client:
         done = await asyncio.gather(*(one(client, r) for r in records))
-    report = score(records, [resp for resp, _ in done])
+    answers = [resp.text for resp, _ in done]
+    report = await asyncio.to_thread(score, records, [resp for resp, _ in done])
     replies = [reply for _, reply in done if reply is not None]
-    cost = {
-        "answers": len(replies),
-        "searched": sum(1 for r in replies if r.cost.nodes_expanded > 0),
-        "nodes_per_answer": _mean([r.cost.nodes_expanded for r in replies]),
-        "judge_tokens_per_answer": _mean(
-            [r.cost.judge.completion_tokens + r.cost.judge.prompt_tokens for r in replies]
-        ),
-        "refine_tokens_per_answer": _mean(
-            [r.cost.refine.completion_tokens + r.cost.refine.prompt_tokens for r in replies]
-        ),
-        "generated_tokens_per_answer": _mean(
-            [
-                r.cost.judge.completion_tokens
-                + r.cost.refine.completion_tokens
-                + r.cost.generate.completion_tokens
-                for r in replies
-            ]
-        ),
-        "wall_s_per_answer": _mean(
-            [r.cost.wall_time.ToTimedelta().total_seconds() for r in replies]
-        ),
-    }
+
+    def generated(r: Any) -> int:
+        c = r.cost
+        return int(
+            c.judge.completion_tokens + c.refine.completion_tokens + c.generate.completion_tokens
+        )
+
+    outcomes = Counter(
+        common_pb2.SearchOutcome.Name(r.outcome).removeprefix("SEARCH_OUTCOME_").lower()
+        for r in replies
+    )
     return {
+        "judge": judge,
         "metrics": report.scores.as_dict(),
         "prompts": len(records),
         "errors": len(errors),
         "first_errors": errors[:5],
-        "cost": cost,
+        "degenerate": degenerate(records, answers),
+        "changed": sum(1 for r in replies if r.answer != r.original),
+        "outcomes": dict(outcomes),
+        "generated_tokens_per_answer": _mean([generated(r) for r in replies]),
+        "nodes_per_answer": _mean([r.cost.nodes_expanded for r in replies]),
         "wall_s": round(time.monotonic() - start, 1),
         "served_actor": sorted({r.actor_adapter for r in replies}),
         "served_refiner": sorted({r.refiner_adapter for r in replies}),
     }
 
 
-def _mean(xs: list[float] | list[int]) -> float:
+def spread(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two greedy evaluations of the same version: answers that differ, metric changes."""
+    differ = sum(x != y for x, y in zip(a["answers"], b["answers"], strict=True))
+    deltas = {k: round(b["metrics"][k] - a["metrics"][k], 4) for k in METRICS}
+    return {
+        "answers_differ_share": round(differ / max(len(a["answers"]), 1), 4),
+        "metric_deltas": deltas,
+        "mean_delta_points": round(100 * sum(deltas.values()) / len(deltas), 2),
+        "main_delta_points": round(100 * deltas[MAIN], 2),
+    }
+
+
+def _mean(xs: Sequence[float]) -> float:
     return round(sum(xs) / len(xs), 2) if xs else 0.0
 
 
@@ -206,35 +295,95 @@ def manifests(target: str) -> list[dict[str, Any]]:
     ]
 
 
-COUNTS = ("prompts", "samples", "negatives", "searches", "refined", "dpo_pairs", "sft_records")
+# -- report ------------------------------------------------------------------------------
+
+COUNTS = ("prompts", "samples", "negatives", "searches", "refined", "dpo_pairs",
+          "dpo_pairs_dropped_no_gain", "dpo_pairs_dropped_rewrite", "refine_records",
+          "refine_steps_failed_search", "judge_records", "judge_agreed", "judge_relabelled",
+          "judge_verifier_only")  # fmt: skip
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def gains(doc: dict[str, Any]) -> dict[str, Any]:
+    """Gains in points of prompt-level loose after the last measured iteration."""
+    its = doc["iterations"]
+    measured = sorted((n for n in its if its[n].get("greedy")), key=int)
+    if not measured:
+        return {}
+    base = its[measured[0]]["greedy"]["metrics"][MAIN] if measured[0] == "0" else None
+    last = its[measured[-1]]
+    greedy = last["greedy"]["metrics"][MAIN]
+    out: dict[str, Any] = {"iterations": max(0, int(measured[-1]))}
+    if base is not None:
+        out["greedy_gain"] = round(100 * (greedy - base), 2)
+    for key in ("refined", "llm_refined"):
+        if last.get(key):
+            out[f"{key}_gain"] = round(100 * (last[key]["metrics"][MAIN] - greedy), 2)
+    return out
+
+
+def tokens_per_point(doc: dict[str, Any]) -> dict[str, Any]:
+    """Extra generated tokens per answer per point a refined row gains over greedy, and
+    the search stage's generated tokens of all iterations per point of greedy gain."""
+    its = doc["iterations"]
+    g = gains(doc)
+    out: dict[str, Any] = {}
+    measured = sorted((n for n in its if its[n].get("greedy")), key=int)
+    if not measured:
+        return out
+    last = its[measured[-1]]
+    for key in ("refined", "llm_refined"):
+        gain = g.get(f"{key}_gain")
+        if last.get(key) and gain:
+            extra = last[key]["generated_tokens_per_answer"] - last["greedy"]["tokens_per_answer"]
+            out[f"{key}_tokens_per_answer_per_point"] = round(extra / gain, 1)
+    search = 0
+    for n in its:
+        cost = its[n].get("iteration", {}).get("search_cost", {})
+        search += sum(int(cost.get(p, {}).get("completion_tokens", 0)) for p in ("judge", "refine"))
+    if g.get("greedy_gain"):
+        out["search_tokens_per_greedy_point"] = round(search / g["greedy_gain"])
+    out["search_generated_tokens"] = search
+    return out
+
+
+ROWS = (
+    ("greedy", "greedy"),
+    ("greedy_repeat", "greedy (again)"),
+    ("refined", "refined (hybrid)"),
+    ("llm_refined", "refined (LLM judge)"),
+)
 
 
 def report(doc: dict[str, Any]) -> str:
     """The markdown tables of bench/RESULTS.md."""
-    lines = ["| iteration | answers | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * 4]
-    rows: list[tuple[str, str, dict[str, float]]] = []
     its = doc["iterations"]
-    base = doc.get("base_refined")
-    first = its.get("1", {}).get("iteration", {})
-    if first.get("baseline_eval"):
-        rows.append(("0 (base)", "greedy", first["baseline_eval"]))
-    if base:
-        rows.append(("0 (base)", "refined", base["metrics"]))
+    lines = [
+        "| iteration | answers | "
+        + " | ".join(METRICS)
+        + " | degenerate | quoted | tokens/answer |",
+        "|---|---|" + "---|" * 7,
+    ]
     for n in sorted(its, key=int):
-        it = its[n].get("iteration", {})
-        if it.get("candidate_eval"):
-            rows.append((n, "greedy (candidate)", it["candidate_eval"]))
-        if its[n].get("refined"):
-            rows.append((n, "refined (served)", its[n]["refined"]["metrics"]))
-    for name, kind, m in rows:
-        lines.append(
-            f"| {name} | {kind} | " + " | ".join(f"{m.get(k, 0):.3f}" for k in METRICS) + " |"
-        )
-    lines += ["", "| iteration | state | prompts | samples | negatives | searches | refined | "
-              "DPO pairs | SFT records | stage seconds | decision |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for key, label in ROWS:
+            row = its[n].get(key)
+            if not row:
+                continue
+            m, d = row["metrics"], row["degenerate"]
+            tokens = row.get("generated_tokens_per_answer", row.get("tokens_per_answer", 0))
+            lines.append(
+                f"| {n} | {label} | " + " | ".join(f"{m.get(k, 0):.3f}" for k in METRICS)
+                + f" | {d['share']:.3f} | {d['quoted_share']:.3f} | {tokens:.0f} |"
+            )  # fmt: skip
+    lines += ["", "| iteration | state | " + " | ".join(COUNTS) + " | stage seconds | decision |",
+              "|---|---|" + "---|" * (len(COUNTS) + 2)]  # fmt: skip
     for n in sorted(its, key=int):
-        it = its[n].get("iteration", {})
+        it = its[n].get("iteration")
+        if not it:
+            continue
         c = it.get("counts", {})
         stages = ", ".join(
             f"{t['stage'].removeprefix('ITERATION_STAGE_').lower()} {_seconds(t):.0f}"
@@ -245,6 +394,29 @@ def report(doc: dict[str, Any]) -> str:
             + " | ".join(str(c.get(k, 0)) for k in COUNTS)
             + f" | {stages} | {it.get('decision', '')} |"
         )
+        w = it.get("warmup")
+        if w:
+            lines.append(
+                f"\nwarm-up: {w.get('prompts', 0)} prompts, {w.get('samples', 0)} samples, "
+                f"{w.get('failing', 0)} failing uncut, {w.get('searches_refined', 0)}/"
+                f"{w.get('searches', 0)} searches refined, {w.get('search_records', 0)} search "
+                f"records + {w.get('repair_records', 0)} repairs ({w.get('repairs_capped', 0)} "
+                f"capped), mix {w.get('mix', {})}, version "
+                f"{w.get('version', {}).get('name', '-')}, {w.get('duration', '?')}\n"
+            )
+    s = doc.get("spread")
+    if s:
+        lines.append(
+            f"\nrun-to-run spread (base greedy twice): {100 * s['answers_differ_share']:.1f} % of "
+            f"answers differ; {MAIN} {s['main_delta_points']:+.1f} points, mean of the four "
+            f"{s['mean_delta_points']:+.1f} points"
+        )
+    for n in sorted(its, key=int):
+        if its[n].get("coordinator_vs_run"):
+            lines.append(f"iteration {n}: coordinator's candidate evaluation vs this run's: "
+                         f"{its[n]['coordinator_vs_run']}")  # fmt: skip
+    lines += ["", f"gains (points of {MAIN}): {gains(doc)}",
+              f"tokens per point: {tokens_per_point(doc)}"]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -254,31 +426,54 @@ def _seconds(timing: dict[str, Any]) -> float:
 
 
 def result_line(doc: dict[str, Any]) -> str:
+    fields: dict[str, Any] = {"iterations": 0, **gains(doc)}
+    s = doc.get("spread")
+    if s:
+        fields["spread_points"] = s["main_delta_points"]
+        fields["answers_differ"] = s["answers_differ_share"]
     its = doc["iterations"]
-    fields = {"iterations": len([n for n in its if its[n].get("iteration")])}
-    first = its.get("1", {}).get("iteration", {}).get("baseline_eval", {})
-    if first:
-        fields["greedy_loose_base"] = round(first.get("prompt_level_loose", 0), 4)
-    if its:
-        last = its[max(its, key=int)]
-        it = last.get("iteration", {})
-        # The served actor after the last iteration: the candidate if promoted.
-        served = (
-            it.get("candidate_eval")
-            if it.get("state") == "ITERATION_STATE_SUCCEEDED"
-            else (it.get("baseline_eval"))
-        )
-        if served:
-            fields["greedy_loose_last"] = round(served.get("prompt_level_loose", 0), 4)
+    measured = sorted((n for n in its if its[n].get("greedy")), key=int)
+    if measured:
+        first, last = its[measured[0]], its[measured[-1]]
+        fields["degenerate_greedy_base"] = first["greedy"]["degenerate"]["share"]
+        fields["degenerate_greedy_last"] = last["greedy"]["degenerate"]["share"]
         if last.get("refined"):
-            fields["refined_loose_last"] = round(
-                last["refined"]["metrics"]["prompt_level_loose"], 4
-            )
-    if doc.get("base_refined"):
-        fields["refined_loose_base"] = round(
-            doc["base_refined"]["metrics"]["prompt_level_loose"], 4
-        )
+            fields["degenerate_refined_last"] = last["refined"]["degenerate"]["share"]
+        fields["greedy_loose_last"] = round(last["greedy"]["metrics"][MAIN], 4)
     return "RESULT quality_run " + " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+def measure(
+    run: Run, slot: dict[str, Any], args: argparse.Namespace, records: list[PromptRecord],
+    actor: str, refiner: str, max_tokens: int, *, repeat: bool, adapter: str = "",
+) -> None:  # fmt: skip
+    """Greedy (twice when ``repeat``), refined and LLM-refined evaluations of what is
+    served now (greedy pinned to ``adapter`` when given); each step is saved as it ends
+    and skipped when a resumed run has it."""
+
+    def greedy() -> Any:
+        return greedy_eval(actor, records, max_tokens, args.concurrency, adapter)
+
+    steps: list[tuple[str, Any]] = [("greedy", greedy)]
+    if repeat:
+        steps.append(("greedy_repeat", greedy))
+    if args.refined:
+        steps.append(("refined", lambda: refined_eval(
+            refiner, records, max_tokens, args.refined_concurrency, "hybrid")))  # fmt: skip
+    if args.llm_refined:
+        steps.append(("llm_refined", lambda: refined_eval(
+            refiner, records, max_tokens, args.refined_concurrency, "llm")))  # fmt: skip
+    for key, step in steps:
+        if slot.get(key):
+            continue
+        log(f"  {key} evaluation")
+        slot[key] = asyncio.run(step())
+        m = slot[key]["metrics"]
+        log(f"  {key}: {MAIN} {m[MAIN]:.3f}, degenerate {slot[key]['degenerate']['share']:.3f}")
+        run.save()
 
 
 def main() -> int:
@@ -287,13 +482,16 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--num-prompts", type=int, default=1000)
     ap.add_argument("--eval-prompts", type=int, default=500)
+    ap.add_argument("--warmup-prompts", type=int, default=256)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--concurrency", type=int, default=256, help="greedy requests in flight")
     ap.add_argument("--refined-concurrency", type=int, default=256)
-    ap.add_argument(
-        "--base-refined",
-        action="store_true",
-        help="also evaluate the base model's refined answers (before iteration 1)",
-    )
+    ap.add_argument("--no-refined", dest="refined", action="store_false",
+                    help="skip the refined (hybrid) evaluations")  # fmt: skip
+    ap.add_argument("--no-llm-refined", dest="llm_refined", action="store_false",
+                    help="skip the refined evaluations with the LLM judge only")  # fmt: skip
+    ap.add_argument("--no-spread", dest="spread", action="store_false",
+                    help="evaluate the base model's greedy answers once, not twice")  # fmt: skip
     ap.add_argument("--start-timeout", type=float, default=600)
     args = ap.parse_args()
 
@@ -303,15 +501,17 @@ def main() -> int:
     env.setdefault("SPAR_CACHE_DIR", str(args.out / "cache"))
     env["SPAR_COORDINATOR__NUM_PROMPTS"] = str(args.num_prompts)
     env["SPAR_COORDINATOR__EVAL_PROMPTS"] = str(args.eval_prompts)
+    env.setdefault("SPAR_COORDINATOR__WARMUP_PROMPTS", str(args.warmup_prompts))
     if args.device == "cpu":
         env["SPAR_TRAINER__DEVICE"] = "cpu"
     os.environ.update(env)
     settings = Settings()
     run = Run(args.out)
     run.doc["settings"] = {k: v for k, v in sorted(env.items()) if k.startswith("SPAR_")}
+    run.doc.setdefault("sessions", []).append({"started": time.strftime("%Y-%m-%d %H:%M:%S")})
     run.save()
 
-    records = held_out(settings)
+    records = eval_prompts(settings.coordinator)
     log(f"{len(records)} held-out prompts; starting the services")
     t0 = time.monotonic()
     refiner, coordinator, trainer, actor = (
@@ -321,20 +521,28 @@ def main() -> int:
     services = start_services(
         env, args.out, [trainer, coordinator, actor, refiner], args.start_timeout
     )
-    run.doc["start_s"] = round(time.monotonic() - t0, 1)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # the run ends here: services stop, the report is written
+
+    signal.signal(signal.SIGTERM, stop)
+    run.doc["sessions"][-1]["start_s"] = round(time.monotonic() - t0, 1)
     run.save()
     max_tokens = settings.coordinator.eval_max_tokens
     try:
-        if args.base_refined and "base_refined" not in run.doc:
-            log("refined evaluation of the base model")
-            run.doc["base_refined"] = asyncio.run(
-                refined_eval(refiner, records, max_tokens, args.refined_concurrency)
-            )
-            run.save()
+        base = run.doc["iterations"].setdefault("0", {})
+        log("iteration 0 (the base model)")
+        measure(
+            run, base, args, records, actor, refiner, max_tokens, repeat=args.spread,
+            adapter="base",
+        )  # fmt: skip
+        if base.get("greedy_repeat"):
+            run.doc["spread"] = spread(base["greedy"], base["greedy_repeat"])
         for number in range(1, args.iterations + 1):
             slot = run.doc["iterations"].setdefault(str(number), {})
             if not slot.get("iteration"):
                 log(f"iteration {number}")
+                t_it = time.monotonic()
                 with CoordinatorClient(coordinator) as client:
                     it = client.start_iteration("", args.num_prompts)
                     final = it
@@ -343,19 +551,27 @@ def main() -> int:
                         log(f"  {pb.IterationStage.Name(final.stage)}: {event.message}")
                 log(summary(final))
                 slot["iteration"] = iteration_json(final)
-                slot["overlap_with_held_out"] = check_disjoint(settings, records, final.number)
+                slot["wall_s"] = round(time.monotonic() - t_it, 1)
+                slot["overlap_with_held_out"] = check_held_out(settings, records, final.number)
+                run.doc["sessions"][-1].setdefault("iterations", []).append(number)
                 run.save()
                 if final.state == pb.ITERATION_STATE_FAILED:
                     log(f"iteration {number} failed: {final.error}")
                     break
-            if not slot.get("refined"):
-                log(f"refined evaluation after iteration {number}")
-                slot["refined"] = asyncio.run(
-                    refined_eval(refiner, records, max_tokens, args.refined_concurrency)
-                )
-                run.save()
+            log(f"evaluations after iteration {number}")
+            measure(run, slot, args, records, actor, refiner, max_tokens, repeat=False)
+            cand = slot["iteration"].get("candidate_eval")
+            served = slot["greedy"]["served_actor"]
+            name = slot["iteration"].get("actor_candidate", {}).get("name")
+            if cand and name and served == [name]:
+                slot["coordinator_vs_run"] = {
+                    k: round(slot["greedy"]["metrics"][k] - cand.get(k, 0.0), 4) for k in METRICS
+                }
+            run.save()
         run.doc["manifests"] = manifests(trainer)
         run.save()
+    except KeyboardInterrupt:
+        log("stopped (SIGTERM or Ctrl-C); what was measured is kept")
     finally:
         services.terminate()
         try:
