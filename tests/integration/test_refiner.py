@@ -131,10 +131,10 @@ async def test_hybrid_judge_is_verifier_first(refiner: AsyncRefinerClient) -> No
 async def test_a_refine_request_that_cannot_fit_never_fails_the_call(
     refiner: AsyncRefinerClient,
 ) -> None:
-    # ~1,900 tokens of instruction: the refine prompt (instruction + response + problems)
+    # ~2,160 tokens of instruction: the refine prompt (instruction + response + problems)
     # cannot fit the 2,048-token context, so every refinement is unusable for that reason
     # and the original comes back, instead of an INVALID_ARGUMENT.
-    long_prompt = PROMPT + " Context: " + "the waves roll onto the shore " * 300
+    long_prompt = PROMPT + " Context: " + "the waves roll onto the shore " * 360
     reply = await refiner.refine(
         long_prompt, FAILING, judge="verifier",
         constraints=[("punctuation:no_comma", {})], budget=search_budget(max_nodes=3),
@@ -209,7 +209,15 @@ async def test_hybrid_answer_and_cost_of_every_phase(
         assert reply.verdict == common_pb2.VERDICT_FAIL
     if reply.verdict == common_pb2.VERDICT_PASS:
         assert independent_check(reply.answer)
-    assert reply.cost.judge.completion_tokens > 0 and reply.cost.judge_samples >= 2
+    # Verifier first: with every requirement checkable and no LLM veto (the default), no
+    # judgement needs an LLM vote, so none is drawn.
+    assert reply.cost.judgements >= 1
+    assert reply.cost.votes_skipped == reply.cost.judgements
+    assert reply.cost.judge.completion_tokens == 0 and reply.cost.judge_samples == 0
+    skipped = metric(after, "spar_search_votes_skipped_total", judge="hybrid") - metric(
+        before, "spar_search_votes_skipped_total", judge="hybrid"
+    )
+    assert skipped == reply.cost.votes_skipped
     delta = metric(after, "spar_generated_tokens_total") - metric(
         before, "spar_generated_tokens_total"
     )
