@@ -114,7 +114,7 @@ class RefinerSettings(BaseModel):
 
     actor_target: str = f"127.0.0.1:{DEFAULT_PORTS['actor'][0]}"
     """HOST:PORT (or a gRPC target such as ``dns:///actor:50051``) of the actor service."""
-    judge_kind: Literal["llm", "verifier", "hybrid"] = "hybrid"
+    judge_kind: Literal["llm", "verifier", "hybrid", "external"] = "hybrid"
     """Judge of requests that leave it unset; hybrid is the LLM judge when a request has
     no verifiable constraints."""
     judge_samples: int = 5
@@ -300,7 +300,7 @@ class CoordinatorSettings(BaseModel):
     sample_top_p: float = 0.9
     sample_max_tokens: int = 256
     """Tokens per actor sample."""
-    judge: Literal["llm", "verifier", "hybrid"] = "hybrid"
+    judge: Literal["llm", "verifier", "hybrid", "external"] = "hybrid"
     """Judge of negative collection and search."""
     judge_samples: int = 5
     """Judge samples per response (the paper's 5)."""

@@ -58,11 +58,13 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml  # type: ignore[import-untyped]
+from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spar import ifeval
 from spar.errors import FailedPrecondition, InvalidArgument
 from spar.ifeval import Constraint, ConstraintCheck
+from spar.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -878,6 +880,33 @@ class CriteriaRegistry:
                 if measured:
                     description = f"{description} ({measured})"
         return ConstraintCheck(cid, strict, loose, description)
+
+
+def pack_metrics(metrics: Metrics) -> Callable[[bool, int], None]:
+    """The criteria families of docs/metrics.md on a server's registry; returns the
+    registry's ``on_reload`` callback that keeps them current."""
+    service = metrics.service
+    loaded = Gauge(
+        "spar_criteria_packs_loaded",
+        "Criteria packs in use (SPAR_CRITERIA__DIR; the built-in ifeval pack not counted).",
+        ["service"],
+        registry=metrics.registry,
+    )
+    reloads = Counter(
+        "spar_criteria_reloads",
+        "Loads of the criteria folder by result (error: a bad pack; the old ones stay).",
+        ["service", "result"],
+        registry=metrics.registry,
+    )
+    loaded.labels(service).set(0)
+    for result in ("ok", "error"):
+        reloads.labels(service, result)
+
+    def on_reload(ok: bool, packs: int) -> None:
+        reloads.labels(service, "ok" if ok else "error").inc()
+        loaded.labels(service).set(packs)
+
+    return on_reload
 
 
 # -- the process's registry ------------------------------------------------------------

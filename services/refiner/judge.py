@@ -16,8 +16,14 @@ Semantics:
   search ranks such nodes by the share of constraints met. A response that passes every
   check is PASS; the LLM judges only the requirements the program did not check (its
   prompt lists the checked ones), and only when its vote can change something: with
-  ``llm_veto`` on, a majority No turns the PASS into FAIL (off by default). Without
-  constraints, hybrid is the LLM judge.
+  ``llm_veto`` on, a majority No turns the PASS into FAIL (off by default). Rubric
+  criteria of a criteria pack (spar.criteria) are requirements only the LLM can decide:
+  their texts are listed in the judge prompt, and when there are any the LLM always votes
+  on a response the program passed, and its vote decides. Without constraints, hybrid is
+  the LLM judge.
+- **external**: hybrid with an outside model (any OpenAI-compatible endpoint,
+  spar.external_judge) in place of the refiner's own LLM: one deterministic answer
+  instead of k samples.
 
 Every kind also applies the answer guardrails (:mod:`spar.guardrails`: repetition loops,
 talk about the task instead of an answer, off-topic text) unless switched off: a response
@@ -26,7 +32,7 @@ that breaks one is FAIL and can never pass the search's end gate.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,15 +41,18 @@ from services.refiner.prompts import Prompts, parse_judgement
 from spar import guardrails
 from spar.complaints import complaint
 from spar.engine.protocol import GenerationRequest
-from spar.errors import InvalidArgument
+from spar.errors import FailedPrecondition, InvalidArgument, Unavailable
+from spar.external_judge import ExternalVerdict, Requirement
 from spar.guardrails import GuardrailIssue
 from spar.ifeval import Constraint, ConstraintCheck
 
-JudgeKind = Literal["llm", "verifier", "hybrid"]
+JudgeKind = Literal["llm", "verifier", "hybrid", "external"]
 Verdict = Literal["pass", "fail", "undecided"]
 TiePolicy = Literal["resample", "undecided"]
 VotePolicy = Literal["when_needed", "always"]
 CheckFn = Callable[[str, str, Sequence[Constraint]], list[ConstraintCheck]]
+OutsideFn = Callable[[str, str, Sequence[Requirement]], Awaitable[ExternalVerdict]]
+"""(instruction, response, requirements) -> the outside judge's verdict."""
 
 
 @dataclass(frozen=True)
@@ -187,11 +196,23 @@ class Judge:
         generate: GenerateFn,
         check: CheckFn,
         rubrics: Sequence[str] = (),
+        outside: OutsideFn | None = None,
+        observe: Callable[[str, Judgement], None] | None = None,
     ) -> None:
+        if kind == "verifier" and rubrics:
+            raise InvalidArgument(
+                "the verifier judge cannot decide rubric criteria (only an LLM can); use the "
+                "hybrid, llm or external judge, or name only checkable criteria"
+            )
         if kind == "verifier" and not constraints:
             raise InvalidArgument(
                 "the verifier judge needs at least one verifiable constraint; add constraints "
                 "or use the llm or hybrid judge"
+            )
+        if kind == "external" and outside is None:
+            raise FailedPrecondition(
+                "the external judge is not configured on this refiner; set "
+                "SPAR_EXTERNAL_JUDGE__URL and SPAR_EXTERNAL_JUDGE__MODEL"
             )
         if config.samples < 1:
             raise InvalidArgument("judge samples must be at least 1")
@@ -203,6 +224,8 @@ class Judge:
         self.config = config
         self._generate = generate
         self._check = check
+        self._outside = outside
+        self._observe = observe
 
     @property
     def checks_constraints(self) -> bool:
@@ -211,6 +234,12 @@ class Judge:
 
     async def judge(self, response: str, reference: str | None = None) -> Judgement:
         """Judges response; ``reference`` (the search's original) helps the topic rule."""
+        judgement = await self._judge(response, reference)
+        if self._observe is not None:
+            self._observe(response, judgement)
+        return judgement
+
+    async def _judge(self, response: str, reference: str | None) -> Judgement:
         checks = (
             tuple(self._check(self.instruction, response, self.constraints))
             if self.checks_constraints
@@ -237,13 +266,15 @@ class Judge:
         program: str,
         share: float,
     ) -> Judgement:
-        always = self.kind == "hybrid" and self.config.votes == "always"
+        always = self.kind in ("hybrid", "external") and self.config.votes == "always"
+        # Rubrics are requirements only the LLM decides: it votes, and its vote decides.
+        veto = self.config.llm_veto or bool(self.rubrics)
         if failed and not always:
             return Judgement(
                 self.kind, "fail", share, program, constraints=checks, guardrails=issues,
                 hard_fail=True,
             )  # fmt: skip
-        if self.kind == "verifier" or (not self.config.llm_veto and not always):
+        if self.kind == "verifier" or (not veto and not always):
             return Judgement(
                 self.kind, "pass", share, "Every checked requirement is met.",
                 constraints=checks, guardrails=issues,
@@ -256,7 +287,6 @@ class Judge:
                 self.kind, "fail", vote.value * share, program, vote, samples,
                 constraints=checks, guardrails=issues, hard_fail=True, voted=True,
             )  # fmt: skip
-        veto = self.config.llm_veto
         verdict: Verdict = vote.verdict if veto else "pass"
         return Judgement(
             self.kind, verdict, vote.value, majority_critique(samples, vote.verdict), vote,
@@ -279,6 +309,8 @@ class Judge:
         )  # fmt: skip
 
     async def _vote(self, response: str, checked: Sequence[str]) -> tuple[JudgeSample, ...]:
+        if self.kind == "external":
+            return (await self._ask_outside(response),)
         samples = await self._draw(response, checked, self.config.samples)
         if self.config.tie_policy == "resample":
             for _ in range(self.config.tie_resample_rounds):
@@ -286,6 +318,25 @@ class Judge:
                     break
                 samples += await self._draw(response, checked, self.config.tie_resample_samples)
         return samples
+
+    async def _ask_outside(self, response: str) -> JudgeSample:
+        """The outside judge's one answer as a sample (it answers deterministically)."""
+        assert self._outside is not None
+        requirements = [Requirement(f"rubric-{i}", t) for i, t in enumerate(self.rubrics, 1)]
+        try:
+            verdict = await self._outside(self.instruction, response, requirements)
+        except (Unavailable, FailedPrecondition) as exc:
+            raise Unavailable(f"the external judge could not judge: {exc.message}") from None
+        missed = [r.text for r in requirements if verdict.requirements.get(r.id) is False]
+        if verdict.overall is None:
+            text = "The outside judge's answer could not be read."
+        elif verdict.overall and not missed:
+            text = "The outside judge found every requirement met.\nFinal Judgement: Yes"
+        else:
+            lines = "".join(f"\n- not met: {m}" for m in missed)
+            text = f"The outside judge found the response lacking.{lines}\nFinal Judgement: No"
+        decision = None if verdict.overall is None else verdict.overall and not missed
+        return JudgeSample(text, decision)
 
     async def _draw(self, response: str, checked: Sequence[str], n: int) -> tuple[JudgeSample, ...]:
         c = self.config

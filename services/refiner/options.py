@@ -27,11 +27,13 @@ JUDGE_KINDS: dict[int, JudgeKind] = {
     common_pb2.JUDGE_KIND_LLM: "llm",
     common_pb2.JUDGE_KIND_VERIFIER: "verifier",
     common_pb2.JUDGE_KIND_HYBRID: "hybrid",
+    common_pb2.JUDGE_KIND_EXTERNAL: "external",
 }
 JUDGE_KIND_ENUM: dict[JudgeKind, common_pb2.JudgeKind] = {
     "llm": common_pb2.JUDGE_KIND_LLM,
     "verifier": common_pb2.JUDGE_KIND_VERIFIER,
     "hybrid": common_pb2.JUDGE_KIND_HYBRID,
+    "external": common_pb2.JUDGE_KIND_EXTERNAL,
 }
 STRATEGIES: dict[int, Strategy] = {
     common_pb2.SEARCH_STRATEGY_BFS: "bfs",
@@ -102,7 +104,9 @@ def judge_kind(value: int, settings: RefinerSettings) -> JudgeKind:
     if value == common_pb2.JUDGE_KIND_UNSPECIFIED:
         return settings.judge_kind
     if value not in JUDGE_KINDS:
-        raise InvalidArgument(f"judge kind {value} is unknown; use LLM, VERIFIER or HYBRID")
+        raise InvalidArgument(
+            f"judge kind {value} is unknown; use LLM, VERIFIER, HYBRID or EXTERNAL"
+        )
     return JUDGE_KINDS[value]
 
 

@@ -24,11 +24,19 @@ from services.refiner import options as opt
 from services.refiner.admission import Admission
 from services.refiner.conversation import conversation
 from services.refiner.cost import Budget, Cost, GenerateFn, Meter, PhaseCost
-from services.refiner.judge import CheckFn, Judge, JudgeConfig, JudgeKind, Judgement, Verdict
+from services.refiner.judge import (
+    CheckFn,
+    Judge,
+    JudgeConfig,
+    JudgeKind,
+    Judgement,
+    OutsideFn,
+    Verdict,
+)
 from services.refiner.metrics import RefinerMetrics
 from services.refiner.prompts import Prompts
 from services.refiner.search import Node, SearchConfig, SearchEvent, SearchResult, TreeSearch
-from spar import ifeval
+from spar import criteria
 from spar.client import AsyncActorClient
 from spar.complaints import complaint
 from spar.config import Settings
@@ -46,6 +54,7 @@ from spar.errors import (
     SparError,
     Unavailable,
 )
+from spar.external_judge import ExternalJudge, Requirement, SelfDecisions
 from spar.ifeval import Constraint
 from spar.runtime import EngineRuntime
 from spar.security import client_security
@@ -192,13 +201,24 @@ class RefinerService(pb_grpc.RefinerServicer):
         settings: Settings,
         metrics: RefinerMetrics,
         *,
-        check: CheckFn = ifeval.check,
+        check: CheckFn | None = None,
+        external: ExternalJudge | None = None,
     ) -> None:
         self.runtime = runtime
         self.settings = settings
         self.config = settings.refiner
         self.metrics = metrics
-        self.check = check
+        # Criteria packs (SPAR_CRITERIA__DIR): a bad pack stops the start here.
+        self.criteria = criteria.CriteriaRegistry(
+            settings.criteria.dir or None,
+            reload_interval_s=settings.criteria.reload_interval_s,
+            on_reload=criteria.pack_metrics(metrics.base),
+        )
+        self.criteria.load()
+        self.check = check or self.criteria.check
+        self.external = external or ExternalJudge.from_settings(
+            settings.external_judge, metrics.base
+        )
         c = self.config
         self.prompts = Prompts.from_settings(
             c.judge_template, c.refine_template, c.refine_style, c.refine_prefill
@@ -220,6 +240,8 @@ class RefinerService(pb_grpc.RefinerServicer):
     async def close(self) -> None:
         if self._actor is not None:
             await self._actor.close()
+        if self.external is not None:
+            await self.external.close()
 
     def _generate(self, adapter: AdapterRef | None) -> GenerateFn:
         engine = self.runtime.engine
@@ -232,12 +254,33 @@ class RefinerService(pb_grpc.RefinerServicer):
         return generate
 
     def _constraints(
-        self, messages: Sequence[common_pb2.VerifiableConstraint], instruction: str
+        self,
+        messages: Sequence[common_pb2.VerifiableConstraint],
+        instruction: str,
+        refs: Sequence[str] = (),
     ) -> list[Constraint]:
-        constraints = opt.constraints(messages, self.settings.limits)
+        """The request's constraints, then its criteria (``pack`` or ``pack/criterion``)."""
+        limits = self.settings.limits
+        constraints = opt.constraints(messages, limits)
+        for i, ref in enumerate(refs):
+            if len(ref) > 128:
+                raise InvalidArgument(f"criteria[{i}] is longer than 128 characters")
+        try:
+            constraints += self.criteria.expand(refs)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"criteria: {exc.message}") from None
+        if len(constraints) > limits.max_constraints:
+            raise InvalidArgument(
+                f"{len(constraints)} constraints and criteria exceed the server limit "
+                f"{limits.max_constraints} (SPAR_LIMITS__MAX_CONSTRAINTS)"
+            )
         if constraints:  # also for the llm judge, which ignores them: bad input is an error
-            ifeval.validate(constraints, instruction)
+            self.criteria.validate(constraints, instruction)
         return constraints
+
+    def _checkable(self, constraints: Sequence[Constraint]) -> list[Constraint]:
+        """The constraints the program decides (what constraint results are about)."""
+        return self.criteria.split(constraints)[0]
 
     def _judge(
         self,
@@ -247,10 +290,45 @@ class RefinerService(pb_grpc.RefinerServicer):
         config: JudgeConfig,
         meter: Meter,
     ) -> Judge:
+        checkable, rubric = self.criteria.split(constraints)
+        rubrics = self.criteria.rubrics(rubric)
+        outside: OutsideFn | None = self.external.judge if self.external is not None else None
         return Judge(
-            kind, instruction, constraints, prompts=self.prompts, config=config,
-            generate=meter.for_phase("judge"), check=self.check,
+            kind, instruction, checkable, prompts=self.prompts, config=config,
+            generate=meter.for_phase("judge"), check=self.check, rubrics=rubrics,
+            outside=outside, observe=self._observer(kind, instruction, checkable, rubric),
         )  # fmt: skip
+
+    def _observer(
+        self,
+        kind: JudgeKind,
+        instruction: str,
+        checkable: Sequence[Constraint],
+        rubric: Sequence[Constraint],
+    ) -> Callable[[str, Judgement], None] | None:
+        """Sends the sampled share of this request's judgements to the outside judge too,
+        in the background (never waited for), to count the agreement per criterion."""
+        external = self.external
+        if external is None or kind == "external" or external.settings.sample_fraction <= 0:
+            return None
+        texts = self.criteria.rubrics(rubric)
+
+        def observe(response: str, j: Judgement) -> None:
+            if not external.wants(instruction, response):
+                return
+            requirements = [
+                Requirement(c.instruction_id, check.description or c.instruction_id)
+                for c, check in zip(checkable, j.constraints, strict=False)
+            ] + [Requirement(c.instruction_id, t) for c, t in zip(rubric, texts, strict=True)]
+            decided = {check.instruction_id: check.strict for check in j.constraints}
+            if j.voted and j.vote.verdict != "undecided":
+                decided |= {c.instruction_id: j.vote.verdict == "pass" for c in rubric}
+            overall = {"pass": True, "fail": False}.get(j.verdict)
+            external.compare_soon(
+                instruction, response, requirements, SelfDecisions(overall, decided)
+            )
+
+        return observe
 
     # -- Judge -----------------------------------------------------------------------
 
@@ -261,7 +339,7 @@ class RefinerService(pb_grpc.RefinerServicer):
         instruction = opt.text(request.instruction, "instruction", limits)
         response = opt.response_text(request.response, "response", limits)
         kind = opt.judge_kind(request.kind, self.config)
-        constraints = self._constraints(request.constraints, instruction)
+        constraints = self._constraints(request.constraints, instruction, request.criteria)
         config = opt.judge_config(
             self.config, samples=request.samples, tie_policy=request.tie_policy
         )
@@ -278,7 +356,7 @@ class RefinerService(pb_grpc.RefinerServicer):
             samples=[pb.JudgeSample(text=s.text, verdict=VERDICTS[s.verdict]) for s in j.samples]
             if request.return_all_samples
             else [],
-            constraint_results=constraint_results(j, response, constraints),
+            constraint_results=constraint_results(j, response, self._checkable(constraints)),
             kind=opt.JUDGE_KIND_ENUM[j.kind],
             usage=common_pb2.Usage(
                 prompt_tokens=meter.cost.judge.prompt_tokens,
@@ -297,12 +375,13 @@ class RefinerService(pb_grpc.RefinerServicer):
         budget: common_pb2.SearchBudget,
         seed_text: str,
         response_max_tokens: int,
+        criteria_refs: Sequence[str] = (),
     ) -> SearchPlan:
         """Validates everything before the request takes (or waits for) a search slot."""
         kind = opt.judge_kind(kind_value, self.config)
         plan = SearchPlan(
             instruction=instruction,
-            constraints=self._constraints(constraints, instruction),
+            constraints=self._constraints(constraints, instruction, criteria_refs),
             kind=kind,
             search=opt.search_config(options, self.config, seed_text, response_max_tokens),
             judge=opt.search_judge_config(options, self.config),
@@ -348,7 +427,7 @@ class RefinerService(pb_grpc.RefinerServicer):
         response = opt.response_text(request.response, "response", limits)
         plan = self._plan(
             instruction, request.constraints, request.judge, request.options, request.budget,
-            instruction + "\0" + response, self._response_tokens(response),
+            instruction + "\0" + response, self._response_tokens(response), request.criteria,
         )  # fmt: skip
         return plan, response
 
@@ -368,7 +447,7 @@ class RefinerService(pb_grpc.RefinerServicer):
         plan, response = self._refine_plan(request)
         async with self.admission.slot():
             result, _ = await self._run(plan, response, context)
-        return refine_response(result, request.return_tree, plan.constraints)
+        return refine_response(result, request.return_tree, self._checkable(plan.constraints))
 
     async def RefineStream(
         self, request: pb.RefineRequest, context: grpc.aio.ServicerContext
@@ -397,7 +476,9 @@ class RefinerService(pb_grpc.RefinerServicer):
                 yield pb.RefineEvent(
                     kind=pb.REFINE_EVENT_KIND_RESULT,
                     cost=cost_message(result.cost, result.wall_time_s, result.outcome),
-                    result=refine_response(result, request.return_tree, plan.constraints),
+                    result=refine_response(
+                        result, request.return_tree, self._checkable(plan.constraints)
+                    ),
                 )
             finally:
                 if not task.done():  # the client went away: stop the search's engine work
@@ -444,7 +525,7 @@ class RefinerService(pb_grpc.RefinerServicer):
         answer_max_tokens = request.sampling.max_tokens or self.settings.limits.default_max_tokens
         plan = self._plan(
             prompt, request.constraints, request.judge, request.options, request.budget, prompt,
-            answer_max_tokens,
+            answer_max_tokens, request.criteria,
         )  # fmt: skip
         async with self.admission.slot():
             actor_start = time.monotonic()
@@ -461,6 +542,7 @@ class RefinerService(pb_grpc.RefinerServicer):
             )
         self.metrics.answer(result.outcome)
         best, root = result.best, result.tree[0]
+        checkable = self._checkable(plan.constraints)
         return pb.AnswerResponse(
             answer=best.response,
             original=original,
@@ -480,9 +562,9 @@ class RefinerService(pb_grpc.RefinerServicer):
             refiner_adapter=refiner_adapter,
             trace=[node_message(n) for n in result.trace] if request.include_trace else [],
             edit_distance=best.edit_distance,
-            constraint_results=constraint_results(best.judgement, best.response, plan.constraints),
+            constraint_results=constraint_results(best.judgement, best.response, checkable),
             original_constraint_results=constraint_results(
-                root.judgement, root.response, plan.constraints
+                root.judgement, root.response, checkable
             ),
         )
 

@@ -93,6 +93,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
             args.prompt,
             args.response,
             constraints=constraints,
+            criteria=args.criteria or [],
             kind=args.judge or "",
             samples=args.samples,
             return_all_samples=args.all_samples,
@@ -134,6 +135,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
             answer = client.answer(
                 args.prompt,
                 constraints=constraints,
+                criteria=args.criteria or [],
                 judge=args.judge or "",
                 options=options,
                 budget=budget,
@@ -151,6 +153,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
             return 0
         kwargs: dict[str, Any] = {
             "constraints": constraints,
+            "criteria": args.criteria or [],
             "judge": args.judge or "",
             "options": options,
             "budget": budget,
@@ -228,7 +231,18 @@ def _add_search_flags(p: argparse.ArgumentParser) -> None:
         help="verifiable IFEval constraint (repeatable), e.g. "
         'length_constraints:number_words:\'{"relation": "less than", "num_words": 40}\'',
     )
-    p.add_argument("--judge", choices=["llm", "verifier", "hybrid"], help="default: the server's")
+    p.add_argument(
+        "--criteria",
+        action="append",
+        metavar="PACK[/CRITERION]",
+        help="criteria of the refiner's criteria packs (repeatable): a whole pack, e.g. "
+        "support, or one criterion, e.g. support/greeting (spar criteria list)",
+    )
+    p.add_argument(
+        "--judge",
+        choices=["llm", "verifier", "hybrid", "external"],
+        help="default: the server's; external: the outside judge (SPAR_EXTERNAL_JUDGE__*)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -24,6 +24,7 @@ class JudgeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JUDGE_KIND_LLM: _ClassVar[JudgeKind]
     JUDGE_KIND_VERIFIER: _ClassVar[JudgeKind]
     JUDGE_KIND_HYBRID: _ClassVar[JudgeKind]
+    JUDGE_KIND_EXTERNAL: _ClassVar[JudgeKind]
 
 class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -61,6 +62,7 @@ JUDGE_KIND_UNSPECIFIED: JudgeKind
 JUDGE_KIND_LLM: JudgeKind
 JUDGE_KIND_VERIFIER: JudgeKind
 JUDGE_KIND_HYBRID: JudgeKind
+JUDGE_KIND_EXTERNAL: JudgeKind
 VERDICT_UNSPECIFIED: Verdict
 VERDICT_PASS: Verdict
 VERDICT_FAIL: Verdict

@@ -29,7 +29,7 @@ REFINE_EVENT_KIND_NODE_JUDGED: RefineEventKind
 REFINE_EVENT_KIND_RESULT: RefineEventKind
 
 class JudgeRequest(_message.Message):
-    __slots__ = ("instruction", "response", "constraints", "kind", "samples", "tie_policy", "return_all_samples")
+    __slots__ = ("instruction", "response", "constraints", "kind", "samples", "tie_policy", "return_all_samples", "criteria")
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class JudgeRequest(_message.Message):
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     TIE_POLICY_FIELD_NUMBER: _ClassVar[int]
     RETURN_ALL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    CRITERIA_FIELD_NUMBER: _ClassVar[int]
     instruction: str
     response: str
     constraints: _containers.RepeatedCompositeFieldContainer[_common_pb2.VerifiableConstraint]
@@ -44,7 +45,8 @@ class JudgeRequest(_message.Message):
     samples: int
     tie_policy: TiePolicy
     return_all_samples: bool
-    def __init__(self, instruction: _Optional[str] = ..., response: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.VerifiableConstraint, _Mapping]]] = ..., kind: _Optional[_Union[_common_pb2.JudgeKind, str]] = ..., samples: _Optional[int] = ..., tie_policy: _Optional[_Union[TiePolicy, str]] = ..., return_all_samples: _Optional[bool] = ...) -> None: ...
+    criteria: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, instruction: _Optional[str] = ..., response: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.VerifiableConstraint, _Mapping]]] = ..., kind: _Optional[_Union[_common_pb2.JudgeKind, str]] = ..., samples: _Optional[int] = ..., tie_policy: _Optional[_Union[TiePolicy, str]] = ..., return_all_samples: _Optional[bool] = ..., criteria: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JudgeSample(_message.Message):
     __slots__ = ("text", "verdict")
@@ -93,7 +95,7 @@ class JudgeResponse(_message.Message):
     def __init__(self, verdict: _Optional[_Union[_common_pb2.Verdict, str]] = ..., value: _Optional[float] = ..., critique: _Optional[str] = ..., yes_votes: _Optional[int] = ..., no_votes: _Optional[int] = ..., unparseable: _Optional[int] = ..., samples: _Optional[_Iterable[_Union[JudgeSample, _Mapping]]] = ..., constraint_results: _Optional[_Iterable[_Union[ConstraintResult, _Mapping]]] = ..., kind: _Optional[_Union[_common_pb2.JudgeKind, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class RefineRequest(_message.Message):
-    __slots__ = ("instruction", "response", "constraints", "judge", "options", "budget", "return_tree")
+    __slots__ = ("instruction", "response", "constraints", "judge", "options", "budget", "return_tree", "criteria")
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +103,7 @@ class RefineRequest(_message.Message):
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     RETURN_TREE_FIELD_NUMBER: _ClassVar[int]
+    CRITERIA_FIELD_NUMBER: _ClassVar[int]
     instruction: str
     response: str
     constraints: _containers.RepeatedCompositeFieldContainer[_common_pb2.VerifiableConstraint]
@@ -108,7 +111,8 @@ class RefineRequest(_message.Message):
     options: _common_pb2.SearchOptions
     budget: _common_pb2.SearchBudget
     return_tree: bool
-    def __init__(self, instruction: _Optional[str] = ..., response: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.VerifiableConstraint, _Mapping]]] = ..., judge: _Optional[_Union[_common_pb2.JudgeKind, str]] = ..., options: _Optional[_Union[_common_pb2.SearchOptions, _Mapping]] = ..., budget: _Optional[_Union[_common_pb2.SearchBudget, _Mapping]] = ..., return_tree: _Optional[bool] = ...) -> None: ...
+    criteria: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, instruction: _Optional[str] = ..., response: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.VerifiableConstraint, _Mapping]]] = ..., judge: _Optional[_Union[_common_pb2.JudgeKind, str]] = ..., options: _Optional[_Union[_common_pb2.SearchOptions, _Mapping]] = ..., budget: _Optional[_Union[_common_pb2.SearchBudget, _Mapping]] = ..., return_tree: _Optional[bool] = ..., criteria: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchNode(_message.Message):
     __slots__ = ("id", "parent_id", "depth", "response", "reflection", "critique", "value", "verdict", "expanded", "edit_distance", "constraints_met", "constraints_checked", "hard_fail", "guardrails")
@@ -177,7 +181,7 @@ class RefineEvent(_message.Message):
     def __init__(self, kind: _Optional[_Union[RefineEventKind, str]] = ..., node: _Optional[_Union[SearchNode, _Mapping]] = ..., cost: _Optional[_Union[_common_pb2.SearchCost, _Mapping]] = ..., result: _Optional[_Union[RefineResponse, _Mapping]] = ...) -> None: ...
 
 class AnswerRequest(_message.Message):
-    __slots__ = ("prompt", "constraints", "sampling", "judge", "budget", "options", "include_trace", "messages")
+    __slots__ = ("prompt", "constraints", "sampling", "judge", "budget", "options", "include_trace", "messages", "criteria")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +190,7 @@ class AnswerRequest(_message.Message):
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TRACE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    CRITERIA_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     constraints: _containers.RepeatedCompositeFieldContainer[_common_pb2.VerifiableConstraint]
     sampling: _common_pb2.SamplingParams
@@ -194,7 +199,8 @@ class AnswerRequest(_message.Message):
     options: _common_pb2.SearchOptions
     include_trace: bool
     messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]
-    def __init__(self, prompt: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.VerifiableConstraint, _Mapping]]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., judge: _Optional[_Union[_common_pb2.JudgeKind, str]] = ..., budget: _Optional[_Union[_common_pb2.SearchBudget, _Mapping]] = ..., options: _Optional[_Union[_common_pb2.SearchOptions, _Mapping]] = ..., include_trace: _Optional[bool] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ...) -> None: ...
+    criteria: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, prompt: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.VerifiableConstraint, _Mapping]]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., judge: _Optional[_Union[_common_pb2.JudgeKind, str]] = ..., budget: _Optional[_Union[_common_pb2.SearchBudget, _Mapping]] = ..., options: _Optional[_Union[_common_pb2.SearchOptions, _Mapping]] = ..., include_trace: _Optional[bool] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., criteria: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AnswerResponse(_message.Message):
     __slots__ = ("answer", "original", "verdict", "value", "outcome", "cost", "actor_adapter", "refiner_adapter", "trace", "edit_distance", "constraint_results", "original_constraint_results")
