@@ -6,12 +6,22 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from spar.commands import actor, coordinator, criteria, model, prompts, refiner, trainer, up
+from spar.commands import (
+    actor,
+    coordinator,
+    criteria,
+    model,
+    prompts,
+    refiner,
+    report,
+    trainer,
+    up,
+)
 from spar.commands.flags import EXIT_ERROR
 from spar.errors import SparError
 
 #: Each module adds its subcommands; add a module here to add commands.
-COMMAND_MODULES = [model, actor, up, refiner, trainer, coordinator, prompts, criteria]
+COMMAND_MODULES = [model, actor, up, refiner, trainer, coordinator, prompts, report, criteria]
 
 
 def build_parser() -> argparse.ArgumentParser:

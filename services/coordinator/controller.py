@@ -10,7 +10,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from services.coordinator import inputs
+from services.coordinator import inputs, report
 from services.coordinator.audit import AuditEntry, AuditLog
 from services.coordinator.journal import write_json
 from services.coordinator.loop import APPROVAL_FILE, Iteration, Ports
@@ -18,7 +18,7 @@ from services.coordinator.loop import roll_out as roll_out_version
 from services.coordinator.metrics import CoordinatorMetrics
 from services.coordinator.replicas import GrpcReplica, pod_namespace, replica_source
 from services.coordinator.rollout import RolloutFailed, Version, activate_all
-from services.coordinator.state import ROLES, StateStore, version_message
+from services.coordinator.state import ROLES, StateStore, state_root, version_message
 from spar.adapter_files import check_name
 from spar.client import AsyncActorClient, AsyncRefinerClient, AsyncTrainerClient
 from spar.config import Settings
@@ -38,7 +38,7 @@ class Coordinator:
     def __init__(self, settings: Settings, metrics: CoordinatorMetrics) -> None:
         self.settings = settings
         self.c = settings.coordinator
-        root = Path(self.c.state_dir) if self.c.state_dir else settings.cache_dir / "coordinator"
+        root = state_root(settings)
         self.store = StateStore(root)
         self.metrics = metrics
         self.audit = AuditLog(
@@ -208,8 +208,19 @@ class Coordinator:
                     self.metrics.service,
                     S.IterationState.Name(it.state).removeprefix("ITERATION_STATE_").lower(),
                 ).inc()
+            await self._write_report(it.number)
         finally:
             self._running = None
+
+    async def _write_report(self, number: int) -> None:
+        """The iteration's HTML report beside its records (report.py). A report that
+        cannot be written is logged; it never fails the iteration."""
+        try:
+            path = await asyncio.to_thread(report.write, self.store, number)
+        except Exception:
+            log.exception("iteration %d: the report could not be written", number)
+        else:
+            log.info("iteration %d: report %s", number, path)
 
     def resume_unfinished(self) -> None:
         last = self.current()

@@ -58,4 +58,11 @@ async def evaluate(
         instruction_level_strict=s.instruction_level_strict,
         instruction_level_loose=s.instruction_level_loose,
         prompts=len(records),
+        # Per instruction id: what the iteration report draws before and after.
+        criteria=[
+            coordinator_pb2.CriterionScore(
+                id=i.instruction_id, count=i.count, strict=i.strict, loose=i.loose
+            )
+            for i in result.by_instruction
+        ],
     )

@@ -21,6 +21,7 @@ from google.protobuf import json_format
 
 from services.coordinator.journal import read_json, remove_unfinished_writes, write_json
 from services.coordinator.rollout import Version
+from spar.config import Settings
 from spar.errors import DataLoss
 from spar.v1 import common_pb2, coordinator_pb2
 
@@ -59,6 +60,12 @@ def version_message(v: Version | None) -> common_pb2.AdapterVersion:
     return common_pb2.AdapterVersion(
         name=v.name, digest=v.digest, role=v.role, iteration=v.iteration
     )
+
+
+def state_root(settings: Settings) -> Path:
+    """The coordinator's state directory (``SPAR_COORDINATOR__STATE_DIR``, else the cache's)."""
+    c = settings.coordinator
+    return Path(c.state_dir).expanduser() if c.state_dir else settings.cache_dir / "coordinator"
 
 
 class StateStore:

@@ -100,6 +100,12 @@ async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
                 final = event.iteration
             assert final is not None
             state = await client.get_state()
+            # The coordinator writes the iteration's report once the iteration has ended.
+            report = tmp_path / "state" / "iterations" / "0001" / "report.html"
+            for _ in range(120):
+                if report.is_file():
+                    break
+                await asyncio.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGTERM)
         await proc.wait()
@@ -133,4 +139,11 @@ async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
             for a in (await host.list_adapters()).adapters:
                 await host.retire_adapter(a.version.name)
     assert final.HasField("candidate_eval") and final.candidate_eval.prompts == 4
+    # Per-constraint pass rates are recorded for both evaluations, and the report draws them.
+    assert {c.id for c in final.candidate_eval.criteria} == {
+        c.id for c in final.baseline_eval.criteria
+    } != set()
+    html = report.read_text()
+    assert html.count("data:image/png;base64,") >= 5
+    assert final.actor_candidate.digest in html and "pass rate per constraint type" in html
     assert [t.stage for t in final.timings][-1] == pb.ITERATION_STAGE_RECORD
