@@ -19,10 +19,12 @@ from services.coordinator.metrics import CoordinatorMetrics
 from services.coordinator.replicas import GrpcReplica, pod_namespace, replica_source
 from services.coordinator.rollout import RolloutFailed, Version, activate_all
 from services.coordinator.state import ROLES, StateStore, state_root, version_message
+from spar import criteria
 from spar.adapter_files import check_name
 from spar.client import AsyncActorClient, AsyncRefinerClient, AsyncTrainerClient
 from spar.config import Settings
 from spar.errors import FailedPrecondition, InvalidArgument, NotFound, SparError
+from spar.external_judge import ExternalJudge
 from spar.request_checks import check_path_text
 from spar.security import client_security
 from spar.v1 import coordinator_pb2
@@ -41,6 +43,14 @@ class Coordinator:
         root = state_root(settings)
         self.store = StateStore(root)
         self.metrics = metrics
+        # Criteria packs for prompt sets and evaluation (SPAR_CRITERIA__DIR); a bad pack
+        # stops the start here. The refiners must load the same packs.
+        criteria.configure(
+            settings.criteria.dir or None,
+            reload_interval_s=settings.criteria.reload_interval_s,
+            on_reload=criteria.pack_metrics(metrics.base),
+        )
+        self.external = ExternalJudge.from_settings(settings.external_judge, metrics.base)
         self.audit = AuditLog(
             Path(self.c.audit_path) if self.c.audit_path else root / "audit.jsonl",
             on_append=lambda r: metrics.audit_records.labels(
@@ -75,6 +85,8 @@ class Coordinator:
         await self.actor.close()
         await self.refiner.close()
         await self.trainer.close()
+        if self.external is not None:
+            await self.external.close()
         for replica in self._replicas.values():
             await replica.close()
 
@@ -105,6 +117,7 @@ class Coordinator:
             ),
             eval_prompts=self._eval_prompts,
             evaluate=lambda records, adapter: inputs.evaluate(self.actor, records, adapter, self.c),
+            external=self.external,
         )
 
     # -- iterations ---------------------------------------------------------------------

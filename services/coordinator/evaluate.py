@@ -1,8 +1,10 @@
 """IFEval evaluation of an actor, and the promotion decision between two evaluations.
 
 :func:`evaluate` generates greedily through the actor (every request in flight at once
-up to ``concurrency``, so vLLM batches them), checks each response with
-:func:`spar.ifeval.check` and scores with :func:`spar.ifeval.scores`: IFEval's four
+up to ``concurrency``, so vLLM batches them), checks each response with the criteria
+registry (:func:`spar.ifeval.check` for IFEval ids, the pack's checkers for
+``pack/criterion`` ids; rubric criteria need an LLM and are not scored here) and scores
+with :func:`spar.ifeval.scores`: IFEval's four
 metrics with the paper's definitions (prompt level: every instruction of a prompt
 followed; instruction level: share of all instructions followed; strict: the response
 as is; loose: the best of its loosened variants).
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.coordinator.prompts import PromptRecord
-from spar import ifeval
+from spar import criteria, ifeval
 from spar.errors import InvalidArgument
 from spar.ifeval import ConstraintCheck, IfevalScores
 from spar.v1 import actor_pb2, common_pb2
@@ -161,6 +163,7 @@ class EvalReport:
                     "finish_reason": r.response.finish_reason,
                     "completion_tokens": r.response.completion_tokens,
                     "served_adapter": r.response.adapter,
+                    "checked": [c.instruction_id for c in r.checks],
                     "strict": [c.strict for c in r.checks],
                     "loose": [c.loose for c in r.checks],
                     "errors": [c.error for c in r.checks],
@@ -193,8 +196,14 @@ def score(
     if len(records) != len(responses):
         raise InvalidArgument(f"{len(records)} prompts but {len(responses)} responses")
     _require_constraints(records)
+    registry = criteria.registry()
+
+    def checked(rec: PromptRecord, resp: Response) -> tuple[ConstraintCheck, ...]:
+        checkable, _ = registry.split(rec.constraints)
+        return tuple(registry.check(rec.prompt, resp.text, checkable))
+
     results = tuple(
-        PromptResult(rec, resp, tuple(ifeval.check(rec.prompt, resp.text, rec.constraints)))
+        PromptResult(rec, resp, checked(rec, resp))
         for rec, resp in zip(records, responses, strict=True)
     )
     per_id: dict[str, list[ConstraintCheck]] = {}

@@ -33,9 +33,10 @@ from services.coordinator.rollout import (
 )
 from services.coordinator.state import StateStore, version_message
 from services.refiner.prompts import Prompts
-from spar import ifeval
+from spar import criteria
 from spar.config import Settings
-from spar.errors import FailedPrecondition, ResourceExhausted, Unavailable
+from spar.errors import FailedPrecondition, ResourceExhausted, SparError, Unavailable
+from spar.external_judge import ExternalJudge, Requirement, SelfDecisions
 from spar.ifeval import Constraint
 from spar.v1 import common_pb2, coordinator_pb2, refiner_pb2, trainer_pb2
 
@@ -107,6 +108,8 @@ class Ports:
     """Held-out prompt records."""
     evaluate: Callable[[list[Any], str], Awaitable[coordinator_pb2.EvalMetrics]]
     """(records, adapter) → IFEval's four metrics of the actor with that adapter."""
+    external: ExternalJudge | None = None
+    """The outside judge a sampled share of the judge stage's judgements also goes to."""
 
 
 RETRY_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 30.0, 30.0)
@@ -319,6 +322,7 @@ class Iteration:
                 kind=self.c.judge,
                 samples=self.c.judge_samples,
             )
+            self._shadow(p, response, reply)
             journal.append(
                 [
                     {
@@ -337,6 +341,35 @@ class Iteration:
             )
 
         await bounded(self.c.concurrency, items, one)
+        if self.ports.external is not None:
+            await self.ports.external.drain()
+
+    def _shadow(
+        self, p: Mapping[str, Any], response: str, reply: refiner_pb2.JudgeResponse
+    ) -> None:
+        """Sends a sampled judgement to the outside judge too (in the background; it never
+        holds the stage up or fails it) to count the agreement per criterion."""
+        external = self.ports.external
+        if external is None or self.c.judge == "external":
+            return
+        if not external.wants(p["prompt"], response):
+            return
+        registry = criteria.registry()
+        constraints = [Constraint(i, kw) for i, kw in self._constraints(p)]
+        try:
+            descriptions = registry.validate(constraints, p["prompt"])
+        except SparError as exc:  # the packs changed since the prompts were loaded
+            log.warning("not shadowing %s: %s", p["key"], exc.message)
+            return
+        _, rubric = registry.split(constraints)
+        requirements = [
+            Requirement(c.instruction_id, d) for c, d in zip(constraints, descriptions, strict=True)
+        ]
+        decided = {r.instruction_id: r.strict_pass for r in reply.constraint_results}
+        if reply.yes_votes != reply.no_votes:
+            decided |= {c.instruction_id: reply.yes_votes > reply.no_votes for c in rubric}
+        overall = {common_pb2.VERDICT_PASS: True, common_pb2.VERDICT_FAIL: False}.get(reply.verdict)
+        external.compare_soon(p["prompt"], response, requirements, SelfDecisions(overall, decided))
 
     def _negatives(self) -> dict[str, Mapping[str, Any]]:
         by_prompt: dict[str, list[Mapping[str, Any]]] = {}
@@ -412,17 +445,29 @@ class Iteration:
             self.record.counts.search_outcomes[s["outcome"]] += 1
         self.record.search_cost.CopyFrom(sum_costs(s["cost"] for s in searches))
 
+    def _verifiable(
+        self, registry: criteria.CriteriaRegistry, p: Mapping[str, Any]
+    ) -> list[Constraint]:
+        """The constraints whose verdict a program gives, when that is the whole verdict:
+        a prompt with rubric criteria (or criteria no longer loaded) keeps the LLM's vote."""
+        constraints = [Constraint(i, kw) for i, kw in self._constraints(p)]
+        try:
+            checkable, rubric = registry.split(constraints)
+        except SparError:
+            return []
+        return [] if rubric else checkable
+
     async def build_data(self) -> None:
         searches = list(self._journal("searches").read().values())
         judgments = list(self._journal("judgments").read().values())
+        registry = criteria.registry()
         constraints = {
-            key: [Constraint(i, kw) for i, kw in self._constraints(p)]
-            for key, p in self._prompt_records().items()
+            key: self._verifiable(registry, p) for key, p in self._prompt_records().items()
         }
         pairs, pc = data.dpo_pairs(searches, self.c.dpo_max_edit_distance)
         refine, rc = data.refinement_records(searches, self.templates)
         judge, jc = await asyncio.to_thread(
-            data.judgment_records, judgments, self.templates, constraints, ifeval.check
+            data.judgment_records, judgments, self.templates, constraints, registry.check
         )
         sft = refine + judge
         write_json(self.dir / "dpo.json", pairs)

@@ -13,6 +13,7 @@ FINAL_STATES = ("succeeded", "rejected", "failed")
 
 class CoordinatorMetrics:
     def __init__(self, metrics: Metrics) -> None:
+        self.base = metrics
         r, self.service = metrics.registry, metrics.service
         self.rollouts = Counter(
             "spar_rollouts",

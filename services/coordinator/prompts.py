@@ -2,8 +2,11 @@
 
 A :class:`PromptRecord` is one prompt in IFEval's own form (``key, prompt,
 instruction_id_list, kwargs``, as in google-research's ``input_data.jsonl``); a plain
-prompt has no constraints. Loaders name ``file:line`` for every bad record, and check
-instruction ids and kwargs with :func:`spar.ifeval.validate`.
+prompt has no constraints. A line may also name criteria of the criteria packs
+(``"criteria": ["support"]`` or ``["support/greeting", ...]``, spar.criteria); they join
+its instruction ids (``support/greeting``, no kwargs). Loaders name ``file:line`` for
+every bad record, and check ids and kwargs with the criteria registry (IFEval's own
+checks for IFEval ids).
 
 :func:`synthesize` writes new verifiable prompts: one of our own base tasks plus one to
 three constraints drawn from the verifier's registry, kwargs filled in, stated the way
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from spar import ifeval
+from spar import criteria, ifeval
 from spar.errors import Internal, InvalidArgument
 
 Kwargs = Mapping[str, Any]
@@ -126,8 +129,29 @@ def _ifeval_record(obj: Mapping[str, Any], where: str) -> PromptRecord:
         # Hugging Face's copy of IFEval lists every kwarg of every type, unused ones null.
         kwargs=tuple({k: v for k, v in kw.items() if v is not None} for kw in kwargs),
     )
+    return _with_criteria(record, obj, where)
+
+
+def _with_criteria(record: PromptRecord, obj: Mapping[str, Any], where: str) -> PromptRecord:
+    """The record with the line's ``criteria`` added, every constraint validated."""
+    refs = obj.get("criteria", [])
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise InvalidArgument(f"{where}: criteria must be a list of strings (PACK or PACK/ID)")
     try:
-        ifeval.validate(record.constraints, record.prompt)
+        extra = criteria.registry().expand(refs)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{where}: criteria: {exc.message}") from None
+    have = set(record.instruction_id_list)
+    extra = [c for c in extra if c.instruction_id not in have]
+    if extra:
+        record = PromptRecord(
+            key=record.key,
+            prompt=record.prompt,
+            instruction_id_list=record.instruction_id_list + tuple(c.instruction_id for c in extra),
+            kwargs=record.kwargs + tuple({} for _ in extra),
+        )
+    try:
+        criteria.registry().validate(record.constraints, record.prompt)
     except InvalidArgument as exc:
         raise InvalidArgument(f"{where}: {exc.message}") from None
     return record
@@ -139,7 +163,10 @@ def _plain_record(obj: Mapping[str, Any], where: str, line: int) -> PromptRecord
             f"{where}: missing field 'prompt'; a line is {{\"prompt\": ...}} or an IFEval "
             "record (key, prompt, instruction_id_list, kwargs)"
         )
-    return PromptRecord(key=_key(obj.get("key", line), where), prompt=_prompt(obj["prompt"], where))
+    record = PromptRecord(
+        key=_key(obj.get("key", line), where), prompt=_prompt(obj["prompt"], where)
+    )
+    return _with_criteria(record, obj, where)
 
 
 def parse_jsonl(
@@ -164,15 +191,15 @@ def parse_jsonl(
             ) from None
         if not isinstance(obj, dict):
             raise InvalidArgument(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        if require_constraints or "instruction_id_list" in obj:
+        if "instruction_id_list" in obj or (require_constraints and "criteria" not in obj):
             record = _ifeval_record(obj, where)
-            if require_constraints and not record.instruction_id_list:
-                raise InvalidArgument(
-                    f"{where}: instruction_id_list is empty; an evaluation prompt needs at "
-                    "least one verifiable instruction"
-                )
         else:
             record = _plain_record(obj, where, number)
+        if require_constraints and not record.instruction_id_list:
+            raise InvalidArgument(
+                f"{where}: instruction_id_list is empty; an evaluation prompt needs at "
+                "least one verifiable instruction or criterion"
+            )
         if record.key in seen:
             raise InvalidArgument(f"{where}: key {record.key!r} repeats line {seen[record.key]}")
         seen[record.key] = number
