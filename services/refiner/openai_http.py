@@ -397,7 +397,8 @@ class OpenAIEndpoint:
                     "the refiner is shutting down" if self.draining else "the refiner is starting"
                 )
             body = await self._read_json(request)
-            model = body.get("model", "") if isinstance(body, dict) else ""
+            raw_model = body.get("model") if isinstance(body, dict) else None
+            model = raw_model if isinstance(raw_model, str) else ""  # for the metrics label
             parsed = op.parse_request(body)
             model = parsed.model
             field = parsed.unsupported()

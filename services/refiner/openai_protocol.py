@@ -214,10 +214,10 @@ def _validation_error(exc: ValidationError) -> RequestError:
     # The deepest error is the most specific one (a union reports each branch); at one
     # depth, an unknown field (a misspelling) explains the rest.
     e = max(exc.errors(), key=lambda err: (len(err["loc"]), err["type"] == "extra_forbidden"))
-    # Unions report one error per branch; the field path stops before the branch name.
-    loc = [p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p in _BRANCHES))]
+    # Unions report one error per branch, named in the path; a field's path leaves it out.
+    loc = [p for i, p in enumerate(e["loc"]) if not (i and p in _BRANCHES)]
     param = _loc(loc)
-    if e["type"] == "extra_forbidden":
+    if e["type"] == "extra_forbidden" and loc:
         parent = _loc(loc[:-1])
         model = _FIELDS_OF.get(re.sub(r"\[\d+\]", "", parent))
         known = f"; known fields: {', '.join(sorted(model.model_fields))}" if model else ""
@@ -228,7 +228,8 @@ def _validation_error(exc: ValidationError) -> RequestError:
     return RequestError(f"{param or 'the body'}: {e['msg']}", param or None)
 
 
-_BRANCHES = {"str", "list", "int", "float", "bool", "dict", "none", "function-after"}
+#: The union branches of the request models (message content, stop), as pydantic names them.
+_BRANCHES = {"str", "list[TextPart]", "list[str]"}
 
 
 def parse_request(body: Any) -> ChatCompletionRequest:

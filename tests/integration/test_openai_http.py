@@ -24,6 +24,8 @@ import openai
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from test_tls_services import _cert, _key, _pem_key
 
@@ -628,3 +630,67 @@ async def test_spar_health_asks_the_http_endpoint_with_the_tls_settings(
     assert (await ask(http_health, "127.0.0.1", port, no_cert)).startswith("unreachable")
     mutual.endpoint.draining = True  # what stop() sets first
     assert await ask(http_health, "127.0.0.1", port, tls) == "not_serving"
+
+
+# -- generated bodies --------------------------------------------------------------------
+
+JSON_SCALARS = (
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20)
+)  # fmt: skip
+JSON = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _bodies() -> st.SearchStrategy[Any]:
+    known = ["model", "messages", "max_tokens", "temperature", "top_p", "n", "stop", "seed",
+             "stream", "stream_options", "logprobs", "tools", "user", "spar"]  # fmt: skip
+    spar_keys = ["constraints", "judge", "budget", "search", "include_trace", "budgett"]
+    messages = st.sampled_from(
+        [
+            [{"role": "user", "content": "Describe rain."}],
+            [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}],
+            [{"role": "user", "content": [{"type": "text", "text": "z"}]}],
+        ]
+    )
+    value = {
+        "model": st.sampled_from(["spar-refined", "spar-actor", "gpt"]) | JSON,
+        "messages": messages | JSON,
+        "spar": st.dictionaries(st.sampled_from(spar_keys), JSON, max_size=3) | JSON,
+        "stream": st.booleans(),
+    }
+    return st.one_of(
+        JSON,
+        st.dictionaries(st.sampled_from(known), st.deferred(lambda: JSON), max_size=6).flatmap(
+            lambda d: st.fixed_dictionaries(
+                {k: value.get(k, JSON) for k in d}
+                | {"model": value["model"], "messages": value["messages"]}
+            )
+        ),
+    )
+
+
+async def test_generated_bodies_get_a_reply_or_a_4xx_never_a_crash(server: Running) -> None:
+    url = f"{server.url}/v1/chat/completions"
+
+    @settings(
+        max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    )
+    @given(body=_bodies())
+    def check(body: Any) -> None:
+        content = json.dumps(body).encode()  # NaN and Infinity too: not valid JSON
+        with httpx.Client(timeout=30) as client:
+            r = client.post(url, content=content, headers={"content-type": "application/json"})
+        assert r.status_code in {200, 400, 404, 413}, (body, r.status_code, r.text)
+        if r.status_code != 200:
+            error = r.json()["error"]
+            assert error["message"] and error["type"], error
+
+    await asyncio.to_thread(check)
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{server.url}/health")).json() == {"status": "serving"}
