@@ -257,12 +257,12 @@ class ExternalJudge:
 
     @classmethod
     def from_settings(
-        cls, settings: ExternalJudgeSettings, metrics: Metrics | None = None
+        cls, settings: ExternalJudgeSettings, metrics: ExternalJudgeMetrics | None = None
     ) -> ExternalJudge | None:
         """The configured outside judge, or None when no URL is set."""
         if not settings.url:
             return None
-        return cls(settings, ExternalJudgeMetrics(metrics) if metrics is not None else None)
+        return cls(settings, metrics)
 
     def _api_key(self) -> str:
         path = self.settings.api_key_file

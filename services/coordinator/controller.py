@@ -24,7 +24,7 @@ from spar.adapter_files import check_name
 from spar.client import AsyncActorClient, AsyncRefinerClient, AsyncTrainerClient
 from spar.config import Settings
 from spar.errors import FailedPrecondition, InvalidArgument, NotFound, SparError
-from spar.external_judge import ExternalJudge
+from spar.external_judge import ExternalJudge, ExternalJudgeMetrics
 from spar.request_checks import check_path_text
 from spar.security import client_security
 from spar.v1 import coordinator_pb2
@@ -50,7 +50,9 @@ class Coordinator:
             reload_interval_s=settings.criteria.reload_interval_s,
             on_reload=criteria.pack_metrics(metrics.base),
         )
-        self.external = ExternalJudge.from_settings(settings.external_judge, metrics.base)
+        self.external = ExternalJudge.from_settings(
+            settings.external_judge, ExternalJudgeMetrics(metrics.base)
+        )
         self.audit = AuditLog(
             Path(self.c.audit_path) if self.c.audit_path else root / "audit.jsonl",
             on_append=lambda r: metrics.audit_records.labels(

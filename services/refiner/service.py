@@ -54,7 +54,12 @@ from spar.errors import (
     SparError,
     Unavailable,
 )
-from spar.external_judge import ExternalJudge, Requirement, SelfDecisions
+from spar.external_judge import (
+    ExternalJudge,
+    ExternalJudgeMetrics,
+    Requirement,
+    SelfDecisions,
+)
 from spar.ifeval import Constraint
 from spar.runtime import EngineRuntime
 from spar.security import client_security
@@ -216,8 +221,10 @@ class RefinerService(pb_grpc.RefinerServicer):
         )
         self.criteria.load()
         self.check = check or self.criteria.check
+        # The outside judge's families exist (at 0) whether or not one is configured.
+        self.external_metrics = ExternalJudgeMetrics(metrics.base)
         self.external = external or ExternalJudge.from_settings(
-            settings.external_judge, metrics.base
+            settings.external_judge, self.external_metrics
         )
         c = self.config
         self.prompts = Prompts.from_settings(

@@ -16,6 +16,8 @@ ALERTS = {
     "SparRolloutFailed",
     "SparTrainJobFailed",
     "SparServiceDown",
+    "SparExternalJudgeAgreementLow",
+    "SparExternalJudgeDown",
 }
 
 

@@ -289,6 +289,67 @@ def test_approval_mode_is_a_chart_value(default_objects: Objects, tools: Tools) 
     assert Settings(coordinator={"require_approval": "true"}).coordinator.require_approval
 
 
+def test_criteria_packs_and_the_outside_judge_reach_refiner_and_coordinator(
+    tools: Tools, default_objects: Objects, tmp_path: Path
+) -> None:
+    import yaml
+
+    from spar.criteria import parse_pack
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "criteria" / "support.yaml"
+    values = tmp_path / "judging.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "criteria": {"packs": {"support.yaml": example.read_text()}},
+                "externalJudge": {
+                    "url": "https://judge.example/v1", "model": "judge-large",
+                    "apiKeySecret": "judge-key", "sampleFraction": 0.1,
+                },
+            }
+        )
+    )  # fmt: skip
+    objects = tools.render(values)
+    config = one(objects, "ConfigMap", f"{FULL}-criteria")
+    assert parse_pack(config["data"]["support.yaml"], "support.yaml").name == "support"
+    for role in ("refiner", "coordinator"):
+        deployment = one(objects, "Deployment", f"{FULL}-{role}")
+        container = containers(deployment)[0]
+        env = env_of(container)
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+        assert env["SPAR_CRITERIA__DIR"] == mounts["criteria"]["mountPath"], role
+        assert "subPath" not in mounts["criteria"], "a subPath mount never sees updates"
+        assert volumes["criteria"]["configMap"]["name"] == f"{FULL}-criteria"
+        assert env["SPAR_EXTERNAL_JUDGE__URL"] == "https://judge.example/v1"
+        assert env["SPAR_EXTERNAL_JUDGE__MODEL"] == "judge-large"
+        assert env["SPAR_EXTERNAL_JUDGE__SAMPLE_FRACTION"] == "0.1"
+        key_file = Path(env["SPAR_EXTERNAL_JUDGE__API_KEY_FILE"])
+        assert str(key_file.parent) == mounts["external-judge"]["mountPath"]
+        assert volumes["external-judge"]["secret"] == {
+            "secretName": "judge-key", "items": [{"key": "api-key", "path": key_file.name}],
+        }  # fmt: skip
+    actor_env = env_of(containers(one(objects, "Deployment", f"{FULL}-actor"))[0])
+    assert not any(k.startswith(("SPAR_CRITERIA", "SPAR_EXTERNAL")) for k in actor_env)
+    manifest = tmp_path / "judging-manifest.yaml"
+    manifest.write_text(tools.template(values).stdout)
+    result = kubernetes_validate(manifest, "1.35.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Off by default; an existing ConfigMap is used instead of packs.
+    assert not find(default_objects, "ConfigMap", f"{FULL}-criteria")
+    refiner_env = env_of(containers(one(default_objects, "Deployment", f"{FULL}-refiner"))[0])
+    assert "SPAR_CRITERIA__DIR" not in refiner_env and "SPAR_EXTERNAL_JUDGE__URL" not in refiner_env
+    objects = tools.render(sets=["criteria.existingConfigMap=our-packs"])
+    volumes = {
+        v["name"]: v for v in pod_spec(one(objects, "Deployment", f"{FULL}-refiner"))["volumes"]
+    }
+    assert volumes["criteria"]["configMap"]["name"] == "our-packs"
+    assert not find(objects, "ConfigMap", f"{FULL}-criteria")
+    # A URL without a model is refused by the values schema.
+    bad = tools.template(sets=["externalJudge.url=https://x/v1"], check=False)
+    assert bad.returncode != 0 and "model" in bad.stderr
+
+
 # -- trainer: one writer -----------------------------------------------------------------
 
 

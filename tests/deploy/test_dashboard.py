@@ -76,6 +76,7 @@ def test_the_panels_the_issue_asks_for() -> None:
         "Training", "Training loss", "DPO reward margin and accuracy",
         "Training tokens per second",
         "Governance", "Awaiting approval", "Audit records by action",
+        "Outside judge agreement per criterion", "Outside judge calls", "Criteria packs",
     ]:  # fmt: skip
         assert wanted in titles, wanted
 

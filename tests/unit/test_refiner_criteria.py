@@ -15,7 +15,7 @@ from services.refiner.metrics import RefinerMetrics
 from services.refiner.service import RefinerService
 from spar.config import CriteriaSettings, ExternalJudgeSettings, Limits, Settings
 from spar.errors import InvalidArgument
-from spar.external_judge import ExternalJudge, ExternalJudgeMetrics
+from spar.external_judge import ExternalJudge
 from spar.metrics import Metrics
 from spar.v1 import common_pb2
 from tests.unit.refiner_script import PROMPTS, Script, yes
@@ -38,7 +38,7 @@ def service(tmp_path: Path, answer: dict[str, Any] | None = None) -> tuple[Refin
         limits=Limits(max_constraints=12),
     )
     metrics = Metrics("refiner")
-    external = None
+    svc = RefinerService(None, settings, RefinerMetrics(metrics))  # type: ignore[arg-type]
     if answer is not None:
         content = json.dumps(answer)
 
@@ -46,12 +46,11 @@ def service(tmp_path: Path, answer: dict[str, Any] | None = None) -> tuple[Refin
             body = {"choices": [{"message": {"role": "assistant", "content": content}}]}
             return httpx.Response(200, json=body)
 
-        external = ExternalJudge(
+        svc.external = ExternalJudge(
             ExternalJudgeSettings(url="http://judge/v1", model="m", sample_fraction=1.0),
-            ExternalJudgeMetrics(metrics),
+            svc.external_metrics,
             transport=httpx.MockTransport(endpoint),
         )
-    svc = RefinerService(None, settings, RefinerMetrics(metrics), external=external)  # type: ignore[arg-type]
     return svc, metrics
 
 
