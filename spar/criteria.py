@@ -344,10 +344,6 @@ class _Affix(_Criterion):
     def _choices(self) -> str:
         return " or ".join(repr(t) for t in self.text)
 
-    def measure(self, response: str) -> str:
-        body = response.strip()
-        return f"it starts {body[:40]!r} and ends {body[-40:]!r}"
-
 
 class StartsWithCriterion(_Affix):
     """The response starts with the text (leading whitespace ignored)."""
@@ -356,6 +352,9 @@ class StartsWithCriterion(_Affix):
 
     def _describe(self) -> str:
         return f"Start the response with {self._choices()}."
+
+    def measure(self, response: str) -> str:
+        return f"it starts {response.strip()[:40]!r}"
 
     def holds(self, response: str, instruction: str) -> bool:
         body = self._norm(response.lstrip())
@@ -369,6 +368,9 @@ class EndsWithCriterion(_Affix):
 
     def _describe(self) -> str:
         return f"End the response with {self._choices()}."
+
+    def measure(self, response: str) -> str:
+        return f"it ends {response.strip()[-40:]!r}"
 
     def holds(self, response: str, instruction: str) -> bool:
         body = self._norm(response.rstrip())
