@@ -38,6 +38,11 @@ async def channel(refiner_target: str) -> AsyncIterator[grpc.aio.Channel]:
 
 
 texts = st.one_of(plain_text, odd_text)
+#: Criteria references: packs the session refiner does not have, odd text, IFEval's pack.
+criteria_refs = st.lists(
+    st.one_of(odd_text, st.sampled_from(["support", "support/greeting", "ifeval", "ifeval/x", ""])),
+    max_size=3,
+)
 
 
 @st.composite
@@ -46,6 +51,7 @@ def judge_requests(draw: st.DrawFn) -> refiner_pb2.JudgeRequest:
         instruction=draw(texts),
         response=draw(texts),
         constraints=draw(constraints()),
+        criteria=draw(criteria_refs),
         kind=draw(enum_values),
         samples=draw(ints_u32),
         tie_policy=draw(enum_values),
@@ -65,6 +71,7 @@ def refine_requests(draw: st.DrawFn) -> refiner_pb2.RefineRequest:
         instruction=draw(texts),
         response=draw(texts),
         constraints=draw(constraints()),
+        criteria=draw(criteria_refs),
         judge=draw(enum_values),
         options=draw(search_options()),
         budget=draw(search_budget()),
@@ -83,6 +90,7 @@ def answer_requests(draw: st.DrawFn) -> refiner_pb2.AnswerRequest:
     return refiner_pb2.AnswerRequest(
         prompt=draw(texts),
         constraints=draw(constraints()),
+        criteria=draw(criteria_refs),
         sampling=draw(sampling_params()),
         judge=draw(enum_values),
         budget=draw(search_budget()),

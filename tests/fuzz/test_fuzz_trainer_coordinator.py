@@ -193,7 +193,8 @@ async def test_trainer_and_store_answer_only_documented_codes(
     number=st.one_of(ints_u32, st.just(U32)),
     role=st.one_of(st.sampled_from(["actor", "refiner"]), odd_text),
     name=st.one_of(names, st.just("")),
-    method=st.sampled_from(["start", "watch", "state", "rollback"]),
+    method=st.sampled_from(["start", "watch", "state", "rollback", "audit", "promote", "reject"]),
+    operator=st.one_of(odd_text, st.just("alice")),
 )
 async def test_coordinator_answers_only_documented_codes(
     coordinator_channel: grpc.aio.Channel,
@@ -203,6 +204,7 @@ async def test_coordinator_answers_only_documented_codes(
     role: str,
     name: str,
     method: str,
+    operator: str,
 ) -> None:
     stub = coordinator_pb2_grpc.CoordinatorStub(coordinator_channel)
     if method == "start":
@@ -216,8 +218,19 @@ async def test_coordinator_answers_only_documented_codes(
         await call_stream("coordinator", stub.WatchIteration, req2, 3)
     elif method == "state":
         await call_unary("coordinator", stub.GetState, coordinator_pb2.GetStateRequest(), 10)
+    elif method == "audit":
+        req4 = coordinator_pb2.ListAuditRequest(iteration=number, role=role, limit=num_prompts)
+        await call_unary("coordinator", stub.ListAudit, req4, 10)
+    elif method in ("promote", "reject"):
+        # No iteration of the fuzzed coordinator awaits approval: never a rollout.
+        kind = (
+            coordinator_pb2.PromoteRequest if method == "promote" else coordinator_pb2.RejectRequest
+        )
+        call = stub.Promote if method == "promote" else stub.Reject
+        req5 = kind(iteration=number, operator=operator, reason=prompts_path)
+        await call_unary("coordinator", call, req5, 10)
     else:
-        req3 = coordinator_pb2.RollbackRequest(role=role, name=name)
+        req3 = coordinator_pb2.RollbackRequest(role=role, name=name, operator=operator)
         await call_unary("coordinator", stub.Rollback, req3, 10)
 
 
@@ -234,6 +247,9 @@ TRAINER_METHODS = [
     ("/spar.v1.Coordinator/WatchIteration", "stream"),
     ("/spar.v1.Coordinator/GetState", "unary"),
     ("/spar.v1.Coordinator/Rollback", "unary"),
+    ("/spar.v1.Coordinator/ListAudit", "unary"),
+    ("/spar.v1.Coordinator/Promote", "unary"),
+    ("/spar.v1.Coordinator/Reject", "unary"),
 ]
 
 
