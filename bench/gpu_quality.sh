@@ -12,8 +12,9 @@
 #   bench/gpu_quality.sh launch [ARGS...]  # bench.quality_run in its own session
 #   bench/gpu_quality.sh wait SECONDS      # follow the run; copy results to $OUT
 #   bench/gpu_quality.sh stop              # end the run (SIGTERM: services stop, report written)
-#   bench/gpu_quality.sh pack              # the run's state (quality.json, coordinator state,
-#                                          # adapter store) into $OUT/state.tgz.partNN
+#   bench/gpu_quality.sh pack [PATH...]    # the run's state (quality.json, coordinator state,
+#                                          # adapter store; or PATHs under $WORK) into
+#                                          # $OUT/state.tgz.partNN (15 MiB each)
 #   bench/gpu_quality.sh unpack DIR        # put packed parts (carried in DIR) back, to resume
 #   bench/gpu_quality.sh refine [ARGS...]  # bench.refine on the hf engine (cases in $RUN)
 #
@@ -132,9 +133,12 @@ EOF
     # What a later session needs to resume: this driver's record, the coordinator's state
     # and the trainer's adapter store (the model and the replicas' adapter copies are not
     # needed: they are prepared and fetched again).
+    # `pack PATH...` (under $WORK, globs allowed) packs only those.
+    shift
     mkdir -p "${OUT:?}"
-    tar -C "$WORK" -czf - run/quality.json cache/coordinator cache/store 2>/dev/null \
-      | split -b 15m -d - "$OUT/state.tgz.part"
+    paths=${*:-run/quality.json cache/coordinator cache/store}
+    # shellcheck disable=SC2086
+    (cd "$WORK" && tar -czf - $paths) | split -b 15m -d - "$OUT/state.tgz.part"
     ls -l "$OUT"
     ;;
   unpack)
