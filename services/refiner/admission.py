@@ -13,6 +13,8 @@ from spar.errors import InvalidArgument, ResourceExhausted
 
 
 class Admission:
+    """Bounds searches that run at once and that wait; more get RESOURCE_EXHAUSTED."""
+
     def __init__(
         self, slots: int, queue: int, on_change: Callable[[int, int], None] | None = None
     ) -> None:

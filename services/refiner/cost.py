@@ -32,6 +32,8 @@ class BudgetExhausted(Exception):
 
 @dataclass(frozen=True)
 class Budget:
+    """What one search may spend: nodes, generated tokens (judge + refine), wall time."""
+
     max_nodes: int
     max_generated_tokens: int
     max_wall_time_s: float
@@ -43,6 +45,8 @@ class Budget:
 
 @dataclass
 class PhaseCost:
+    """Tokens and engine requests of one phase (generate, judge or refine)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     requests: int = 0
@@ -50,6 +54,8 @@ class PhaseCost:
 
 @dataclass
 class Cost:
+    """What one search spent, phase by phase, and what came back unusable."""
+
     nodes_expanded: int = 0
     judge_samples: int = 0
     judge: PhaseCost = field(default_factory=PhaseCost)

@@ -57,6 +57,8 @@ OutsideFn = Callable[[str, str, Sequence[Requirement]], Awaitable[ExternalVerdic
 
 @dataclass(frozen=True)
 class JudgeConfig:
+    """How the LLM judge samples and when it is asked (settings: ``SPAR_REFINER__JUDGE_*``)."""
+
     samples: int = 5
     temperature: float = 0.7
     top_p: float = 1.0
@@ -75,6 +77,8 @@ class JudgeConfig:
 
 @dataclass(frozen=True)
 class JudgeSample:
+    """One LLM judge sample and the decision read from its last line."""
+
     text: str
     decision: bool | None
     """True: Yes, False: No, None: unparseable."""
@@ -86,6 +90,8 @@ class JudgeSample:
 
 @dataclass(frozen=True)
 class Vote:
+    """The count of one judgement's samples: Yes, No, unreadable."""
+
     yes: int
     no: int
     unparseable: int

@@ -17,6 +17,8 @@ DEPTH_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8)
 
 
 class RefinerMetrics:
+    """The refiner's search-cost metric families on the replica's registry (docs/metrics.md)."""
+
     def __init__(self, metrics: Metrics) -> None:
         self.base = metrics
         self.service = metrics.service

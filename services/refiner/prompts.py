@@ -213,6 +213,8 @@ def parse_judgement(text: str) -> bool | None:
 
 @dataclass(frozen=True)
 class Refinement:
+    """One usable refinement: the new response and (paper style) the model's reflection."""
+
     reflection: str
     response: str
 

@@ -117,6 +117,8 @@ class Node:
 
 @dataclass(frozen=True)
 class SearchEvent:
+    """A node was expanded (its refinement generated) or judged; ``cost`` is a snapshot."""
+
     kind: EventKind
     node: Node
     cost: Cost

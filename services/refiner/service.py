@@ -200,6 +200,8 @@ def refine_response(
 
 
 class RefinerService(pb_grpc.RefinerServicer):
+    """The ``spar.v1.Refiner`` servicer: Judge, Refine, RefineStream and Answer."""
+
     def __init__(
         self,
         runtime: EngineRuntime,

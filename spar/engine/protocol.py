@@ -16,6 +16,8 @@ FinishReason = Literal["stop", "length", "abort"]
 
 @dataclass(frozen=True)
 class Message:
+    """One chat turn: role (system, user, assistant) and text."""
+
     role: str
     content: str
 
@@ -52,6 +54,8 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Sample:
+    """One of the n samples of a request, with why it ended."""
+
     index: int
     text: str
     finish_reason: FinishReason
@@ -60,6 +64,8 @@ class Sample:
 
 @dataclass(frozen=True)
 class Usage:
+    """Prompt and generated tokens of one request (prompt tokens counted once for n)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
@@ -67,6 +73,8 @@ class Usage:
 
 @dataclass(frozen=True)
 class GenerationResult:
+    """All samples of a finished request and its usage."""
+
     samples: list[Sample]
     usage: Usage
 
@@ -83,6 +91,8 @@ class StreamDelta:
 
 @dataclass
 class EngineInfo:
+    """What a started engine serves: model, context length, LoRA rank limit, device."""
+
     model: str
     max_model_len: int
     max_lora_rank: int
