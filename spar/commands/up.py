@@ -6,10 +6,8 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,8 +18,8 @@ from spar.commands.flags import (
     security_from,
     settings_from,
 )
+from spar.commands.local_run import LocalRun, StatusLine, new_run_folder
 from spar.config import DEFAULT_PORTS, TlsSettings
-from spar.errors import SparError
 from spar.security import ClientSecurity, client_security
 
 if TYPE_CHECKING:
@@ -166,45 +164,50 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.demo:
         base = {**DEMO_ITERATION, **base}
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    children: list[subprocess.Popen[bytes]] = []
+    run = LocalRun(new_run_folder(settings.cache_dir), verbose=args.verbose)
+    status = StatusLine()
     try:
+        where = "this console" if args.verbose else f"{run.folder}/<service>.log"
+        print(f"spar up: starting {', '.join(ROLES)}; their logs: {where}", file=sys.stderr)
         for role in ROLES:
-            print(f"spar up: starting the {role} on {eps[role].grpc}", file=sys.stderr)
-            cmd = [sys.executable, "-m", "spar.cli", role, "serve"]
-            env = child_env(base, eps, role)
-            children.append(subprocess.Popen(cmd, env=env, start_new_session=True))
-        for role in ROLES:
-            _wait_serving(eps[role].grpc, children, args.start_timeout, security)
+            run.start(role, [sys.executable, "-m", "spar.cli", role, "serve"],
+                      child_env(base, eps, role))  # fmt: skip
+        took = run.wait_serving(
+            {r: eps[r].grpc for r in ROLES}, args.start_timeout, security, status
+        )
+        status.done(f"spar up: every service is SERVING ({took:.0f} s)")
         _announce(eps, args.json)
         if args.demo:
             demo(eps, args.prompt, security)
         if args.exit:
             return 0
-        print("spar is up; Ctrl-C stops every service.", file=sys.stderr)
-        while all(c.poll() is None for c in children):
+        print(f"spar is up; Ctrl-C stops every service. Logs: {run.folder}", file=sys.stderr)
+        while not (exited := run.exited()):
             time.sleep(1)
-        print("spar up: a service exited; stopping the others", file=sys.stderr)
+        role, code = next(iter(exited.items()))
+        print(f"spar up: {run.describe_exit(role, code)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 0
     finally:
-        _stop(children)
+        status.done("spar up: stopping every service (Ctrl-C again: at once) …")
+        try:
+            run.stop()
+        except KeyboardInterrupt:
+            run.kill()
+        print("spar up: stopped", file=sys.stderr)
 
 
 def demo(eps: dict[str, Endpoint], prompt: str, security: ClientSecurity) -> None:
-    """A refined answer, then one small self-play iteration with progress bars."""
+    """A refined answer with what changed, then one small self-play iteration with a
+    progress bar, its before/after table and the path of its report."""
     from spar.client import CoordinatorClient
-    from spar.commands.coordinator import summary, watch_with_progress
+    from spar.commands import demo as show
 
     with CoordinatorClient(eps["coordinator"].grpc, **security) as coordinator:
         print(starting_point(coordinator.get_state()), flush=True)
-    print(f"\nprompt:  {prompt}", flush=True)
-    _print_refined_answer(eps["refiner"].grpc, prompt, security)
-    print("one small self-play iteration (prompts → samples → judge → search → train → "
-          "evaluate → roll out):", flush=True)  # fmt: skip
-    with CoordinatorClient(eps["coordinator"].grpc, **security) as coordinator:
-        final = watch_with_progress(coordinator, coordinator.start_iteration())
-    print(summary(final), flush=True)
+    show.refined_answer(eps["refiner"].grpc, prompt, security)
+    show.iteration(eps["coordinator"].grpc, security)
 
 
 def starting_point(state: coordinator_pb2.CoordinatorState) -> str:
@@ -213,67 +216,6 @@ def starting_point(state: coordinator_pb2.CoordinatorState) -> str:
     if not promoted:
         return "starting from the base model (no adapters promoted yet)"
     return f"starting from the promoted adapters of an earlier run: {', '.join(promoted)}"
-
-
-def _print_refined_answer(target: str, prompt: str, security: ClientSecurity) -> None:
-    """One refined answer (judge, then a small search when the answer fails)."""
-    from spar.client import RefinerClient, search_budget, search_options
-    from spar.v1 import common_pb2
-
-    with RefinerClient(target, timeout=600, **security) as refiner:
-        answer = refiner.answer(
-            prompt,
-            constraints=[("punctuation:no_comma", {})],
-            max_tokens=96,
-            options=search_options(branch=2, max_depth=2),
-            budget=search_budget(max_nodes=4),
-        )
-    outcome = common_pb2.SearchOutcome.Name(answer.outcome).removeprefix("SEARCH_OUTCOME_")
-    verdict = common_pb2.Verdict.Name(answer.verdict).removeprefix("VERDICT_")
-    cost = answer.cost
-    tokens = sum(p.completion_tokens for p in (cost.generate, cost.judge, cost.refine))
-    print(
-        f"actor:   {answer.original.strip()}\n"
-        f"refined: {answer.answer.strip()}\n"
-        f"         ({outcome.lower()}, verdict {verdict.lower()}, value {answer.value:.2f}, "
-        f"{cost.nodes_expanded} nodes, {tokens} generated tokens, "
-        f"{cost.wall_time.ToTimedelta().total_seconds():.1f} s)\n",
-        flush=True,
-    )
-
-
-def _stop(children: Sequence[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-    for child in children:
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-
-
-def _wait_serving(
-    target: str,
-    children: Sequence[subprocess.Popen[bytes]],
-    timeout: float,
-    security: ClientSecurity,
-) -> None:
-    from spar.client import ActorClient
-
-    deadline = time.monotonic() + timeout
-    with ActorClient(target, **security) as client:
-        while time.monotonic() < deadline:
-            if any(c.poll() is not None for c in children):
-                raise SparError("a service exited during start-up; see its log above")
-            try:
-                if client.health(timeout=2) == "SERVING":
-                    return
-            except SparError:
-                pass
-            time.sleep(1)
-    raise SparError(f"{target} did not report SERVING within {timeout:.0f} s")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -297,6 +239,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up.add_argument("--demo", action="store_true", help="a refined answer, then one iteration")
     up.add_argument("--prompt", default="Describe the sea in two short sentences.")
     up.add_argument("--exit", action="store_true", help="stop once start-up (and demo) is done")
+    up.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every service's and engine's output here instead of in the run folder",
+    )
     up.add_argument("--start-timeout", type=float, default=900.0, help="seconds")
     up.add_argument("--model", help="Hugging Face model folder (default: the prepared SmolLM2)")
     up.add_argument("--host", help="address of every service (default 127.0.0.1)")
