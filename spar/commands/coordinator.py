@@ -64,6 +64,16 @@ def summary(it: pb.Iteration) -> str:
         for field in ("prompt_level_strict", "prompt_level_loose", "instruction_level_strict",
                       "instruction_level_loose"):  # fmt: skip
             lines.append(f"    {field:26s} {getattr(b, field):.3f} → {getattr(k, field):.3f}")
+        before = {c.id: c.strict for c in b.criteria}
+        packs = [c for c in k.criteria if "/" in c.id]  # criteria packs' own (pack/criterion)
+        if packs:
+            lines.append("  pass rate per criterion (before → after):")
+            for c in packs:
+                was = before.get(c.id)
+                lines.append(
+                    f"    {c.id:26s} {'-' if was is None else f'{was:.3f}'} → {c.strict:.3f}"
+                    f"  ({c.count} prompts)"
+                )
     cost = it.search_cost
     lines.append(
         f"  search cost: {cost.nodes_expanded} nodes, {cost.judge_samples} judge samples, "

@@ -259,3 +259,25 @@ async def test_audit_records_reach_the_rpc_and_the_cli(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument):
         c.audit_records(role="trainer")
     await c.close()
+
+
+def test_the_iteration_summary_shows_pass_rate_per_criterion() -> None:
+    from spar.commands.coordinator import summary
+
+    it = pb.Iteration(number=2, state=pb.ITERATION_STATE_AWAITING_APPROVAL)
+    it.baseline_eval.CopyFrom(
+        pb.EvalMetrics(prompts=4, criteria=[pb.CriterionScore(id="support/greeting", strict=0.25)])
+    )
+    it.candidate_eval.CopyFrom(
+        pb.EvalMetrics(
+            prompts=4,
+            criteria=[
+                pb.CriterionScore(id="support/greeting", count=4, strict=0.75),
+                pb.CriterionScore(id="punctuation:no_comma", count=2, strict=1.0),
+            ],
+        )
+    )
+    text = summary(it)
+    assert "support/greeting           0.250 → 0.750  (4 prompts)" in text
+    assert "punctuation:no_comma" not in text.split("per criterion")[1]
+    assert "`spar promote 2` rolls the candidate out" in text
