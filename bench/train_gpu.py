@@ -6,9 +6,13 @@ architecture (SmolLM2-135M) and a ~1B-parameter Llama, both with random weights:
 throughput does not depend on the weight values, and the default checkpoint (538 MB) is
 too large to carry to the GPU machine. Prints a table and a ``RESULT train_gpu`` line.
 
-MFU counts 8·N·T FLOPs per step (policy forward + backward ≈ 6·N·T, reference forward
-2·N·T; N = all base-model parameters, T = tokens of chosen + rejected) against the dense
-bf16 peak (--peak-tflops, 989 for H100/H200 SXM).
+MFU counts 6·N·T FLOPs per step against the dense bf16 peak (--peak-tflops, 989 for
+H100/H200 SXM); N = all base-model parameters, T = tokens of chosen + rejected. With LoRA
+the base weights are frozen: the policy's backward computes activation gradients
+(≈ 2·N·T) but no weight gradients, so policy forward + backward ≈ 4·N·T, plus the
+reference forward (the same model with the adapter off) 2·N·T. The LoRA matrices
+themselves (~1 % of N) and gradient checkpointing's recomputed forward are not counted
+(model FLOPs, not hardware FLOPs).
 
     python -m bench.train_gpu --tokenizer ~/.cache/spar/models/SmolLM2-135M-Instruct
 """
@@ -29,6 +33,8 @@ from services.trainer.hyperparameters import DEFAULT_TARGET_MODULES
 from services.trainer.training import JobSpec, run_job
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+FLOPS_PER_PARAM_TOKEN = 6
+"""LoRA DPO: policy forward 2 + backward without weight gradients 2 + reference forward 2."""
 
 #: name -> LlamaConfig overrides (the default model's own config is read from --tokenizer).
 ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -171,7 +177,7 @@ def measure(
         "tokens_per_step": tokens / (b["step"] - a["step"]),
         "s_per_step": seconds / (b["step"] - a["step"]),
         "tokens_per_s": tok_s,
-        "mfu_pct": 100 * 8 * params * tok_s / (args.peak_tflops * 1e12),
+        "mfu_pct": 100 * FLOPS_PER_PARAM_TOKEN * params * tok_s / (args.peak_tflops * 1e12),
         "peak_mem_gib": peak_gib,
         "job_wall_s": wall,
         "final_loss": float(metrics.get("final_loss", float("nan"))),
