@@ -492,6 +492,9 @@ def main() -> int:
                     help="skip the refined evaluations with the LLM judge only")  # fmt: skip
     ap.add_argument("--no-spread", dest="spread", action="store_false",
                     help="evaluate the base model's greedy answers once, not twice")  # fmt: skip
+    ap.add_argument("--base-greedy-only", action="store_true",
+                    help="measure the base model by greedy answers only (refined rows are "
+                         "compared with greedy of the same iteration)")  # fmt: skip
     ap.add_argument("--start-timeout", type=float, default=600)
     args = ap.parse_args()
 
@@ -532,9 +535,10 @@ def main() -> int:
     try:
         base = run.doc["iterations"].setdefault("0", {})
         log("iteration 0 (the base model)")
+        base_args = argparse.Namespace(**{**vars(args), "refined": False, "llm_refined": False})
         measure(
-            run, base, args, records, actor, refiner, max_tokens, repeat=args.spread,
-            adapter="base",
+            run, base, base_args if args.base_greedy_only else args, records, actor, refiner,
+            max_tokens, repeat=args.spread, adapter="base",
         )  # fmt: skip
         if base.get("greedy_repeat"):
             run.doc["spread"] = spread(base["greedy"], base["greedy_repeat"])
