@@ -2,10 +2,14 @@
 replicas, with steady client load on every replica during each rollout.
 
     .venv/bin/python -m bench.rollout [--replicas 1 2 4] [--clients-per-replica 2]
+    python -m bench.rollout --processes --engine hf --model FOLDER      # GPU machine
 
-Real actor replicas (each its own vLLM engine) on loopback, the real artifact store
-served by a real trainer, the coordinator's two-phase rollout. The baseline is the
-single-replica rollout measured in the same run. Ends with
+Real actor replicas on loopback, the real artifact store served by a real trainer, the
+coordinator's two-phase rollout. By default every replica is a vLLM engine inside this
+process (the CPU machine); with ``--processes`` each replica is its own
+``spar actor serve`` process (as in a deployment), spread round-robin over the visible
+GPUs (``CUDA_VISIBLE_DEVICES`` per process). The baseline is the single-replica rollout
+measured in the same run. Ends with
 ``RESULT rollout ratio=<worst all-replicas time ÷ single-replica time> failures=<n>``;
 targets: ratio ≤ 1.5, failures 0.
 """
@@ -14,11 +18,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-from services.actor.server import ActorServer
 from services.coordinator.loop import roll_out
 from services.coordinator.replicas import GrpcReplica
 from services.coordinator.rollout import Version
@@ -59,49 +70,137 @@ async def load(targets: list[str], per_replica: int, stop: asyncio.Event) -> tup
     return ok, failed
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def gpu_count() -> int:
+    try:
+        import torch
+
+        return int(torch.cuda.device_count())
+    except Exception:
+        return 0
+
+
+@contextlib.asynccontextmanager
+async def replica_processes(
+    n: int, model: Path, root: Path, args: argparse.Namespace
+) -> AsyncIterator[list[str]]:
+    """n ``spar actor serve`` processes, each on its own port (and GPU, round-robin)."""
+    gpus = args.gpus if args.gpus >= 0 else gpu_count()
+    procs: list[subprocess.Popen[bytes]] = []
+    targets = []
+    try:
+        for i in range(n):
+            port = free_port()
+            env = {
+                **os.environ,
+                "SPAR_ENGINE__KIND": args.engine,
+                "SPAR_ENGINE__MAX_LORA_RANK": "16",
+                "SPAR_MODEL": str(model),
+                "SPAR_CACHE_DIR": str(root / f"actor{i}"),
+                "SPAR_TLS__PLAINTEXT": "true",
+                "PYTHONUNBUFFERED": "1",
+            }
+            if gpus > 0:
+                env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+            log = (root / f"actor{i}.log").open("wb")
+            cmd = [sys.executable, "-m", "spar.cli", "actor", "serve", "--host", "127.0.0.1"]
+            cmd += ["--port", str(port), "--metrics-port", "-1", "--plaintext"]
+            procs.append(
+                subprocess.Popen(
+                    cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+            targets.append(f"127.0.0.1:{port}")
+        deadline = time.monotonic() + args.start_timeout
+        for target, proc in zip(targets, procs, strict=True):
+            async with AsyncActorClient(target, timeout=10) as client:
+                while True:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"replica {target} exited ({proc.returncode})")
+                    with contextlib.suppress(Exception):
+                        if await client.health() == "SERVING":
+                            break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"replica {target} not SERVING after start")
+                    await asyncio.sleep(0.5)
+        print(f"{n} replica processes SERVING ({gpus} GPUs visible)", flush=True)
+        yield targets
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextlib.asynccontextmanager
+async def replica_servers(n: int, base: Settings, root: Path) -> AsyncIterator[list[str]]:
+    """n actor servers (each its own engine) inside this process."""
+    from services.actor.server import ActorServer
+
+    actors = []
+    try:
+        for i in range(n):
+            server = ActorServer(base.model_copy(update={"cache_dir": root / f"actor{i}"}))
+            await server.start()
+            actors.append(server)
+        yield [f"127.0.0.1:{a.port}" for a in actors]
+    finally:
+        for a in actors:
+            await a.stop()
+
+
 async def main(args: argparse.Namespace) -> None:
-    model = prepare_default_model(Settings().cache_dir).path
+    model = Path(args.model) if args.model else prepare_default_model(Settings().cache_dir).path
     n_max = max(args.replicas)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         base = Settings(
             cache_dir=root, model=str(model), port=0, metrics_port=-1,
-            engine=EngineSettings(kv_cache_gib=1.0, max_lora_rank=16),
+            engine=EngineSettings(kind=args.engine, kv_cache_gib=1.0, max_lora_rank=16),
             tls=TlsSettings(plaintext=True),  # loopback only
         )  # fmt: skip
         trainer = TrainerServer(base)
         await trainer.start()
         store_target = f"127.0.0.1:{trainer.port}"
-        actors = []
-        for i in range(n_max):
-            server = ActorServer(base.model_copy(update={"cache_dir": root / f"actor{i}"}))
-            await server.start()
-            actors.append(server)
-        targets = [f"127.0.0.1:{a.port}" for a in actors]
-        replicas = [GrpcReplica(t) for t in targets]
+        replicas_cm: Any = (
+            replica_processes(n_max, model, root, args)
+            if args.processes
+            else replica_servers(n_max, base, root)
+        )
         rows = []
-        for k, n in enumerate(args.replicas):
-            folder = make_lora(model, root / f"lora{k}", seed=100 + k)
-            m = trainer.store.publish(folder, role="actor", iteration=k + 1, base_model=str(model))
-            version = Version(m["version"]["name"], m["version"]["digest"], "actor", k + 1)
-            state = StateStore(root / f"state{k}")
-            stop = asyncio.Event()
-            traffic = asyncio.create_task(load(targets[:n], args.clients_per_replica, stop))
-            await asyncio.sleep(2)
-            t0 = time.perf_counter()
-            await roll_out(state, "actor", version, replicas[:n], store_target)
-            seconds = time.perf_counter() - t0
-            await asyncio.sleep(1)
-            stop.set()
-            ok, failed = await traffic
-            rows.append((n, seconds, ok, failed))
-            for r in replicas[:n]:  # back to base and unload, so every run starts equal
-                await r.activate("base")
-                await r.retire(version.name)
-        for r in replicas:
-            await r.close()
-        for a in actors:
-            await a.stop()
+        async with replicas_cm as targets:
+            replicas = [GrpcReplica(t) for t in targets]
+            for k, n in enumerate(args.replicas):
+                folder = make_lora(model, root / f"lora{k}", seed=100 + k)
+                m = trainer.store.publish(
+                    folder, role="actor", iteration=k + 1, base_model=str(model)
+                )
+                version = Version(m["version"]["name"], m["version"]["digest"], "actor", k + 1)
+                state = StateStore(root / f"state{k}")
+                stop = asyncio.Event()
+                traffic = asyncio.create_task(load(targets[:n], args.clients_per_replica, stop))
+                await asyncio.sleep(2)
+                t0 = time.perf_counter()
+                await roll_out(state, "actor", version, replicas[:n], store_target)
+                seconds = time.perf_counter() - t0
+                await asyncio.sleep(1)
+                stop.set()
+                ok, failed = await traffic
+                rows.append((n, seconds, ok, failed))
+                for r in replicas[:n]:  # back to base and unload, so every run starts equal
+                    await r.activate("base")
+                    await r.retire(version.name)
+            for r in replicas:
+                await r.close()
         await trainer.stop()
 
     single = next(s for n, s, _, _ in rows if n == 1)
@@ -110,12 +209,19 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{n:8d} {s:10.2f} {s / single:6.2f} {ok:12d} {failed:7d}")
     worst = max(s / single for _, s, _, _ in rows)
     failures = sum(f for *_, f in rows)
+    mode = "processes" if args.processes else "in-process"
+    counts = ",".join(str(n) for n, *_ in rows)
     print(f"RESULT rollout ratio={worst:.2f} failures={failures} single_s={single:.2f} "
-          f"replicas={','.join(str(n) for n, *_ in rows)}")  # fmt: skip
+          f"replicas={counts} mode={mode} engine={args.engine}")  # fmt: skip
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--clients-per-replica", type=int, default=2)
+    parser.add_argument("--engine", choices=["vllm", "hf"], default="vllm")
+    parser.add_argument("--processes", action="store_true", help="one process per replica")
+    parser.add_argument("--model", default="", help="model folder (default: the default model)")
+    parser.add_argument("--gpus", type=int, default=-1, help="GPUs to spread over (-1: all)")
+    parser.add_argument("--start-timeout", type=float, default=300.0)
     asyncio.run(main(parser.parse_args()))

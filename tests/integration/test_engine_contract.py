@@ -1,8 +1,9 @@
-"""The Engine protocol, tested against both engines on CPU with the default model.
+"""The Engine protocol, tested against every engine on CPU with the default model.
 
-vLLM is the session actor's engine (one vLLM per test session); the hf engine is started
-once here. Adapters added directly to an engine use engine ids from 9000 on, far from
-the ids the actor's AdapterHost hands out.
+vLLM is the session actor's engine (one vLLM per test session); the hf engine
+(continuous batching) and its ``model.generate`` fallback are started once here.
+Adapters added directly to an engine use engine ids from 9000 on, far from the ids the
+actor's AdapterHost hands out.
 """
 
 from __future__ import annotations
@@ -39,11 +40,24 @@ def hf_engine(settings: Settings, model_path: Path) -> Iterator[Engine]:
     engine.shutdown()
 
 
-@pytest.fixture(params=["vllm", "hf"])
+@pytest.fixture(scope="session")
+def hf_generate_engine(settings: Settings, model_path: Path) -> Iterator[Engine]:
+    from spar.engine.hf_generate import HfGenerateEngine
+
+    hf = settings.model_copy(update={"engine": settings.engine.model_copy(update={"kind": "hf"})})
+    engine = HfGenerateEngine.start(hf, model_path)
+    yield engine
+    engine.shutdown()
+
+
+@pytest.fixture(params=["vllm", "hf", "hf-generate"])
 def engine(request: pytest.FixtureRequest) -> Engine:
     if request.param == "hf":
         hf: Engine = request.getfixturevalue("hf_engine")
         return hf
+    if request.param == "hf-generate":
+        fallback: Engine = request.getfixturevalue("hf_generate_engine")
+        return fallback
     actor = request.getfixturevalue("actor_server")
     vllm: Engine = actor.runtime.engine
     return vllm
@@ -214,3 +228,55 @@ async def test_concurrent_requests_get_their_own_results(engine: Engine, lora: P
         assert len(t.samples) == requests[i].n
         assert all(s.completion_tokens <= requests[i].max_tokens for s in t.samples)
     assert await idle(engine)
+
+
+# -- the hf engine's continuous batching ---------------------------------------------------
+
+
+async def test_hf_a_request_joins_the_running_batch(hf_engine: Engine) -> None:
+    """A short request sent while a long one runs finishes long before it (the old engine
+    made it wait for the whole batch)."""
+    long = asyncio.create_task(
+        hf_engine.generate(req("Tell me a very long story.", max_tokens=300))
+    )
+    stats = hf_engine.stats  # type: ignore[attr-defined]
+    for _ in range(400):
+        if stats()["steps"] > 0 and stats()["rows"] == 1:
+            break
+        await asyncio.sleep(0.01)
+    steps = stats()["steps"]
+    short = await hf_engine.generate(req("Hi", max_tokens=4))
+    assert short.samples[0].completion_tokens == 4
+    assert not long.done(), "the short request waited for the long one"
+    assert stats()["steps"] - steps < 60
+    result = await long
+    assert result.samples[0].completion_tokens > 4
+
+
+async def test_hf_n_samples_share_one_prefill(hf_engine: Engine) -> None:
+    stats = hf_engine.stats  # type: ignore[attr-defined]
+    assert await idle(hf_engine)
+    before = stats()
+    result = await hf_engine.generate(req("Write a poem.", n=4, temperature=1.0, max_tokens=5))
+    after = stats()
+    assert len(result.samples) == 4
+    assert after["prefills"] - before["prefills"] == 1
+    assert after["generated_tokens"] - before["generated_tokens"] == 20
+    assert after["device_busy_s"] > before["device_busy_s"]
+
+
+async def test_hf_an_adapter_removed_mid_request_serves_it_to_the_end(
+    hf_engine: Engine, lora: Path
+) -> None:
+    ref = AdapterRef("contract-pinned", next(_ids), lora)
+    await hf_engine.add_adapter(ref)
+    request = req("Count to twenty.", max_tokens=40, adapter=ref, stop=["zzz-never"])
+    expected = (await hf_engine.generate(request)).samples[0].text
+    deltas = []
+    async for delta in hf_engine.stream(request):
+        deltas.append(delta)
+        if len(deltas) == 2:
+            await hf_engine.remove_adapter(ref)
+            assert ref.engine_id not in await hf_engine.list_adapters()
+    assert "".join(d.text for d in deltas) == expected
+    assert await idle(hf_engine)
