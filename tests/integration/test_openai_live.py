@@ -186,7 +186,7 @@ async def test_chat_history_goes_to_the_actor(base_url: str) -> None:
     prompt = [
         r.model_extra["spar"]["usage_by_phase"]["generate"]["prompt_tokens"] for r in (short, long)
     ]
-    assert prompt[1] > prompt[0] + 20, prompt  # the system prompt and earlier turns were sent
+    assert prompt[1] > prompt[0] + 10, prompt  # the system prompt and earlier turns were sent
     assert long.model_extra["spar"]["outcome"] == "already_passing"
 
 
