@@ -24,12 +24,14 @@ annotated-types typing-inspection python-dotenv peft==0.21.2"
 
 install() {
   mkdir -p "$SITE" "$OUT" "$WORK"
+  if [ -f "$SITE/.installed" ]; then return; fi
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" .whl/*.whl
   python3 -c 'import torch, transformers, peft, grpc
 print("torch", torch.__version__, "transformers", transformers.__version__, "peft",
       peft.__version__, "grpc", grpc.__version__, "gpus", torch.cuda.device_count())'
   nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
+  touch "$SITE/.installed"
 }
 
 check() {
@@ -46,9 +48,9 @@ rollout() {
   set -o pipefail
   python3 -c "from bench.train_gpu import materialise; from pathlib import Path
 materialise('default', Path('$TOKENIZER'), Path('$WORK/default'), 'cuda')"
-  python3 -m bench.rollout --processes --engine hf --model "$WORK/default" "$@" 2>&1 |
+  python3 -m bench.rollout --processes --engine hf --model "$WORK/default" --start-timeout 150 \
+    --log-dir "$OUT/actors" "$@" 2>&1 |
     tee "$OUT/rollout.log"
-  tail -n 30 /tmp/tmp*/actor*.log >"$OUT/actors.log" 2>/dev/null || true
 }
 
 case ${1:-} in
@@ -73,8 +75,8 @@ case ${1:-} in
     shift
     install
     check || echo "check failed ($?)"
-    engine "$@" || echo "engine bench failed ($?)"
     rollout || echo "rollout bench failed ($?)"
+    engine "$@" || echo "engine bench failed ($?)"
     ;;
   check)
     install

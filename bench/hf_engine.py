@@ -224,11 +224,13 @@ async def main(args: argparse.Namespace) -> None:
     levels: list[Level] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        folders = {}
         for name in args.models.split(","):
-            folder = Path(args.model) if args.model else work / name
+            folders[name] = Path(args.model) if args.model else work / name
             if not args.model:
-                materialise(name, Path(args.tokenizer), folder, args.device)
-            for path in args.paths.split(","):
+                materialise(name, Path(args.tokenizer), folders[name], args.device)
+        for path in args.paths.split(","):  # paths outside: the slow old path runs last
+            for name, folder in folders.items():
                 try:
                     levels += await measure(name, folder, path, args, work)
                 except Exception as exc:  # report the others, whatever one path does
@@ -248,7 +250,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tokenizer", default="", help="default model folder (config + tokenizer)")
     p.add_argument("--model", default="", help="a real model folder instead of random weights")
     p.add_argument("--models", default="default,llama-1b", help="comma-separated")
-    p.add_argument("--paths", default="new,old,new+lora", help="old, new, new+lora")
+    p.add_argument("--paths", default="new,new+lora,old", help="old, new, new+lora")
     p.add_argument("--concurrency", default="1,64,256,1024", help="comma-separated K values")
     p.add_argument("--lora-levels", default="256", help="K values of the new+lora path")
     p.add_argument("--n", type=int, default=1, help="samples per request")

@@ -107,7 +107,9 @@ async def replica_processes(
             }
             if gpus > 0:
                 env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
-            log = (root / f"actor{i}.log").open("wb")
+            logs = Path(args.log_dir) if args.log_dir else root
+            logs.mkdir(parents=True, exist_ok=True)
+            log = (logs / f"actor{i}.log").open("wb")
             cmd = [sys.executable, "-m", "spar.cli", "actor", "serve", "--host", "127.0.0.1"]
             cmd += ["--port", str(port), "--metrics-port", "-1", "--plaintext"]
             procs.append(
@@ -224,4 +226,5 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="", help="model folder (default: the default model)")
     parser.add_argument("--gpus", type=int, default=-1, help="GPUs to spread over (-1: all)")
     parser.add_argument("--start-timeout", type=float, default=300.0)
+    parser.add_argument("--log-dir", default="", help="keep replica process logs here")
     asyncio.run(main(parser.parse_args()))

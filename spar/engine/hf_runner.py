@@ -262,6 +262,8 @@ class SlotRunner:
     def drop_graphs(self) -> None:
         """Forgets captured graphs (the model's layers or adapter tensors changed)."""
         self._graphs.clear()
+        if self.graphs_enabled:  # the old pool goes with its last graph: capture into a new one
+            self._pool = torch.cuda.graph_pool_handle()
 
     # -- forward --------------------------------------------------------------------------
 
