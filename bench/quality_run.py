@@ -298,7 +298,8 @@ def manifests(target: str) -> list[dict[str, Any]]:
 # -- report ------------------------------------------------------------------------------
 
 COUNTS = ("prompts", "samples", "negatives", "searches", "refined", "dpo_pairs",
-          "dpo_pairs_dropped_no_gain", "dpo_pairs_dropped_rewrite", "refine_records",
+          "dpo_pairs_dropped_no_gain", "dpo_pairs_dropped_rewrite", "dpo_pairs_dropped_echo",
+          "refine_records",
           "refine_steps_failed_search", "judge_records", "judge_agreed", "judge_relabelled",
           "judge_verifier_only")  # fmt: skip
 

@@ -64,6 +64,28 @@ class PairCounts:
     search record does not say how many it met)."""
     rewrites: int = 0
     """The chosen answer rewrote rather than repaired (edit distance over the limit)."""
+    echoes: int = 0
+    """The chosen answer repeats a complaint of the critique (:func:`echoes_critique`)."""
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def echoes_critique(response: str, critiques: Iterable[str]) -> bool:
+    """The response repeats a complaint of the critique it was asked to fix ("2 uses of
+    virus; fewer than 2 allowed"): an answer made of the problem list can pass the checks
+    it names, but it is no answer (seen in the warm-up of the first GPU run)."""
+    text = f" {' '.join(_words(response))} "
+    for critique in critiques:
+        for line in refine_critique(critique).splitlines():
+            words = _words(line)
+            if len(words) >= 4 and f" {' '.join(words)} " in text:
+                return True
+    return False
 
 
 def _met(node: Mapping[str, Any]) -> int | None:
@@ -105,6 +127,9 @@ def dpo_pairs(
         if gain is None or gain <= 0 or not _sane(trace[-1]):
             counts.no_gain += 1
             continue
+        if echoes_critique(chosen, [n.get("critique", "") for n in trace[:-1]]):
+            counts.echoes += 1
+            continue
         if normalized_edit_distance(rejected, chosen) > max_edit_distance:
             counts.rewrites += 1
             continue
@@ -136,7 +161,8 @@ class RefineCounts:
     steps_failed_search: int = 0
     """Steps of searches that ended without a passing node (never training data)."""
     steps_dropped: int = 0
-    """Steps on a passing path that lost a checked constraint or broke a guardrail."""
+    """Steps on a passing path that lost a checked constraint, broke a guardrail or
+    repeat a complaint of the critique they were asked to fix."""
 
 
 def refinement_records(
@@ -154,7 +180,9 @@ def refinement_records(
         for parent, child in steps:
             before, after = _met(parent), _met(child)
             lost = before is not None and after is not None and after < before
-            if not parent.get("critique") or lost or child.get("guardrails"):
+            critique = parent.get("critique", "")
+            echo = echoes_critique(child["response"], [critique])
+            if not critique or lost or child.get("guardrails") or echo:
                 counts.steps_dropped += 1
                 continue
             turns = prompts.refine_messages(

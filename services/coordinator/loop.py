@@ -476,6 +476,7 @@ class Iteration:
         c.dpo_pairs = pc.pairs
         c.dpo_pairs_dropped_rewrite = pc.rewrites
         c.dpo_pairs_dropped_no_gain = pc.no_gain
+        c.dpo_pairs_dropped_echo = pc.echoes
         c.refine_records = rc.records
         c.refine_steps_failed_search = rc.steps_failed_search
         c.refine_steps_dropped = rc.steps_dropped

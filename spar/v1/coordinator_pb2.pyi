@@ -61,7 +61,7 @@ class StartIterationRequest(_message.Message):
     def __init__(self, prompts_path: _Optional[str] = ..., num_prompts: _Optional[int] = ...) -> None: ...
 
 class IterationCounts(_message.Message):
-    __slots__ = ("prompts", "samples", "negatives", "searches", "refined", "dpo_pairs", "sft_records", "search_outcomes", "dpo_pairs_dropped_rewrite", "dpo_pairs_dropped_no_gain", "refine_records", "refine_steps_failed_search", "refine_steps_dropped", "judge_records", "judge_agreed", "judge_relabelled", "judge_verifier_only", "judge_unchecked", "judge_capped")
+    __slots__ = ("prompts", "samples", "negatives", "searches", "refined", "dpo_pairs", "sft_records", "search_outcomes", "dpo_pairs_dropped_rewrite", "dpo_pairs_dropped_no_gain", "refine_records", "refine_steps_failed_search", "refine_steps_dropped", "judge_records", "judge_agreed", "judge_relabelled", "judge_verifier_only", "judge_unchecked", "judge_capped", "dpo_pairs_dropped_echo")
     class SearchOutcomesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class IterationCounts(_message.Message):
     JUDGE_VERIFIER_ONLY_FIELD_NUMBER: _ClassVar[int]
     JUDGE_UNCHECKED_FIELD_NUMBER: _ClassVar[int]
     JUDGE_CAPPED_FIELD_NUMBER: _ClassVar[int]
+    DPO_PAIRS_DROPPED_ECHO_FIELD_NUMBER: _ClassVar[int]
     prompts: int
     samples: int
     negatives: int
@@ -107,7 +108,8 @@ class IterationCounts(_message.Message):
     judge_verifier_only: int
     judge_unchecked: int
     judge_capped: int
-    def __init__(self, prompts: _Optional[int] = ..., samples: _Optional[int] = ..., negatives: _Optional[int] = ..., searches: _Optional[int] = ..., refined: _Optional[int] = ..., dpo_pairs: _Optional[int] = ..., sft_records: _Optional[int] = ..., search_outcomes: _Optional[_Mapping[str, int]] = ..., dpo_pairs_dropped_rewrite: _Optional[int] = ..., dpo_pairs_dropped_no_gain: _Optional[int] = ..., refine_records: _Optional[int] = ..., refine_steps_failed_search: _Optional[int] = ..., refine_steps_dropped: _Optional[int] = ..., judge_records: _Optional[int] = ..., judge_agreed: _Optional[int] = ..., judge_relabelled: _Optional[int] = ..., judge_verifier_only: _Optional[int] = ..., judge_unchecked: _Optional[int] = ..., judge_capped: _Optional[int] = ...) -> None: ...
+    dpo_pairs_dropped_echo: int
+    def __init__(self, prompts: _Optional[int] = ..., samples: _Optional[int] = ..., negatives: _Optional[int] = ..., searches: _Optional[int] = ..., refined: _Optional[int] = ..., dpo_pairs: _Optional[int] = ..., sft_records: _Optional[int] = ..., search_outcomes: _Optional[_Mapping[str, int]] = ..., dpo_pairs_dropped_rewrite: _Optional[int] = ..., dpo_pairs_dropped_no_gain: _Optional[int] = ..., refine_records: _Optional[int] = ..., refine_steps_failed_search: _Optional[int] = ..., refine_steps_dropped: _Optional[int] = ..., judge_records: _Optional[int] = ..., judge_agreed: _Optional[int] = ..., judge_relabelled: _Optional[int] = ..., judge_verifier_only: _Optional[int] = ..., judge_unchecked: _Optional[int] = ..., judge_capped: _Optional[int] = ..., dpo_pairs_dropped_echo: _Optional[int] = ...) -> None: ...
 
 class WarmupReport(_message.Message):
     __slots__ = ("prompts", "samples", "failing", "searches", "searches_refined", "search_records", "repair_records", "mix", "version", "duration", "skipped", "repairs_capped")

@@ -203,3 +203,20 @@ def test_judgement_records_without_constraints_keep_split_decided_votes() -> Non
     )
     assert len(records) == 1 and records[0]["messages"][-1]["content"] == "c"
     assert counts.unchecked == 1
+
+
+def test_an_answer_made_of_the_problem_list_is_neither_a_record_nor_a_pair() -> None:
+    """Seen in the first GPU warm-up: asked to fix "2 uses of 'virus'; fewer than 2
+    allowed" and "5 commas", the model wrote the complaints back; that text passed both
+    checks and the guardrails, and became a training target."""
+    critique = "- 2 uses of 'virus'; fewer than 2 allowed\n- 5 commas; none allowed"
+    echo = "- 2 uses of virus; fewer than 2 allowed\n- 5 issues to fix"
+    trace = [node(ROOT, 0, critique=critique), node(echo, 1)]
+    records, counts = refinement_records([search("refined", best=echo, trace=trace)], Prompts())
+    assert records == [] and counts.steps_dropped == 1
+    pairs, pc = dpo_pairs([search("refined", best=echo, trace=trace)])
+    assert pairs == [] and pc.echoes == 1
+    # A repair that shares a word or two with a complaint is not an echo.
+    fine = [node(ROOT, 0, critique=critique), node("A virus is small.", 1)]
+    records, _ = refinement_records([search("refined", trace=fine)], Prompts())
+    assert len(records) == 1
