@@ -47,7 +47,7 @@ WHEELS="grpcio==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1
 protobuf==7.36.2 pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3
 annotated-types typing-inspection python-dotenv gguf==0.19.0 lm-eval==0.4.13 nltk==3.10.4
 immutabledict==4.3.1 chardet defusedxml pytz peft==0.21.2 trl==1.16.0 datasets==4.8.5
-dill==0.4.1 multiprocess==0.70.19"
+dill==0.4.1 multiprocess==0.70.19 uvicorn==0.55.0 starlette==1.10.0"
 
 case ${1:-} in
   prepare)
