@@ -222,7 +222,8 @@ class RefinerService(pb_grpc.RefinerServicer):
             on_reload=criteria.pack_metrics(metrics.base),
         )
         self.criteria.load()
-        self.check = check or self.criteria.check
+        # None: the criteria registry's CheckFn (IFEval ids and pack criteria).
+        self.check = check
         # The outside judge's families exist (at 0) whether or not one is configured.
         self.external_metrics = ExternalJudgeMetrics(metrics.base)
         self.external = external or ExternalJudge.from_settings(
@@ -304,7 +305,8 @@ class RefinerService(pb_grpc.RefinerServicer):
         outside: OutsideFn | None = self.external.judge if self.external is not None else None
         return Judge(
             kind, instruction, checkable, prompts=self.prompts, config=config,
-            generate=meter.for_phase("judge"), check=self.check, rubrics=rubrics,
+            generate=meter.for_phase("judge"), check=self.check or self.criteria.check,
+            rubrics=rubrics,
             outside=outside, observe=self._observer(kind, instruction, checkable, rubric),
         )  # fmt: skip
 
