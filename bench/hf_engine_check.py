@@ -106,11 +106,11 @@ async def main(args: argparse.Namespace) -> None:
         old = await asyncio.to_thread(HfGenerateEngine.start, settings)
         try:
             share, failed = await checks(new, old, lora)
+            stats: dict[str, float] = getattr(new, "stats", dict)()
+            print(f"new engine: {new.info.extra} {stats}")
         finally:
             new.shutdown()
             old.shutdown()
-    stats: dict[str, float] = getattr(new, "stats", dict)()
-    print(f"new engine: {new.info.extra} {stats}")
     print(
         f"RESULT hf_engine_check greedy_match={share:.2f} failed={len(failed)} {','.join(failed)}"
     )

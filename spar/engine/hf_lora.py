@@ -25,8 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import LoraConfig
+from peft.utils import load_peft_weights
 from torch import nn
 
+# peft is imported with the engine, not at the first adapter load: the import takes about a
+# second, which would otherwise delay a fresh replica's stage step of every rollout.
 PEFT_PREFIX = "base_model.model."
 
 
@@ -40,9 +44,6 @@ class HostAdapter:
 
 def read_adapter(path: Path, model: nn.Module) -> HostAdapter:
     """Reads a peft LoRA folder for ``model``; raises ValueError naming what is unusable."""
-    from peft import LoraConfig
-    from peft.utils import load_peft_weights
-
     config = LoraConfig.from_pretrained(str(path))
     refused = {
         "use_dora": bool(getattr(config, "use_dora", False)),
