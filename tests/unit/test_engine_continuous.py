@@ -18,7 +18,7 @@ from spar.engine.continuous import (
     sample_key,
     stop_may_end_with,
 )
-from spar.engine.hf_lora import LoraSelection, StackedLoraLinear
+from spar.engine.hf_lora import AdapterBank, HostAdapter, LoraSelection, StackedLoraLinear
 from spar.engine.hf_runner import sample, uniform
 
 
@@ -135,3 +135,39 @@ def test_stacked_lora_matches_each_rows_own_adapter() -> None:
         assert torch.allclose(grown(x), want, atol=1e-5)
         selection.mask = None
         assert torch.allclose(layer(x), base(x))
+
+
+class _Tiny(nn.Module):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.q_proj = nn.Linear(4, 4, bias=False)
+        self.v_proj = nn.Linear(4, 4, bias=False)
+
+
+def _adapter(rank: int, modules: tuple[str, ...] = ("q_proj",)) -> HostAdapter:
+    return HostAdapter(rank, {m: (torch.ones(rank, 4), torch.ones(4, rank)) for m in modules})
+
+
+def test_adapter_bank_slots_are_pinned_while_used_and_reused_after() -> None:
+    model = _Tiny()
+    changes: list[int] = []
+    bank = AdapterBank(model, slots=2, on_layout_change=lambda: changes.append(1))
+    bank.add(1, _adapter(2))
+    assert isinstance(model.q_proj, StackedLoraLinear) and changes == [1]
+    bank.add(2, _adapter(2))
+    bank.add(3, _adapter(4, ("q_proj", "v_proj")))  # a larger rank and a new layer
+    assert isinstance(model.v_proj, StackedLoraLinear) and model.q_proj.rank == 4
+    assert len(changes) == 2
+    a, b = bank.acquire(1), bank.acquire(2)
+    assert {a, b} == {0, 1} and bank.acquire(1) == a
+    assert bank.acquire(3) is None  # both slots pinned: the request waits
+    bank.release(a)
+    assert bank.acquire(3) is None  # adapter 1 still pinned once
+    bank.release(a)
+    assert bank.acquire(3) == a  # slot reused; adapter 3's weights written into it
+    assert bool(model.v_proj.a[a * 4 : a * 4 + 4].eq(1).all())
+    bank.remove(2)  # still pinned: its slot stays until its requests end
+    assert 2 not in bank
+    assert bank.acquire(1) is None
+    bank.release(b)
+    assert bank.acquire(1) == b
