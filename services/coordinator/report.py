@@ -261,15 +261,17 @@ def constraint_figure(rates: Sequence[ConstraintRate]) -> str:
     ax = fig.subplots()
     ys = range(len(rates))
     # The y axis is inverted below (first type on top): "before" sits above "after".
-    ax.barh([y - 0.2 for y in ys], [r.before * 100 for r in rates], 0.4, color=BEFORE,
-            label="before")  # fmt: skip
-    ax.barh([y + 0.2 for y in ys], [r.after * 100 for r in rates], 0.4, color=AFTER,
-            label="after")  # fmt: skip
+    for offset, attr, colour, label in ((-0.2, "before", BEFORE, "before"),
+                                        (0.2, "after", AFTER, "after")):  # fmt: skip
+        values = [getattr(r, attr) * 100 for r in rates]
+        bars = ax.barh([y + offset for y in ys], values, 0.4, color=colour, label=label)
+        ax.bar_label(bars, labels=[f"{v:.0f}%" for v in values], padding=2, fontsize=7)
     ax.set_yticks(list(ys), [f"{r.instruction_id} (n={r.count})" for r in rates])
     ax.invert_yaxis()
-    ax.set_xlim(0, 100)
+    ax.set_xlim(0, 110)
+    ax.set_xticks(range(0, 101, 20))
     ax.set_xlabel("prompts whose constraint is met (strict), %")
-    ax.legend(loc="lower right", fontsize=9, frameon=False)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1), ncols=2, fontsize=9, frameon=False)
     _style(ax)
     return _png(fig)
 
