@@ -83,8 +83,8 @@ class HfEngine(HfEngineBase):
         e = loaded.settings
         self._model = loaded.model
         self._bank = AdapterBank(loaded.model, e.max_loras, self._layout_changed)
-        self._runner: SlotRunner | None = None
-        self._runner = SlotRunner(loaded.model, self._bank, rows, e.max_model_len)
+        runner = SlotRunner(loaded.model, self._bank, rows, e.max_model_len)
+        self._runner: SlotRunner | None = runner  # None once shut down
         self._capacity = rows
         self._rows: list[Row] = []
         """Running rows; row i owns KV slot i."""
