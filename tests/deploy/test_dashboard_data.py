@@ -59,10 +59,73 @@ async def drive_actor(server: Any, model_path: Path, workdir: Path, prime: bool)
         await actor.retire_adapter(name)
 
 
+class OutsideJudgeStub:
+    """A minimal OpenAI-compatible /v1/chat/completions that finds every requirement met:
+    the outside judge the refiner samples its judgements to while the dashboard is fed."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {})
+                ids = schema.get("properties", {}).get("requirements", {}).get("required", [])
+                answer = {"requirements": dict.fromkeys(ids, True), "overall": True}
+                out = json.dumps({"choices": [{"message": {"content": json.dumps(answer)}}]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(out.encode())
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+_outside: list[OutsideJudgeStub] = []
+
+
+def _sample_to_outside_judge(server: Any) -> None:
+    """Every judgement of the session refiner also goes to the stub outside judge while
+    this test drives it (from the priming round to the end of the counted one)."""
+    from spar.config import ExternalJudgeSettings
+    from spar.external_judge import ExternalJudge
+
+    if not _outside:
+        _outside.append(OutsideJudgeStub())
+        server.service.external = ExternalJudge(
+            ExternalJudgeSettings(url=_outside[0].url, model="stub", sample_fraction=1.0),
+            server.service.external_metrics,
+        )
+
+
+async def _after_round(server: Any, prime: bool) -> None:
+    """Waits for the outside judge's answers; after the counted round, detaches it."""
+    service = server.service
+    if service.external is not None:
+        await service.external.drain()
+        if not prime:
+            await service.external.close()
+            service.external = None
+    if not prime and _outside:
+        _outside.pop().close()
+
+
 async def drive_refiner(server: Any, model_path: Path, workdir: Path, prime: bool) -> None:
     """Refined answers through the public Answer RPC (the proto contract), with the LLM
     judge and with a verifier constraint the first answer is sure to miss (a search); then
-    chat completions on the OpenAI-compatible HTTP endpoint (refined and plain)."""
+    chat completions on the OpenAI-compatible HTTP endpoint (refined and plain). Every
+    judgement also goes to a stub outside judge (agreement per criterion)."""
+    _sample_to_outside_judge(server)
     import grpc
     from google.protobuf.struct_pb2 import Struct
 
@@ -95,6 +158,7 @@ async def drive_refiner(server: Any, model_path: Path, workdir: Path, prime: boo
             request.budget.max_nodes = 1 if prime else 2
             await stub.Answer(request, timeout=300)
     await _chat_completions(server.openai_port, prime)
+    await _after_round(server, prime)
 
 
 async def _chat_completions(port: int, prime: bool) -> None:
