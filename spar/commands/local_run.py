@@ -23,7 +23,8 @@ from spar.security import ClientSecurity
 
 #: Lines of a log shown when its service exits unexpectedly.
 TAIL_LINES = 25
-STOP_TIMEOUT_S = 30.0
+#: A service's grace period for in-flight requests (10 s) plus its engine's stop (up to 20 s).
+STOP_TIMEOUT_S = 45.0
 
 
 def new_run_folder(cache_dir: Path) -> Path:
@@ -167,11 +168,11 @@ class LocalRun:
                 child.wait()
 
     def stop(self) -> None:
-        """SIGTERM to every service (and its engine processes); SIGKILL after 30 s."""
+        """SIGTERM to every service, which stops its own engine processes in order (as a
+        pod's SIGTERM does); SIGKILL to whatever is left of it after STOP_TIMEOUT_S."""
         for child in self.children.values():
             if child.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGTERM)
+                child.send_signal(signal.SIGTERM)
         for child in self.children.values():
             try:
                 child.wait(timeout=STOP_TIMEOUT_S)

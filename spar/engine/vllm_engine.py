@@ -82,6 +82,11 @@ def _cpu_build() -> bool:
 # A prctl(PR_SET_PDEATHSIG) would fire when the *thread* that started the process ends;
 # the server starts its engine from a worker thread, so a watch of the process it is.
 
+ENGINE_STOP_TIMEOUT_S = 20.0
+"""How long EngineCore may take to stop. vLLM's default, 5 s, is what EngineCore itself
+waits for its worker before it tears down (about 3 s more on CPU): at 5 s it was killed
+mid-teardown, and the shared memory it had not yet released was reported leaked."""
+
 PARENT_GONE_GRACE_S = 5.0
 """How long an engine process whose parent died may take to stop before it exits hard."""
 
@@ -368,7 +373,7 @@ class VllmEngine:
         if self._llm is None:
             return
         llm, self._llm = self._llm, None
-        llm.shutdown()
+        llm.shutdown(timeout=ENGINE_STOP_TIMEOUT_S)
         # AsyncLLM.__del__ shuts down again; at interpreter exit (modules half torn down)
         # that second call prints a TypeError. The instance attribute shadows the method.
         llm.shutdown = lambda *args, **kwargs: None

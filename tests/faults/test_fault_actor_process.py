@@ -7,10 +7,11 @@
    health turns NOT_SERVING, new requests are refused, and the process exits 0.
 3. SIGTERM with a request that needs far longer than the grace period: it is cut off when
    the grace period ends, and the process exits 0.
+4. SIGKILL to the server process alone: its vLLM engine processes stop within seconds.
 
 One actor process serves the module: started once, killed and restarted by the first
-test, terminated by the second, started again and terminated by the third (so the order
-of the tests matters).
+test, terminated by the second, started again and terminated by the third, started again
+and killed by the fourth (so the order of the tests matters).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.trainer.distributed import alive, descendants
 from spar.client import AsyncActorClient, AsyncRefinerClient, search_budget
 from spar.config import Settings
 from spar.errors import Cancelled, SparError, Unavailable
@@ -42,6 +44,9 @@ pytestmark = pytest.mark.slow
 GRACE_S = 20.0
 #: How soon a failure must be reported (the request itself would take far longer).
 PROMPT_FAILURE_S = 5.0
+#: How soon an engine whose server was SIGKILLed must be gone (spar/engine/vllm_engine.py
+#: gives it 5 s to stop in order before it exits hard).
+ORPHAN_DEADLINE_S = 10.0
 CONSTRAINTS = [("punctuation:no_comma", {})]
 
 
@@ -87,8 +92,7 @@ class ActorProcess:
             )  # fmt: skip
 
     def kill(self) -> None:
-        """SIGKILL to the actor and its vLLM engine processes, as when its pod dies: a
-        SIGKILL to the server alone would leave the engine running, orphaned."""
+        """SIGKILL to the actor and its vLLM engine processes, as when its pod dies."""
         assert self.process is not None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
@@ -309,3 +313,36 @@ async def test_a_request_outlasting_the_grace_period_is_cut_off_at_its_end(
         f"\nFAULT grace-cut: stream cut {cut:.2f} s after SIGTERM ({caught.value.code.name}, "
         f"{chunks} chunks streamed meanwhile); exit 0 after {exited:.2f} s (grace {GRACE_S:.0f} s)"
     )
+
+
+async def test_a_sigkill_to_the_server_alone_leaves_no_engine_running(
+    actor_process: ActorProcess,
+) -> None:
+    """The OOM killer or a `kill -9 <pid>` ends the server process only: its vLLM
+    EngineCore and worker notice their parent is gone and stop within seconds, instead of
+    running on orphaned with gigabytes of memory."""
+    if actor_process.process is None or actor_process.process.poll() is not None:
+        actor_process.start()  # the previous test terminated it
+        await actor_process.wait_serving()
+    process = actor_process.process
+    assert process is not None
+    engines = {
+        pid: comm for pid in descendants(process.pid) if (comm := _comm(pid)).startswith("VLLM::")
+    }
+    # /proc/<pid>/comm keeps 15 characters: "VLLM::EngineCor".
+    assert {"VLLM::EngineCor", "VLLM::Worker"} <= set(engines.values()), engines
+    os.kill(process.pid, signal.SIGKILL)  # the server alone, not its process group
+    killed = time.monotonic()
+    process.wait()
+    await wait_until(
+        lambda: not any(alive(pid) for pid in engines), ORPHAN_DEADLINE_S, "the engine stops"
+    )
+    gone = time.monotonic() - killed
+    print(f"\nFAULT server-sigkill: {len(engines)} engine processes gone {gone:.2f} s after it")
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
