@@ -118,7 +118,10 @@ async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
     assert (c.prompts, c.samples) == (8, 16)
     assert c.negatives >= 1 and c.searches == c.negatives
     assert final.search_cost.nodes_expanded > 0
-    assert c.dpo_pairs == c.refined >= 1, "a refined search gives one DPO pair"
+    # A refined search gives at most one DPO pair: rewrites (edit distance over
+    # DPO_MAX_EDIT_DISTANCE) and repairs that meet no more constraints are dropped.
+    assert c.refined >= 1 and 1 <= c.dpo_pairs <= c.refined
+    assert c.dpo_pairs + c.dpo_pairs_dropped_rewrite <= c.refined
     assert c.sft_records >= 1
     # Both candidates were trained and rolled out to every replica.
     assert final.actor_candidate.name.startswith("actor-1-")
