@@ -143,9 +143,11 @@ async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
                 await host.retire_adapter(a.version.name)
     assert final.HasField("candidate_eval") and final.candidate_eval.prompts == 4
     # Per-constraint pass rates are recorded for both evaluations, and the report draws them.
-    assert {c.id for c in final.candidate_eval.criteria} == {
-        c.id for c in final.baseline_eval.criteria
-    } != set()
+    assert (
+        {c.id for c in final.candidate_eval.criteria}
+        == {c.id for c in final.baseline_eval.criteria}
+        != set()
+    )
     html = report.read_text()
     assert html.count("data:image/png;base64,") >= 5
     assert final.actor_candidate.digest in html and "pass rate per constraint type" in html
