@@ -8,8 +8,11 @@ Real actor replicas on loopback, the real artifact store served by a real traine
 coordinator's two-phase rollout. By default every replica is a vLLM engine inside this
 process (the CPU machine); with ``--processes`` each replica is its own
 ``spar actor serve`` process (as in a deployment), spread round-robin over the visible
-GPUs (``CUDA_VISIBLE_DEVICES`` per process). The baseline is the single-replica rollout
-measured in the same run. Ends with
+GPUs (``CUDA_VISIBLE_DEVICES`` per process). Each replica count is rolled out
+``--repeats`` times, a fresh adapter each time, and its median kept; an untimed warm-up
+rollout to every replica comes first (``--no-warmup`` skips it), so that each replica's
+once-per-process first adapter load is not timed in whichever rollout first reaches it.
+The baseline is the single-replica rollout measured in the same run. Ends with
 ``RESULT rollout ratio=<worst all-replicas time ÷ single-replica time> failures=<n>``;
 targets: ratio ≤ 1.5, failures 0.
 """
@@ -22,6 +25,7 @@ import contextlib
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -181,26 +185,46 @@ async def main(args: argparse.Namespace) -> None:
         rows = []
         async with replicas_cm as targets:
             replicas = [GrpcReplica(t) for t in targets]
-            for k, n in enumerate(args.replicas):
-                folder = make_lora(model, root / f"lora{k}", seed=100 + k)
+            seed = 100
+
+            async def one_rollout(n: int, timed: bool) -> tuple[float, int, int]:
+                nonlocal seed
+                seed += 1
+                folder = make_lora(model, root / f"lora{seed}", seed=seed)
                 m = trainer.store.publish(
-                    folder, role="actor", iteration=k + 1, base_model=str(model)
+                    folder, role="actor", iteration=seed, base_model=str(model)
                 )
-                version = Version(m["version"]["name"], m["version"]["digest"], "actor", k + 1)
-                state = StateStore(root / f"state{k}")
+                version = Version(m["version"]["name"], m["version"]["digest"], "actor", seed)
+                state = StateStore(root / f"state{seed}")
                 stop = asyncio.Event()
                 traffic = asyncio.create_task(load(targets[:n], args.clients_per_replica, stop))
-                await asyncio.sleep(2)
+                await asyncio.sleep(2 if timed else 0.5)
                 t0 = time.perf_counter()
                 await roll_out(state, "actor", version, replicas[:n], store_target)
                 seconds = time.perf_counter() - t0
-                await asyncio.sleep(1)
+                await asyncio.sleep(1 if timed else 0.2)
                 stop.set()
                 ok, failed = await traffic
-                rows.append((n, seconds, ok, failed))
                 for r in replicas[:n]:  # back to base and unload, so every run starts equal
                     await r.activate("base")
                     await r.retire(version.name)
+                return seconds, ok, failed
+
+            if args.warmup:
+                # A replica's first adapter since its start wraps the model's layers for
+                # stacked LoRA (and drops its captured decode graphs): a once-per-process
+                # cost. Without a warm-up the rollout of n replicas pays it on the replicas
+                # that were not in any earlier, smaller rollout, and the comparison measures
+                # process age rather than fan-out.
+                seconds, ok, failed = await one_rollout(n_max, timed=False)
+                print(f"warm-up rollout to {n_max} replicas: {seconds:.2f} s, "
+                      f"{ok} requests ok, {failed} failed", flush=True)  # fmt: skip
+            for n in args.replicas:
+                runs = [await one_rollout(n, timed=True) for _ in range(args.repeats)]
+                seconds = statistics.median(s for s, _, _ in runs)
+                rows.append((n, seconds, sum(o for _, o, _ in runs), sum(f for *_, f in runs)))
+                print(f"{n} replicas: " + ", ".join(f"{s:.2f}" for s, _, _ in runs) + " s",
+                      flush=True)  # fmt: skip
             for r in replicas:
                 await r.close()
         await trainer.stop()
@@ -214,7 +238,8 @@ async def main(args: argparse.Namespace) -> None:
     mode = "processes" if args.processes else "in-process"
     counts = ",".join(str(n) for n, *_ in rows)
     print(f"RESULT rollout ratio={worst:.2f} failures={failures} single_s={single:.2f} "
-          f"replicas={counts} mode={mode} engine={args.engine}")  # fmt: skip
+          f"replicas={counts} repeats={args.repeats} warmup={int(args.warmup)} mode={mode} "
+          f"engine={args.engine}")  # fmt: skip
 
 
 if __name__ == "__main__":
@@ -226,5 +251,10 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="", help="model folder (default: the default model)")
     parser.add_argument("--gpus", type=int, default=-1, help="GPUs to spread over (-1: all)")
     parser.add_argument("--start-timeout", type=float, default=300.0)
+    parser.add_argument("--repeats", type=int, default=3, help="rollouts per replica count")
+    parser.add_argument(
+        "--no-warmup", dest="warmup", action="store_false",
+        help="skip the untimed first rollout to every replica",
+    )  # fmt: skip
     parser.add_argument("--log-dir", default="", help="keep replica process logs here")
     asyncio.run(main(parser.parse_args()))
