@@ -10,15 +10,46 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from support import started_trainer
 
 from spar.config import EngineSettings, OpenAISettings, Settings, TlsSettings
 from spar.model import prepare_default_model
 
+if TYPE_CHECKING:
+    from services.trainer.server import TrainerServer
+
 # Servers under test (and the spar subprocesses tests start, which inherit the
 # environment) serve plaintext on 127.0.0.1; the TLS tests configure certificates.
 os.environ.setdefault("SPAR_TLS__PLAINTEXT", "true")
+
+
+#: Fixtures a test needs an outside tool for (helm, kubectl, promtool, prometheus, chromium).
+TOOL_FIXTURES = frozenset({"tools", "chromium"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks each test by what it needs (the README's "Tests by what they need"): a test
+    that uses the default model (``model_path``, which every server fixture depends on)
+    needs_engine, one that uses an outside tool needs_tools. ``gpu`` tests are skipped
+    where torch sees no CUDA device. needs_root is marked in the test files themselves."""
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "model_path" in names:
+            item.add_marker(pytest.mark.needs_engine)
+        if names & TOOL_FIXTURES:
+            item.add_marker(pytest.mark.needs_tools)
+        if item.get_closest_marker("gpu") and not _has_cuda():
+            item.add_marker(no_gpu)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _user_cache() -> Path:
@@ -112,3 +143,36 @@ async def refiner_server(settings: Settings, actor_server: object) -> AsyncItera
 @pytest.fixture(scope="session")
 def refiner_target(refiner_server: object) -> str:
     return f"127.0.0.1:{refiner_server.port}"  # type: ignore[attr-defined]
+
+
+# Module scope: each training test module gets its own trainer (and its own store), which
+# stops when the module is done.
+@pytest.fixture(scope="module")
+async def trainer_server(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[TrainerServer]:
+    """A real trainer (store and state in a temp dir, CPU, one torch thread)."""
+    async with started_trainer(settings, tmp_path_factory.mktemp("trainer")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+async def second_actor(settings: Settings) -> AsyncIterator[object]:
+    """Another actor replica (its own engine) so rollouts span more than one replica."""
+    from services.actor.server import ActorServer
+
+    server = ActorServer(settings.model_copy(update={"cache_dir": settings.cache_dir / "actor2"}))
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def e2e_trainer(settings: Settings) -> AsyncIterator[object]:
+    """A trainer on the session's own settings, for the end-to-end and fault tests."""
+    from services.trainer.server import TrainerServer
+
+    server = TrainerServer(settings)
+    await server.start()
+    yield server
+    await server.stop()

@@ -1,8 +1,17 @@
-"""Helpers shared by tests (not fixtures): real PEFT adapters made on the spot."""
+"""Helpers shared by tests (not fixtures): real PEFT adapters made on the spot, a trainer
+started over a temporary store, and the small training sets the trainer tests use."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spar.config import Settings, TrainerSettings
+
+if TYPE_CHECKING:
+    from services.trainer.server import TrainerServer
 
 
 def make_lora(model_path: Path, out: Path, seed: int, rank: int = 8) -> Path:
@@ -19,3 +28,48 @@ def make_lora(model_path: Path, out: Path, seed: int, rank: int = 8) -> Path:
     model = get_peft_model(base, config)
     model.save_pretrained(out)
     return out
+
+
+#: Four preference pairs: a lowercase answer chosen over the same answer shouting.
+PREFERENCE_PAIRS = [
+    {"prompt": f"Name {thing}. Answer in lowercase.", "chosen": good, "rejected": bad}
+    for thing, good, bad in [
+        ("a colour", "blue is a calm colour.", "BLUE IS A CALM COLOUR!"),
+        ("an animal", "a cat is a fine animal.", "A CAT IS A FINE ANIMAL!"),
+        ("a fruit", "an apple is a sweet fruit.", "AN APPLE IS A SWEET FRUIT!"),
+        ("a city", "paris is a lovely city.", "PARIS IS A LOVELY CITY!"),
+    ]
+]
+#: Four judge-style SFT records.
+JUDGE_RECORDS = [
+    {"prompt": f"Judge: is '{word}' lowercase?", "completion": f"Final Judgement: {verdict}"}
+    for word, verdict in [("tree", "Yes"), ("TREE", "No"), ("Sky", "No"), ("river", "Yes")]
+]
+
+
+@asynccontextmanager
+async def started_trainer(
+    settings: Settings, root: Path, **trainer: Any
+) -> AsyncIterator[TrainerServer]:
+    """A real trainer whose store and state live under ``root``, on CPU with one torch
+    thread (the CI box has two cores, shared with the actor's engine) and no gradient
+    checkpointing (a 135M model needs little memory); ``trainer`` overrides any field of
+    TrainerSettings."""
+    from services.trainer.server import TrainerServer
+
+    fields: dict[str, Any] = {
+        "store_dir": str(root / "store"),
+        "state_dir": str(root / "state"),
+        "device": "cpu",
+        "threads": 1,
+        "gradient_checkpointing": False,
+        **trainer,
+    }
+    own = settings.model_copy(deep=True)
+    own.trainer = TrainerSettings(**fields)
+    server = TrainerServer(own)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

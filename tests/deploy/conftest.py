@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from deploy_tools import VALUES_CPU, VALUES_PRODUCTION, Tools, install_tools
 
-from spar.config import CoordinatorSettings, DiscoverySettings, Settings, TrainerSettings
+from spar.config import CoordinatorSettings, DiscoverySettings, Settings
 
 
 @pytest.fixture(scope="session")
@@ -39,27 +39,8 @@ def values_files() -> dict[str, list[Path]]:
     return {"defaults": [], "production": [VALUES_PRODUCTION], "cpu": [VALUES_CPU]}
 
 
-# Module scope: they serve test_dashboard_data.py and stop when it is done, so the rest
-# of the session does not carry them.
-@pytest.fixture(scope="module")
-async def trainer_server(
-    settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[object]:
-    """A real trainer for the dashboard's training panels (store and state in a temp dir,
-    one torch thread). Drop it once tests/conftest.py has a session trainer."""
-    from services.trainer.server import TrainerServer
-
-    root = tmp_path_factory.mktemp("dashboard-trainer")
-    own = settings.model_copy(deep=True)
-    own.trainer = TrainerSettings(
-        store_dir=str(root / "store"), state_dir=str(root / "state"), threads=1
-    )
-    server = TrainerServer(own)
-    await server.start()
-    yield server
-    await server.stop()
-
-
+# Module scope: it serves test_dashboard_data.py (with the shared trainer_server of
+# tests/conftest.py) and stops when it is done, so the rest of the session does not carry it.
 @pytest.fixture(scope="module")
 async def coordinator_server(
     settings: Settings,

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import started_trainer
 
 from services.trainer.server import TrainerServer
 from spar.client import AsyncTrainerClient
-from spar.config import Settings, TrainerSettings
+from spar.config import Settings
 from spar.v1 import trainer_pb2 as pb
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_root]
 
 RECORDS = [{"prompt": "Say yes.", "completion": "yes"}, {"prompt": "Say no.", "completion": "no"}]
 #: One step of rank 8 on q_proj and v_proj: an adapter of about 2 MB.
@@ -66,17 +67,10 @@ def fill(volume: Path, leave: int) -> Path:
 
 @pytest.fixture
 async def trainer(settings: Settings, tmp_path: Path, small_volume: Path) -> AsyncIterator[Any]:
-    own = settings.model_copy(deep=True)
-    own.trainer = TrainerSettings(
-        store_dir=str(small_volume / "store"),
-        state_dir=str(tmp_path / "state"),
-        threads=1,
-        gradient_checkpointing=False,
-    )
-    server = TrainerServer(own)
-    await server.start()
-    yield server
-    await server.stop()
+    async with started_trainer(
+        settings, tmp_path, store_dir=str(small_volume / "store"), device="auto"
+    ) as server:
+        yield server
 
 
 async def test_disk_full_while_publishing_fails_the_job_and_publishes_nothing(

@@ -7,8 +7,9 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
+from support import started_trainer
 
-from spar.config import CoordinatorSettings, DiscoverySettings, Settings, TrainerSettings
+from spar.config import CoordinatorSettings, DiscoverySettings, Settings
 from tests.fuzz.fuzz_support import CASES, CODES
 
 
@@ -23,17 +24,11 @@ def _closed_port() -> int:
 async def fuzz_trainer(
     settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[object]:
-    from services.trainer.server import TrainerServer
-
     root = tmp_path_factory.mktemp("fuzz-trainer")
-    own = settings.model_copy(deep=True)
-    own.trainer = TrainerSettings(
-        store_dir=str(root / "store"), state_dir=str(root / "state"), threads=1, max_queued_jobs=2
-    )
-    server = TrainerServer(own)
-    await server.start()
-    yield server
-    await server.stop()
+    async with started_trainer(
+        settings, root, device="auto", gradient_checkpointing=True, max_queued_jobs=2
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,9 @@ from spar.config import Settings
 from spar.engine.protocol import AdapterRef, Engine, GenerationRequest, Message
 from spar.errors import FailedPrecondition, InvalidArgument
 
+#: The engines come from fixtures picked at run time, which the conftest hook cannot see.
+pytestmark = pytest.mark.needs_engine
+
 PROMPT = "List three fruits."
 _ids = itertools.count(9000)
 

@@ -18,28 +18,15 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import JUDGE_RECORDS, PREFERENCE_PAIRS
 
 from services.trainer.server import TrainerServer
 from spar.adapter_fetch import fetch_adapter
 from spar.adapter_files import folder_digest, version_name
 from spar.client import AsyncActorClient, AsyncTrainerClient
-from spar.config import Settings, TrainerSettings
 from spar.errors import FailedPrecondition, InvalidArgument, NotFound
 from spar.v1 import trainer_pb2 as pb
 
-DPO_PAIRS = [
-    {"prompt": f"Name {thing}. Answer in lowercase.", "chosen": good, "rejected": bad}
-    for thing, good, bad in [
-        ("a colour", "blue is a calm colour.", "BLUE IS A CALM COLOUR!"),
-        ("an animal", "a cat is a fine animal.", "A CAT IS A FINE ANIMAL!"),
-        ("a fruit", "an apple is a sweet fruit.", "AN APPLE IS A SWEET FRUIT!"),
-        ("a city", "paris is a lovely city.", "PARIS IS A LOVELY CITY!"),
-    ]
-]
-SFT_RECORDS = [
-    {"prompt": f"Judge: is '{word}' lowercase?", "completion": f"Final Judgement: {verdict}"}
-    for word, verdict in [("tree", "Yes"), ("TREE", "No"), ("Sky", "No"), ("river", "Yes")]
-]
 #: Small and fast on two shared cores: 4 examples, one batch, two steps, rank 8.
 HP: dict[str, Any] = {
     "lora_rank": 8,
@@ -53,29 +40,9 @@ HP: dict[str, Any] = {
 SFT_HP = {**HP, "learning_rate": 1e-3}
 
 
-@pytest.fixture(scope="module")
-async def trainer(
-    settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[TrainerServer]:
-    root = tmp_path_factory.mktemp("trainer")
-    own = settings.model_copy(deep=True)
-    # One torch thread: the CI box has two cores, shared with the actor's engine; no
-    # gradient checkpointing: a 135M model needs little memory (the crash test keeps it on).
-    own.trainer = TrainerSettings(
-        store_dir=str(root / "store"),
-        state_dir=str(root / "state"),
-        threads=1,
-        gradient_checkpointing=False,
-    )
-    server = TrainerServer(own)
-    await server.start()
-    yield server
-    await server.stop()
-
-
 @pytest.fixture
-async def client(trainer: TrainerServer) -> AsyncIterator[AsyncTrainerClient]:
-    async with AsyncTrainerClient(f"127.0.0.1:{trainer.port}", timeout=60) as c:
+async def client(trainer_server: TrainerServer) -> AsyncIterator[AsyncTrainerClient]:
+    async with AsyncTrainerClient(f"127.0.0.1:{trainer_server.port}", timeout=60) as c:
         yield c
 
 
@@ -83,17 +50,17 @@ async def client(trainer: TrainerServer) -> AsyncIterator[AsyncTrainerClient]:
 
 
 async def test_bad_datasets_are_rejected(client: AsyncTrainerClient) -> None:
-    same = {**DPO_PAIRS[1], "rejected": DPO_PAIRS[1]["chosen"]}
+    same = {**PREFERENCE_PAIRS[1], "rejected": PREFERENCE_PAIRS[1]["chosen"]}
     with pytest.raises(InvalidArgument, match="record 2: 'chosen' equals 'rejected'"):
-        await client.upload_dataset("dpo", [DPO_PAIRS[0], same])
+        await client.upload_dataset("dpo", [PREFERENCE_PAIRS[0], same])
     with pytest.raises(InvalidArgument, match="the dataset is empty"):
         await client.upload_dataset("dpo", [])
     with pytest.raises(InvalidArgument, match="record 1: 'completion' is empty"):
         await client.upload_dataset("sft", [{"prompt": "p", "completion": " "}])
     with pytest.raises(InvalidArgument, match="record 1: unexpected fields"):
-        await client.upload_dataset("dpo", [{**DPO_PAIRS[0], "score": "1"}])
+        await client.upload_dataset("dpo", [{**PREFERENCE_PAIRS[0], "score": "1"}])
     with pytest.raises(InvalidArgument, match=r"header\.name is 201 characters; the limit is 200"):
-        await client.upload_dataset("dpo", DPO_PAIRS, name="n" * 201)
+        await client.upload_dataset("dpo", PREFERENCE_PAIRS, name="n" * 201)
     # A header that is not first, and records of the wrong kind, straight at the stub.
     batch = pb.DatasetBatch(records=[pb.DatasetRecord(sft=pb.SftRecord(prompt="p"))])
     with pytest.raises(InvalidArgument, match="first message of an upload must be the header"):
@@ -110,7 +77,7 @@ async def test_bad_datasets_are_rejected(client: AsyncTrainerClient) -> None:
 async def test_bad_requests_get_clear_statuses(client: AsyncTrainerClient) -> None:
     with pytest.raises(NotFound, match="upload it first"):
         await client.submit_job("dpo", "a" * 64)
-    data = await client.upload_dataset("sft", SFT_RECORDS)
+    data = await client.upload_dataset("sft", JUDGE_RECORDS)
     with pytest.raises(FailedPrecondition, match="holds sft records; a dpo job needs"):
         await client.submit_job("dpo", data.dataset_digest)
     with pytest.raises(InvalidArgument, match=r"hyperparameters\.lora_rank=0"):
@@ -129,11 +96,13 @@ async def test_bad_requests_get_clear_statuses(client: AsyncTrainerClient) -> No
 
 
 @pytest.fixture(scope="module")
-async def trained(trainer: TrainerServer) -> dict[str, Any]:
+async def trained(trainer_server: TrainerServer) -> dict[str, Any]:
     """A DPO job and an SFT job queued behind it, watched to the end."""
-    async with AsyncTrainerClient(f"127.0.0.1:{trainer.port}") as c:
-        dpo_data = await c.upload_dataset("dpo", [*DPO_PAIRS, DPO_PAIRS[0]], name="pairs")
-        sft_data = await c.upload_dataset("sft", SFT_RECORDS, name="rft")
+    async with AsyncTrainerClient(f"127.0.0.1:{trainer_server.port}") as c:
+        dpo_data = await c.upload_dataset(
+            "dpo", [*PREFERENCE_PAIRS, PREFERENCE_PAIRS[0]], name="pairs"
+        )
+        sft_data = await c.upload_dataset("sft", JUDGE_RECORDS, name="rft")
         dpo = await c.submit_job("dpo", dpo_data.dataset_digest, iteration=1, hyperparameters=HP)
         sft = await c.submit_job(
             "sft", sft_data.dataset_digest, iteration=1, hyperparameters=SFT_HP
@@ -208,16 +177,16 @@ def _measure(model_path: Path, adapter: Path, fn: Any) -> tuple[Any, Any]:
 
 @pytest.mark.slow
 async def test_dpo_raises_the_preference_margin(
-    trained: dict[str, Any], trainer: TrainerServer, model_path: Path
+    trained: dict[str, Any], trainer_server: TrainerServer, model_path: Path
 ) -> None:
     def margins(model: Any, tokenizer: Any) -> list[float]:
         return [
             _completion_logps(model, tokenizer, p["prompt"], p["chosen"])[0]
             - _completion_logps(model, tokenizer, p["prompt"], p["rejected"])[0]
-            for p in DPO_PAIRS
+            for p in PREFERENCE_PAIRS
         ]
 
-    files = trainer.store.files_dir(trained["dpo"].result.name)
+    files = trainer_server.store.files_dir(trained["dpo"].result.name)
     before, after = await asyncio.to_thread(_measure, model_path, files, margins)
     gains = [a - b for a, b in zip(after, before, strict=True)]
     assert sum(gains) / len(gains) > 2.0, f"margins before {before}, after {after}"
@@ -226,26 +195,29 @@ async def test_dpo_raises_the_preference_margin(
 
 @pytest.mark.slow
 async def test_sft_lowers_the_loss_on_its_data(
-    trained: dict[str, Any], trainer: TrainerServer, model_path: Path
+    trained: dict[str, Any], trainer_server: TrainerServer, model_path: Path
 ) -> None:
     def nll(model: Any, tokenizer: Any) -> float:
         sums = [
-            _completion_logps(model, tokenizer, r["prompt"], r["completion"]) for r in SFT_RECORDS
+            _completion_logps(model, tokenizer, r["prompt"], r["completion"]) for r in JUDGE_RECORDS
         ]
         return -sum(s for s, _ in sums) / sum(n for _, n in sums)
 
-    files = trainer.store.files_dir(trained["sft"].result.name)
+    files = trainer_server.store.files_dir(trained["sft"].result.name)
     before, after = await asyncio.to_thread(_measure, model_path, files, nll)
     assert after < before - 0.2, f"per-token NLL before {before:.3f}, after {after:.3f}"
 
 
 @pytest.mark.slow
 async def test_published_versions_are_content_addressed(
-    trained: dict[str, Any], client: AsyncTrainerClient, trainer: TrainerServer, tmp_path: Path
+    trained: dict[str, Any],
+    client: AsyncTrainerClient,
+    trainer_server: TrainerServer,
+    tmp_path: Path,
 ) -> None:
     dpo = trained["dpo"]
     manifest = await client.get_manifest(dpo.result.name)
-    files = trainer.store.files_dir(dpo.result.name)
+    files = trainer_server.store.files_dir(dpo.result.name)
     digest = folder_digest(files)
     assert manifest.version.digest == digest == dpo.result.digest
     assert manifest.version.name == version_name("actor", 1, digest)
@@ -265,15 +237,15 @@ async def test_published_versions_are_content_addressed(
     assert [m.version.role for m in (await client.list_adapters("refiner")).adapters] == ["refiner"]
     fetched = await fetch_adapter(client.target, dpo.result.name, tmp_path)
     assert folder_digest(fetched.path) == digest
-    assert not list(trainer.store.root.glob(".partial-*"))
+    assert not list(trainer_server.store.root.glob(".partial-*"))
 
 
 @pytest.mark.slow
 async def test_dpo_adapter_stages_from_the_store_into_the_actor(
-    trained: dict[str, Any], trainer: TrainerServer, actor_target: str
+    trained: dict[str, Any], trainer_server: TrainerServer, actor_target: str
 ) -> None:
     name = trained["dpo"].result.name
-    prompt = DPO_PAIRS[0]["prompt"]
+    prompt = PREFERENCE_PAIRS[0]["prompt"]
     async with AsyncActorClient(actor_target, timeout=180) as actor:
 
         async def greedy() -> str:
@@ -281,7 +253,7 @@ async def test_dpo_adapter_stages_from_the_store_into_the_actor(
             return reply.completions[0].text
 
         base = await greedy()
-        staged = await actor.stage_adapter(name, store_target=f"127.0.0.1:{trainer.port}")
+        staged = await actor.stage_adapter(name, store_target=f"127.0.0.1:{trainer_server.port}")
         assert staged.loaded and staged.version.digest == trained["dpo"].result.digest
         assert staged.version.role == "actor" and staged.version.iteration == 1
         try:
@@ -296,16 +268,16 @@ async def test_dpo_adapter_stages_from_the_store_into_the_actor(
 
 @pytest.mark.slow
 async def test_cli_trains_the_same_adapter_for_the_same_seed(
-    trained: dict[str, Any], trainer: TrainerServer, tmp_path: Path
+    trained: dict[str, Any], trainer_server: TrainerServer, tmp_path: Path
 ) -> None:
     """`spar train sft` with a progress bar; on CPU the same seed gives the same bytes."""
     data = tmp_path / "rft.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in SFT_RECORDS))
+    data.write_text("".join(json.dumps(r) + "\n" for r in JUDGE_RECORDS))
     flags = [
         "--lora-rank", "8", "--lora-alpha", "16", "--max-length", "64", "--epochs", "2",
         "--batch-size", "4", "--lr", "1e-3", "--seed", "0", "--iteration", "1",
     ]  # fmt: skip
-    target = f"127.0.0.1:{trainer.port}"
+    target = f"127.0.0.1:{trainer_server.port}"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "spar.cli", "train", "sft", "--data", str(data), *flags,
         "--target", target,
@@ -334,28 +306,28 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 async def test_cancel_a_running_job_publishes_nothing(
-    trained: dict[str, Any], client: AsyncTrainerClient, trainer: TrainerServer
+    trained: dict[str, Any], client: AsyncTrainerClient, trainer_server: TrainerServer
 ) -> None:
-    data = await client.upload_dataset("sft", SFT_RECORDS)
+    data = await client.upload_dataset("sft", JUDGE_RECORDS)
     job = await client.submit_job("sft", data.dataset_digest, hyperparameters={**HP, "epochs": 100})
     async for progress in client.watch_job(job.id):
         if progress.state == pb.JOB_STATE_RUNNING:
             break
-    pid = int((trainer.state.job_dir(job.id) / "worker.pid").read_text())
+    pid = int((trainer_server.state.job_dir(job.id) / "worker.pid").read_text())
     cancelled = await client.cancel_job(job.id)
     assert cancelled.state == pb.JOB_STATE_CANCELLED and not cancelled.result.name
     assert not _alive(pid), "the worker must be gone"
-    assert len(trainer.store.list()) == 2
-    assert not list(trainer.store.root.glob(".partial-*"))
+    assert len(trainer_server.store.list()) == 2
+    assert not list(trainer_server.store.root.glob(".partial-*"))
     with pytest.raises(FailedPrecondition, match="already finished"):
         await client.cancel_job(trained["dpo"].id)
 
 
 @pytest.mark.slow
 async def test_queued_job_cancel_and_metrics(
-    trained: dict[str, Any], client: AsyncTrainerClient, trainer: TrainerServer
+    trained: dict[str, Any], client: AsyncTrainerClient, trainer_server: TrainerServer
 ) -> None:
-    data = await client.upload_dataset("dpo", DPO_PAIRS)
+    data = await client.upload_dataset("dpo", PREFERENCE_PAIRS)
     first = await client.submit_job(
         "dpo", data.dataset_digest, hyperparameters={**HP, "epochs": 100}
     )
@@ -364,7 +336,9 @@ async def test_queued_job_cancel_and_metrics(
     assert (await client.cancel_job(second.id)).state == pb.JOB_STATE_CANCELLED
     assert (await client.cancel_job(first.id)).state == pb.JOB_STATE_CANCELLED
 
-    body = urllib.request.urlopen(f"http://127.0.0.1:{trainer.metrics_port}/metrics", timeout=5)
+    body = urllib.request.urlopen(
+        f"http://127.0.0.1:{trainer_server.metrics_port}/metrics", timeout=5
+    )
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(body.read().decode())

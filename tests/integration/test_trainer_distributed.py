@@ -17,26 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import JUDGE_RECORDS, PREFERENCE_PAIRS
 
 from services.trainer.server import TrainerServer
 from spar.client import AsyncTrainerClient
-from spar.config import Settings, TrainerSettings
 from spar.errors import FailedPrecondition
 from spar.v1 import trainer_pb2 as pb
 
-PAIRS = [
-    {"prompt": f"Name {thing}. Answer in lowercase.", "chosen": good, "rejected": bad}
-    for thing, good, bad in [
-        ("a colour", "blue is a calm colour.", "BLUE IS A CALM COLOUR!"),
-        ("an animal", "a cat is a fine animal.", "A CAT IS A FINE ANIMAL!"),
-        ("a fruit", "an apple is a sweet fruit.", "AN APPLE IS A SWEET FRUIT!"),
-        ("a city", "paris is a lovely city.", "PARIS IS A LOVELY CITY!"),
-    ]
-]
-RECORDS = [
-    {"prompt": f"Judge: is '{word}' lowercase?", "completion": f"Final Judgement: {verdict}"}
-    for word, verdict in [("tree", "Yes"), ("TREE", "No"), ("Sky", "No"), ("river", "Yes")]
-]
 #: Global batch 2 (per-device batch 1): two optimizer steps over four examples. The paper's
 #: DPO losses (sigmoid + 0.1 SFT) stay on; SFT jobs keep LoRA dropout 0.05 (TRL turns
 #: dropout off in DPO), so their ranks must draw the single process's masks.
@@ -51,28 +38,9 @@ HP: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-async def trainer(
-    settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[TrainerServer]:
-    root = tmp_path_factory.mktemp("trainer-distributed")
-    own = settings.model_copy(deep=True)
-    own.trainer = TrainerSettings(
-        store_dir=str(root / "store"),
-        state_dir=str(root / "state"),
-        device="cpu",
-        threads=1,
-        gradient_checkpointing=False,
-    )
-    server = TrainerServer(own)
-    await server.start()
-    yield server
-    await server.stop()
-
-
 @pytest.fixture
-async def client(trainer: TrainerServer) -> AsyncIterator[AsyncTrainerClient]:
-    async with AsyncTrainerClient(f"127.0.0.1:{trainer.port}", timeout=60) as c:
+async def client(trainer_server: TrainerServer) -> AsyncIterator[AsyncTrainerClient]:
+    async with AsyncTrainerClient(f"127.0.0.1:{trainer_server.port}", timeout=60) as c:
         yield c
 
 
@@ -121,14 +89,14 @@ def _alive(pid: int) -> bool:
 
 
 async def _running_ranks(
-    client: AsyncTrainerClient, trainer: TrainerServer, job_id: str, world: int
+    client: AsyncTrainerClient, trainer_server: TrainerServer, job_id: str, world: int
 ) -> tuple[int, dict[int, int]]:
     """Waits until rank 0 reports the training started; (worker pid, rank -> pid)."""
     async for progress in client.watch_job(job_id):
         assert progress.state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING), progress
         if progress.state == pb.JOB_STATE_RUNNING and progress.total_steps > 0:
             break
-    worker = int((trainer.state.job_dir(job_id) / "worker.pid").read_text())
+    worker = int((trainer_server.state.job_dir(job_id) / "worker.pid").read_text())
     ranks = _ranks(worker)
     assert sorted(ranks) == list(range(world)), f"ranks below worker {worker}: {ranks}"
     return worker, ranks
@@ -142,7 +110,7 @@ async def _gone(pids: list[int], within_s: float = 10.0) -> bool:
 
 
 async def test_world_size_beyond_the_cpus_is_refused(client: AsyncTrainerClient) -> None:
-    data = await client.upload_dataset("dpo", PAIRS)
+    data = await client.upload_dataset("dpo", PREFERENCE_PAIRS)
     cpus = _cpus()
     with pytest.raises(FailedPrecondition) as caught:
         await client.submit_job("dpo", data.dataset_digest, world_size=cpus + 1)
@@ -153,10 +121,10 @@ async def test_world_size_beyond_the_cpus_is_refused(client: AsyncTrainerClient)
 
 
 @pytest.fixture(scope="module")
-async def single(trainer: TrainerServer) -> dict[str, Any]:
+async def single(trainer_server: TrainerServer) -> dict[str, Any]:
     """The single-process job: global batch 2 as 1 process x 2 accumulation steps."""
-    async with AsyncTrainerClient(f"127.0.0.1:{trainer.port}") as c:
-        data = await c.upload_dataset("dpo", PAIRS)
+    async with AsyncTrainerClient(f"127.0.0.1:{trainer_server.port}") as c:
+        data = await c.upload_dataset("dpo", PREFERENCE_PAIRS)
         job = await c.submit_job(
             "dpo",
             data.dataset_digest,
@@ -165,14 +133,14 @@ async def single(trainer: TrainerServer) -> dict[str, Any]:
         )
         done = await c.wait_job(job.id)
     assert done.state == pb.JOB_STATE_SUCCEEDED, done.error
-    tensors = _tensors(trainer.store.files_dir(done.result.name))
+    tensors = _tensors(trainer_server.store.files_dir(done.result.name))
     moved = max(float(t.abs().max()) for k, t in tensors.items() if "lora_B" in k)
     assert moved > 1e-3, "training must have moved the adapter (lora_B starts at zero)"
     return {"digest": data.dataset_digest, "tensors": tensors}
 
 
 async def _two_ranks(
-    client: AsyncTrainerClient, trainer: TrainerServer, digest: str, strategy: str,
+    client: AsyncTrainerClient, trainer_server: TrainerServer, digest: str, strategy: str,
     kind: str = "dpo",
 ) -> tuple[list[pb.JobProgress], dict[str, Any]]:  # fmt: skip
     """The 2-process job with the same global batch: 2 processes x 1 accumulation step."""
@@ -187,7 +155,7 @@ async def _two_ranks(
     progress = [p async for p in client.watch_job(job.id)]
     done = progress[-1].job
     assert done.state == pb.JOB_STATE_SUCCEEDED, done.error
-    return progress, _tensors(trainer.store.files_dir(done.result.name))
+    return progress, _tensors(trainer_server.store.files_dir(done.result.name))
 
 
 def _assert_same_adapter(got: dict[str, Any], want: dict[str, Any]) -> None:
@@ -200,9 +168,9 @@ def _assert_same_adapter(got: dict[str, Any], want: dict[str, Any]) -> None:
 
 @pytest.mark.slow
 async def test_two_gloo_ranks_train_the_single_process_adapter(
-    client: AsyncTrainerClient, trainer: TrainerServer, single: dict[str, Any]
+    client: AsyncTrainerClient, trainer_server: TrainerServer, single: dict[str, Any]
 ) -> None:
-    progress, tensors = await _two_ranks(client, trainer, single["digest"], "")
+    progress, tensors = await _two_ranks(client, trainer_server, single["digest"], "")
     assert progress[-1].job.request.strategy == pb.DISTRIBUTED_STRATEGY_DDP
     # Rank 0 alone reports: every step once, in order, with the job's global throughput.
     steps = [p.step for p in progress if p.state == pb.JOB_STATE_RUNNING and p.step]
@@ -215,21 +183,21 @@ async def test_two_gloo_ranks_train_the_single_process_adapter(
 
 @pytest.mark.slow
 async def test_fsdp_ranks_train_the_single_process_adapter(
-    client: AsyncTrainerClient, trainer: TrainerServer, single: dict[str, Any]
+    client: AsyncTrainerClient, trainer_server: TrainerServer, single: dict[str, Any]
 ) -> None:
     """Sharded: rank 0 saves the weights gathered from both shards."""
-    progress, tensors = await _two_ranks(client, trainer, single["digest"], "fsdp")
+    progress, tensors = await _two_ranks(client, trainer_server, single["digest"], "fsdp")
     assert progress[-1].job.request.strategy == pb.DISTRIBUTED_STRATEGY_FSDP
     _assert_same_adapter(tensors, single["tensors"])
 
 
 @pytest.mark.slow
 async def test_sft_ranks_with_dropout_train_the_single_process_adapter(
-    client: AsyncTrainerClient, trainer: TrainerServer
+    client: AsyncTrainerClient, trainer_server: TrainerServer
 ) -> None:
     """Dropout draws the same masks for the same batch on any world size (one seed per
     micro-batch), and the loss is a mean over the global batch's completion tokens."""
-    data = await client.upload_dataset("sft", RECORDS)
+    data = await client.upload_dataset("sft", JUDGE_RECORDS)
     job = await client.submit_job(
         "sft",
         data.dataset_digest,
@@ -239,20 +207,20 @@ async def test_sft_ranks_with_dropout_train_the_single_process_adapter(
     done = await client.wait_job(job.id)
     assert done.state == pb.JOB_STATE_SUCCEEDED, done.error
     assert done.request.hyperparameters.lora_dropout == pytest.approx(0.05)
-    _, tensors = await _two_ranks(client, trainer, data.dataset_digest, "", kind="sft")
-    _assert_same_adapter(tensors, _tensors(trainer.store.files_dir(done.result.name)))
+    _, tensors = await _two_ranks(client, trainer_server, data.dataset_digest, "", kind="sft")
+    _assert_same_adapter(tensors, _tensors(trainer_server.store.files_dir(done.result.name)))
 
 
 @pytest.mark.slow
 async def test_a_killed_rank_fails_the_job_and_publishes_nothing(
-    client: AsyncTrainerClient, trainer: TrainerServer
+    client: AsyncTrainerClient, trainer_server: TrainerServer
 ) -> None:
-    data = await client.upload_dataset("dpo", PAIRS)
-    published = len(trainer.store.list())
+    data = await client.upload_dataset("dpo", PREFERENCE_PAIRS)
+    published = len(trainer_server.store.list())
     job = await client.submit_job(
         "dpo", data.dataset_digest, world_size=2, hyperparameters={**HP, "epochs": 100}
     )
-    worker, ranks = await _running_ranks(client, trainer, job.id, 2)
+    worker, ranks = await _running_ranks(client, trainer_server, job.id, 2)
     os.kill(ranks[1], signal.SIGKILL)
     failed = await asyncio.wait_for(client.wait_job(job.id), timeout=120)
 
@@ -260,21 +228,23 @@ async def test_a_killed_rank_fails_the_job_and_publishes_nothing(
     assert f"rank 1 of 2 (pid {ranks[1]}) was killed by signal SIGKILL" in failed.error
     assert "torchrun stopped the other ranks" in failed.error
     assert await _gone([worker, *ranks.values()]), "no rank may outlive the job"
-    assert len(trainer.store.list()) == published
-    assert not list(trainer.store.root.glob(".partial-*"))
-    assert not (trainer.state.job_dir(job.id) / "output").exists()
+    assert len(trainer_server.store.list()) == published
+    assert not list(trainer_server.store.root.glob(".partial-*"))
+    assert not (trainer_server.state.job_dir(job.id) / "output").exists()
 
 
 @pytest.mark.slow
-async def test_cancel_ends_every_rank(client: AsyncTrainerClient, trainer: TrainerServer) -> None:
-    data = await client.upload_dataset("dpo", PAIRS)
-    published = len(trainer.store.list())
+async def test_cancel_ends_every_rank(
+    client: AsyncTrainerClient, trainer_server: TrainerServer
+) -> None:
+    data = await client.upload_dataset("dpo", PREFERENCE_PAIRS)
+    published = len(trainer_server.store.list())
     job = await client.submit_job(
         "dpo", data.dataset_digest, world_size=2, hyperparameters={**HP, "epochs": 100}
     )
-    worker, ranks = await _running_ranks(client, trainer, job.id, 2)
+    worker, ranks = await _running_ranks(client, trainer_server, job.id, 2)
     cancelled = await client.cancel_job(job.id)
     assert cancelled.state == pb.JOB_STATE_CANCELLED and not cancelled.result.name
-    # The trainer waits for the ranks before it answers: they are gone already.
+    # The trainer_server waits for the ranks before it answers: they are gone already.
     assert not any(_alive(p) for p in [worker, *ranks.values()])
-    assert len(trainer.store.list()) == published
+    assert len(trainer_server.store.list()) == published
