@@ -53,9 +53,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from services.coordinator.evaluate import METRICS, Response, evaluate_actor, score
 from services.coordinator.inputs import SPLIT, eval_prompts
-from services.coordinator.prompts import PromptRecord, check_split, normalize
 from spar import guardrails
 from spar.client import (
     ActorClient,
@@ -67,6 +65,9 @@ from spar.client import (
 from spar.commands.coordinator import summary
 from spar.config import Settings
 from spar.errors import SparError
+from spar.evaluation import METRICS, Response, evaluate_actor, score
+from spar.prompt_sets import PromptRecord, normalize
+from spar.prompt_synthesis import check_split
 from spar.v1 import common_pb2
 from spar.v1 import coordinator_pb2 as pb
 

@@ -1,7 +1,7 @@
 """Refinement itself: does spar's search turn failing answers into passing, sane ones?
 
 The cases are a fixed, seeded set of failing (prompt, answer) pairs: verifiable prompts
-synthesised by spar's own generator (``services.coordinator.prompts.synthesize``; not
+synthesised by spar's own generator (``spar.prompt_synthesis.synthesize``; not
 IFEval's prompts) and the default model's own answers to them, kept when at least one
 checked constraint fails and the answer ended by itself (not cut at max_tokens). The set
 lives in ``bench/data/refine_cases.jsonl``; ``--rebuild`` draws it again (same seed,
@@ -48,19 +48,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from services.coordinator.prompts import synthesize
 from services.refiner import options
 from services.refiner.cost import Budget, Meter
-from services.refiner.judge import Judge, JudgeConfig, program_critique
-from services.refiner.prompts import Prompts
+from services.refiner.judge import Judge, JudgeConfig
 from services.refiner.search import SearchConfig, TreeSearch
 from services.refiner.service import EngineContext
 from spar import guardrails, ifeval
+from spar.complaints import program_critique
 from spar.config import RefinerSettings, Settings
 from spar.edits import normalized_edit_distance
 from spar.engine.protocol import AdapterRef, Engine, GenerationRequest, GenerationResult, Message
 from spar.ifeval import Constraint
 from spar.model import prepare_default_model
+from spar.prompt_synthesis import synthesize
+from spar.refine_templates import Prompts
 from spar.v1 import common_pb2
 
 CASES_FILE = Path(__file__).parent / "data" / "refine_cases.jsonl"

@@ -38,13 +38,13 @@ from pathlib import Path
 
 from services.refiner.cost import Budget, BudgetExhausted, Meter
 from services.refiner.judge import Judge, JudgeConfig
-from services.refiner.prompts import Prompts
 from services.refiner.search import Node, SearchConfig, TreeSearch, refine_critique
 from spar import ifeval
 from spar.config import EngineSettings, Settings
 from spar.engine.protocol import Engine, GenerationRequest, GenerationResult, Message
 from spar.ifeval import Constraint
 from spar.model import prepare_default_model
+from spar.refine_templates import Prompts
 
 
 @dataclass(frozen=True)

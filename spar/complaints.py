@@ -4,15 +4,18 @@ A small model repairs "3 commas; none allowed" far more often than "the response
 not contain commas". Each complaint measures the response the way IFEval's checker does
 (the same regular expressions and counters, from lm-eval's ``instructions_util``) and
 states the measurement beside the requirement. Constraints without a measure fall back
-to the checker's own description. Pure logic.
+to the checker's own description. :func:`program_critique` lists them, with the answer
+guardrails' complaints, as the critique of a failed response. Pure logic.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from spar import guardrails
+from spar.guardrails import GuardrailIssue
 from spar.ifeval import Constraint, ConstraintCheck
 
 
@@ -227,3 +230,19 @@ def complaint(response: str, constraint: Constraint, check: ConstraintCheck) -> 
         except (KeyError, ValueError, TypeError, IndexError, LookupError):
             pass  # kwargs of an unexpected shape: the description still says what is wanted
     return f"not met: {check.description or check.instruction_id}"
+
+
+def program_critique(
+    response: str,
+    constraints: Sequence[Constraint],
+    checks: Sequence[ConstraintCheck],
+    issues: Sequence[GuardrailIssue],
+) -> str:
+    """The verifier's exact complaints, one per line ("- 3 commas; none allowed")."""
+    lines = [
+        f"- {complaint(response, c, check)}"
+        for c, check in zip(constraints, checks, strict=False)
+        if not check.strict
+    ]
+    lines += [f"- {guardrails.complaint(issue)}" for issue in issues]
+    return "\n".join(lines)

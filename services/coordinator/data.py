@@ -31,11 +31,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.refiner.judge import program_critique
-from services.refiner.prompts import Prompts
 from spar import guardrails
+from spar.complaints import program_critique
 from spar.edits import normalized_edit_distance
 from spar.ifeval import Constraint, ConstraintCheck
+from spar.refine_templates import Prompts
 
 Record = dict[str, Any]
 CheckFn = Callable[[str, str, Sequence[Constraint]], list[ConstraintCheck]]

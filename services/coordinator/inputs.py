@@ -6,14 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from services.coordinator.prompts import (
-    PromptRecord,
-    Split,
-    check_split,
-    load_ifeval,
-    load_prompts,
-)
 from spar.config import CoordinatorSettings
+from spar.prompt_sets import PromptRecord, load_ifeval, load_prompts
+from spar.prompt_synthesis import Split, check_split
 from spar.v1 import coordinator_pb2
 
 EVAL_SEED = 1_000_003
@@ -45,7 +40,7 @@ def train_prompts(
 async def evaluate(
     actor: Any, records: Sequence[PromptRecord], adapter: str, c: CoordinatorSettings
 ) -> coordinator_pb2.EvalMetrics:
-    from services.coordinator.evaluate import evaluate_actor
+    from spar.evaluation import evaluate_actor
 
     result = await evaluate_actor(
         actor, list(records), adapter=adapter, max_tokens=c.eval_max_tokens,

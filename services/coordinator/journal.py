@@ -12,33 +12,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from spar.atomic_files import TMP_SUFFIX, write_atomic
 from spar.errors import DataLoss
 
 log = logging.getLogger(__name__)
 
+#: Temporary files of earlier versions of write_json (``.<name>.tmp-<random>``); write_json
+#: now writes through spar.atomic_files, whose temporaries end in TMP_SUFFIX.
 TMP_MARK = ".tmp-"
-"""Temporary files of write_json are ``.<name>.tmp-<random>``."""
 
 
 def write_json(path: Path, doc: Any) -> None:
     """Replaces path with doc atomically: readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Random, not the pid: a restarted process may get the pid of the one that died.
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
-    try:
-        with tmp.open("w") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    write_atomic(path, json.dumps(doc, indent=2, sort_keys=True).encode())
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -60,21 +50,14 @@ def read_json(path: Path, default: Any = None) -> Any:
 def remove_unfinished_writes(root: Path) -> int:
     """Deletes what killed writes left under root (their targets are intact)."""
     removed = 0
-    for path in root.rglob(f".*{TMP_MARK}*"):
+    leftovers = [*root.rglob(f".*{TMP_MARK}*"), *root.rglob(f".*{TMP_SUFFIX}")]
+    for path in leftovers:
         if path.is_file():
             path.unlink(missing_ok=True)
             removed += 1
     if removed:
         log.warning("removed %d unfinished write(s) of an interrupted coordinator", removed)
     return removed
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Journal:

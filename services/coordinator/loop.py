@@ -22,8 +22,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.coordinator import data
 from services.coordinator.audit import POLICY, AuditEntry, AuditLog
-from services.coordinator.evaluate import PromotionPolicy, decide
 from services.coordinator.journal import Journal, read_json, write_json
+from services.coordinator.promotion import PromotionPolicy, decide
 from services.coordinator.rollout import (
     RolloutFailed,
     Version,
@@ -32,12 +32,12 @@ from services.coordinator.rollout import (
     stage_all,
 )
 from services.coordinator.state import StateStore, version_message
-from services.refiner.prompts import Prompts
 from spar import criteria
 from spar.config import Settings
 from spar.errors import FailedPrecondition, ResourceExhausted, SparError, Unavailable
 from spar.external_judge import ExternalJudge, Requirement, SelfDecisions
 from spar.ifeval import Constraint
+from spar.refine_templates import Prompts
 from spar.v1 import common_pb2, coordinator_pb2, refiner_pb2, trainer_pb2
 
 log = logging.getLogger(__name__)

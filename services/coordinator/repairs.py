@@ -22,10 +22,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.coordinator.prompts import task_of
-from services.refiner.judge import program_critique
 from spar import guardrails
+from spar.complaints import program_critique
 from spar.ifeval import Constraint, ConstraintCheck
+from spar.prompt_synthesis import task_of
 
 CheckFn = Callable[[str, str, Sequence[Constraint]], list[ConstraintCheck]]
 Edit = Callable[[str, Mapping[str, Any], str], str]

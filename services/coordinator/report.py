@@ -19,9 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 import statistics
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from google.protobuf import json_format
 
 from services.coordinator.journal import Journal
 from services.coordinator.state import StateStore
+from spar.atomic_files import write_atomic
 from spar.v1 import common_pb2, coordinator_pb2
 
 S = coordinator_pb2
@@ -513,13 +512,5 @@ def write(store: StateStore, number: int, out: Path | None = None) -> Path:
     """Writes the report of iteration ``number`` (default: into its folder); returns it."""
     doc = render(collect(store, number))
     target = out or path_of(store, number)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(doc)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(target, doc.encode())
     return target

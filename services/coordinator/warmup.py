@@ -39,14 +39,14 @@ from google.protobuf import json_format
 from services.coordinator import data, inputs, repairs
 from services.coordinator.audit import POLICY, AuditEntry, AuditLog
 from services.coordinator.journal import Journal, read_json, write_json
-from services.coordinator.prompts import check_split
 from services.coordinator.rollout import RolloutFailed, Version
 from services.coordinator.state import StateStore, version_message
-from services.refiner.prompts import Prompts
 from spar import ifeval
 from spar.config import Settings
 from spar.errors import FailedPrecondition
 from spar.ifeval import Constraint
+from spar.prompt_synthesis import check_split
+from spar.refine_templates import Prompts
 from spar.v1 import common_pb2, coordinator_pb2, trainer_pb2
 
 log = logging.getLogger(__name__)

@@ -37,14 +37,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from services.refiner.cost import GenerateFn
-from services.refiner.prompts import Prompts, parse_judgement
 from spar import guardrails
-from spar.complaints import complaint
+from spar.complaints import program_critique
 from spar.engine.protocol import GenerationRequest
 from spar.errors import FailedPrecondition, InvalidArgument, Unavailable
 from spar.external_judge import ExternalVerdict, Requirement
 from spar.guardrails import GuardrailIssue
 from spar.ifeval import Constraint, ConstraintCheck
+from spar.refine_templates import Prompts, parse_judgement
 
 JudgeKind = Literal["llm", "verifier", "hybrid", "external"]
 Verdict = Literal["pass", "fail", "undecided"]
@@ -170,22 +170,6 @@ class Judgement:
         if self.vote_decides:
             return self.value > gate
         return self.verdict == "pass"
-
-
-def program_critique(
-    response: str,
-    constraints: Sequence[Constraint],
-    checks: Sequence[ConstraintCheck],
-    issues: Sequence[GuardrailIssue],
-) -> str:
-    """The verifier's exact complaints, one per line ("- 3 commas; none allowed")."""
-    lines = [
-        f"- {complaint(response, c, check)}"
-        for c, check in zip(constraints, checks, strict=False)
-        if not check.strict
-    ]
-    lines += [f"- {guardrails.complaint(issue)}" for issue in issues]
-    return "\n".join(lines)
 
 
 class Judge:

@@ -48,10 +48,10 @@ from typing import Literal, Protocol
 
 from services.refiner.cost import BudgetExhausted, Cost, Meter, UnusableReason
 from services.refiner.judge import Judge, Judgement
-from services.refiner.prompts import Prompts
 from spar.edits import normalized_edit_distance
 from spar.engine.protocol import GenerationRequest, Message
 from spar.errors import InvalidArgument
+from spar.refine_templates import Prompts
 
 Strategy = Literal["bfs", "dfs"]
 Selection = Literal["greedy", "proportional"]

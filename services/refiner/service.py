@@ -34,7 +34,6 @@ from services.refiner.judge import (
     Verdict,
 )
 from services.refiner.metrics import RefinerMetrics
-from services.refiner.prompts import Prompts
 from services.refiner.search import Node, SearchConfig, SearchEvent, SearchResult, TreeSearch
 from spar import criteria
 from spar.client import AsyncActorClient
@@ -61,6 +60,7 @@ from spar.external_judge import (
     SelfDecisions,
 )
 from spar.ifeval import Constraint
+from spar.refine_templates import Prompts
 from spar.runtime import EngineRuntime
 from spar.security import client_security
 from spar.v1 import actor_pb2, common_pb2

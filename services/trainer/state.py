@@ -21,8 +21,8 @@ from typing import Any
 from google.protobuf import json_format
 
 from services.trainer.datasets import Dataset
-from services.trainer.files import TMP_SUFFIX, write_atomic
 from services.trainer.hyperparameters import Kind
+from spar.atomic_files import TMP_SUFFIX, write_atomic
 from spar.errors import FailedPrecondition, InvalidArgument, NotFound
 from spar.v1 import trainer_pb2 as pb
 

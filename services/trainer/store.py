@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.trainer.files import fsync_dir, fsync_file
 from spar.adapter_files import FileDigest, check_name, digest_of, file_digests, version_name
+from spar.atomic_files import fsync_dir, fsync_file
 from spar.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
 log = logging.getLogger(__name__)

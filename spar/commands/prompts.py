@@ -12,7 +12,8 @@ from spar.commands.flags import add_client_flags, print_json, security_from
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from services.coordinator.prompts import load_prompts, synthesize, to_jsonl, write_jsonl
+    from spar.prompt_sets import load_prompts, to_jsonl, write_jsonl
+    from spar.prompt_synthesis import synthesize
 
     exclude = [r.prompt for r in load_prompts(args.exclude)] if args.exclude else []
     records = synthesize(args.n, args.seed, exclude, max_constraints=args.max_constraints)
@@ -25,7 +26,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from services.coordinator.prompts import load_prompts
+    from spar.prompt_sets import load_prompts
 
     records = load_prompts(args.file)
     ids = Counter(i for r in records for i in r.instruction_id_list)
@@ -58,9 +59,9 @@ def _positive(value: str) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from services.coordinator.evaluate import EvalReport, evaluate_actor
-    from services.coordinator.prompts import load_ifeval
     from spar.client import AsyncActorClient
+    from spar.evaluation import EvalReport, evaluate_actor
+    from spar.prompt_sets import load_ifeval
 
     records = load_ifeval(args.data)[: args.limit]
 
@@ -100,7 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from services.coordinator.evaluate import DEFAULT_CONCURRENCY, DEFAULT_MAX_TOKENS
+    from spar.evaluation import DEFAULT_CONCURRENCY, DEFAULT_MAX_TOKENS
 
     prompts = sub.add_parser("prompts", help="prompt sources: synthesis and checks")
     prompts_sub = prompts.add_subparsers(dest="prompts_command", required=True)

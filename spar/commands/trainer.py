@@ -48,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def read_records(path: str) -> list[dict[str, Any]]:
-    from services.trainer.datasets import parse_jsonl
+    from spar.datasets import parse_jsonl
 
     try:
         text = Path(path).read_text(encoding="utf-8")

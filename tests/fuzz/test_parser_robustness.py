@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from services.refiner.cost import Budget, Meter
 from services.refiner.judge import Judge, JudgeConfig
-from services.refiner.prompts import parse_judgement, parse_refinement
 from services.refiner.search import SearchConfig, TreeSearch
 from spar.engine.protocol import GenerationRequest, GenerationResult, Sample, Usage
+from spar.refine_templates import parse_judgement, parse_refinement
 from tests.fuzz.fuzz_support import CASES, FUZZ
 from tests.unit.refiner_script import PROMPTS
 

@@ -19,9 +19,9 @@ import pytest
 from lm_eval.tasks.ifeval import utils as lm_eval_ifeval  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.refiner.prompts import parse_judgement
 from spar.client import AsyncRefinerClient, search_budget, search_options
 from spar.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
+from spar.refine_templates import parse_judgement
 from spar.v1 import common_pb2
 from spar.v1 import refiner_pb2 as pb
 

@@ -14,8 +14,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from services.refiner.prompts import Prompts
 from spar.engine.protocol import GenerationRequest, GenerationResult, Sample, Usage
+from spar.refine_templates import Prompts
 
 PROMPTS = Prompts(judge="JUDGE|{instruction}|{response}|{notes}", refine="REFINE", style="paper")
 DIRECT = Prompts(

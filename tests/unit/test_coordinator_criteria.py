@@ -11,13 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
-from services.coordinator.evaluate import Response, score
-from services.coordinator.prompts import load_ifeval, parse_jsonl
 from spar import criteria
 from spar.config import ExternalJudgeSettings
 from spar.errors import InvalidArgument
+from spar.evaluation import Response, score
 from spar.external_judge import ExternalJudge, ExternalJudgeMetrics
 from spar.metrics import Metrics
+from spar.prompt_sets import load_ifeval, parse_jsonl
 from spar.v1 import common_pb2, refiner_pb2
 
 ROOT = Path(__file__).resolve().parents[2]

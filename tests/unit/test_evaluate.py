@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from services.coordinator.evaluate import Response, evaluate_actor, generate_responses, score
-from services.coordinator.prompts import PromptRecord, load_ifeval
 from spar.errors import InvalidArgument, NotFound
+from spar.evaluation import Response, evaluate_actor, generate_responses, score
+from spar.prompt_sets import PromptRecord, load_ifeval
 from spar.v1 import actor_pb2, common_pb2
 
 SAMPLE = Path(__file__).parents[1] / "data" / "ifeval_sample.jsonl"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.coordinator.evaluate import METRICS, Metrics, PromotionPolicy, decide
+from services.coordinator.promotion import PromotionPolicy, decide
 from spar.errors import InvalidArgument
+from spar.evaluation import METRICS, Metrics
 from spar.v1 import coordinator_pb2
 
 

@@ -9,8 +9,8 @@ from services.coordinator.data import (
     pick_negative,
     refinement_records,
 )
-from services.refiner.prompts import Prompts, parse_judgement, parse_refinement
 from spar.ifeval import Constraint, ConstraintCheck
+from spar.refine_templates import Prompts, parse_judgement, parse_refinement
 
 PROMPT = "Write about the sea. In your entire response, refrain from the use of any commas."
 NO_COMMA = Constraint("punctuation:no_comma", {})

@@ -8,9 +8,9 @@ import pytest
 
 from services.refiner.cost import Budget, Meter
 from services.refiner.judge import Judge, JudgeConfig, JudgeKind, JudgeSample, count_votes
-from services.refiner.prompts import Prompts, parse_judgement, parse_refinement
 from spar.errors import InvalidArgument
 from spar.ifeval import Constraint, ConstraintCheck
+from spar.refine_templates import Prompts, parse_judgement, parse_refinement
 from tests.unit.refiner_script import PROMPTS, Script, no, yes
 
 

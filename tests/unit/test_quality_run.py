@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.quality_run import degenerate, gains, report, result_line, spread, tokens_per_point
-from services.coordinator.prompts import PromptRecord
+from spar.prompt_sets import PromptRecord
 
 PROMPT = PromptRecord(
     1, "Write a note to a neighbour who fed your cat.", ("startend:quotation",), ({},)

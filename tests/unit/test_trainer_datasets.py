@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.trainer.datasets import DatasetBuilder, DatasetLimits, parse_jsonl, to_trl
+from services.trainer.datasets import DatasetBuilder, DatasetLimits, to_trl
+from spar.datasets import parse_jsonl
 from spar.errors import InvalidArgument
 
 PAIR = {"prompt": "Say hi in lowercase.", "chosen": "hi there", "rejected": "HI THERE"}

@@ -10,10 +10,11 @@ from services.coordinator import inputs
 from services.coordinator.audit import AuditLog
 from services.coordinator.journal import read_json
 from services.coordinator.loop import Iteration, Ports
-from services.coordinator.prompts import PromptRecord, check_split
 from services.coordinator.rollout import Hosted, Version
 from services.coordinator.state import StateStore
 from spar.config import CoordinatorSettings, Settings
+from spar.prompt_sets import PromptRecord
+from spar.prompt_synthesis import check_split
 from spar.v1 import actor_pb2, common_pb2, refiner_pb2, trainer_pb2
 
 ANSWER = "Dear friend, here is my answer. It is short, clear and kind."
@@ -164,8 +165,8 @@ async def test_warmup_trains_the_refiner_on_verified_refinements_and_rolls_it_ou
 
 def test_repairs_are_balanced_across_constraint_types_and_counted() -> None:
     from services.coordinator.warmup import collect
-    from services.refiner.prompts import Prompts
     from spar import ifeval
+    from spar.refine_templates import Prompts
 
     prompt = "Write a thank-you note to a neighbour who looked after your cat."
     cases: list[dict[str, Any]] = [

@@ -1,4 +1,8 @@
-"""Crash-safe file writes: temp file in the same folder, fsync, rename, fsync the folder."""
+"""Crash-safe file writes: temp file in the same folder, fsync, rename, fsync the folder.
+
+The one way spar replaces a file: the trainer's state and store, the coordinator's
+journal, prompt sets and reports all write through :func:`write_atomic`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 
 
 def fsync_dir(path: Path) -> None:
+    """Makes a rename or a new file in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -16,6 +21,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def fsync_file(path: Path) -> None:
+    """Makes the bytes written to ``path`` durable."""
     with path.open("rb") as f:
         os.fsync(f.fileno())
 

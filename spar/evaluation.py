@@ -1,4 +1,4 @@
-"""IFEval evaluation of an actor, and the promotion decision between two evaluations.
+"""IFEval evaluation of an actor.
 
 :func:`evaluate` generates greedily through the actor (every request in flight at once
 up to ``concurrency``, so vLLM batches them), checks each response with the criteria
@@ -9,8 +9,8 @@ metrics with the paper's definitions (prompt level: every instruction of a promp
 followed; instruction level: share of all instructions followed; strict: the response
 as is; loose: the best of its loosened variants).
 
-:func:`score` and :func:`decide` are pure: the first turns responses into a report, the
-second compares a candidate with a baseline under a :class:`PromotionPolicy`.
+:func:`score` is pure: it turns responses into a report. The coordinator's promotion
+decision between two evaluations is services.coordinator.promotion.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from services.coordinator.prompts import PromptRecord
 from spar import criteria, ifeval
 from spar.errors import InvalidArgument
 from spar.ifeval import ConstraintCheck, IfevalScores
+from spar.prompt_sets import PromptRecord
 from spar.v1 import actor_pb2, common_pb2
 
 #: IFEval's four metrics, named as in ``spar.v1.EvalMetrics``.
@@ -173,7 +173,8 @@ class EvalReport:
         }
 
 
-def _check_metric(name: str) -> None:
+def check_metric(name: str) -> None:
+    """InvalidArgument unless ``name`` is one of :data:`METRICS`."""
     if name not in METRICS:
         raise InvalidArgument(f"metric {name!r} is unknown; use one of {', '.join(METRICS)}")
 
@@ -309,67 +310,3 @@ async def evaluate_actor(
     return await asyncio.to_thread(
         score, records, responses, adapter=adapter, max_tokens=max_tokens, wall_s=wall_s
     )
-
-
-# -- promotion -----------------------------------------------------------------------
-
-#: Scores are ratios of small counts; equal ratios can differ in the last float bit.
-_EPSILON = 1e-9
-
-
-@dataclass(frozen=True)
-class PromotionPolicy:
-    """Promote when the candidate is not worse than the baseline by more than margin."""
-
-    metric: str = "prompt_level_strict"
-    """One of :data:`METRICS`."""
-    margin: float = 0.0
-    """Allowed drop, in the metric's units (0.02 = two points of accuracy)."""
-
-    def __post_init__(self) -> None:
-        _check_metric(self.metric)
-        if not 0.0 <= self.margin <= 1.0:
-            raise InvalidArgument(f"margin={self.margin} must be within [0, 1]")
-
-
-@dataclass(frozen=True)
-class Decision:
-    promote: bool
-    metric: str
-    baseline: float
-    candidate: float
-    margin: float
-    reason: str
-
-    @property
-    def delta(self) -> float:
-        return self.candidate - self.baseline
-
-
-def decide(
-    baseline: MetricSet, candidate: MetricSet, policy: PromotionPolicy | None = None
-) -> Decision:
-    """Whether to promote the candidate, and why (pure).
-
-    Both must come from the same prompts (``EvalReport.scores`` or ``EvalMetrics``).
-    """
-    policy = policy or PromotionPolicy()
-    if baseline.prompts != candidate.prompts:
-        raise InvalidArgument(
-            f"the baseline was scored on {baseline.prompts} prompts, the candidate on "
-            f"{candidate.prompts}: evaluate both on the same prompts"
-        )
-    b = float(getattr(baseline, policy.metric))
-    c = float(getattr(candidate, policy.metric))
-    promote = c - b >= -policy.margin - _EPSILON
-    if c - b > _EPSILON:
-        change = f"improves {policy.metric} from {b:.4f} to {c:.4f} (+{c - b:.4f})"
-    elif c - b < -_EPSILON:
-        change = f"lowers {policy.metric} from {b:.4f} to {c:.4f} ({c - b:.4f})"
-    else:
-        change = f"keeps {policy.metric} at {b:.4f}"
-    if promote:
-        verdict = "promote" if c - b >= -_EPSILON else f"promote: within margin {policy.margin}"
-    else:
-        verdict = f"keep the baseline: the drop exceeds margin {policy.margin}"
-    return Decision(promote, policy.metric, b, c, policy.margin, f"candidate {change}; {verdict}")
