@@ -16,5 +16,6 @@ run: model
 test: model
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy spar services bench
+	.venv/bin/mypy spar services spar_cli bench
+	.venv/bin/lint-imports
 	.venv/bin/pytest -q

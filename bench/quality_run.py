@@ -62,7 +62,6 @@ from spar.client import (
     CoordinatorClient,
     TrainerClient,
 )
-from spar.commands.coordinator import summary
 from spar.config import Settings
 from spar.errors import SparError
 from spar.evaluation import METRICS, Response, evaluate_actor, score
@@ -70,6 +69,7 @@ from spar.prompt_sets import PromptRecord, normalize
 from spar.prompt_synthesis import check_split
 from spar.v1 import common_pb2
 from spar.v1 import coordinator_pb2 as pb
+from spar_cli.commands.coordinator import summary
 
 #: The quality profile (the environment overrides each). The paper's search and judge
 #: settings are the defaults already (branch 3, keep 2, depth 3, 5 judge samples).
@@ -120,7 +120,7 @@ def start_services(
     """``spar up`` in the background; returns once every service reports SERVING."""
     logf = (out / "services.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spar.cli", "up", "--start-timeout", str(int(timeout))],
+        [sys.executable, "-m", "spar_cli", "up", "--start-timeout", str(int(timeout))],
         env=env, stdout=logf, stderr=logf, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + timeout

@@ -114,7 +114,7 @@ async def replica_processes(
             logs = Path(args.log_dir) if args.log_dir else root
             logs.mkdir(parents=True, exist_ok=True)
             log = (logs / f"actor{i}.log").open("wb")
-            cmd = [sys.executable, "-m", "spar.cli", "actor", "serve", "--host", "127.0.0.1"]
+            cmd = [sys.executable, "-m", "spar_cli", "actor", "serve", "--host", "127.0.0.1"]
             cmd += ["--port", str(port), "--metrics-port", "-1", "--plaintext"]
             procs.append(
                 subprocess.Popen(

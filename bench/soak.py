@@ -244,7 +244,7 @@ def free_port() -> int:
 
 
 def start_server(role: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "spar.cli", role, "serve", "--port", str(port), "--plaintext"]
+    args = [sys.executable, "-m", "spar_cli", role, "serve", "--port", str(port), "--plaintext"]
     args += ["--metrics-port", "-1"]
     out = log.open("ab")
     return subprocess.Popen(args, env=env, stdout=out, stderr=out, start_new_session=True)

@@ -705,7 +705,7 @@ def test_long_release_names_fit_kubernetes_limits(tools: Tools) -> None:
 
 # -- the environment the chart sets is what spar reads -----------------------------------
 
-#: Read by spar.commands.flags.default_target (the CLI's --target defaults).
+#: Read by spar_cli.commands.flags.default_target (the CLI's --target defaults).
 CLI_TARGETS = {"SPAR_ACTOR_TARGET", "SPAR_REFINER_TARGET", "SPAR_TRAINER_TARGET"}
 
 

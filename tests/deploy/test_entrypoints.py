@@ -33,7 +33,7 @@ def spar_command_lines(objects: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def parses(argv: list[str]) -> tuple[bool, str]:
-    from spar.cli import build_parser
+    from spar_cli.main import build_parser
 
     err = io.StringIO()
     try:

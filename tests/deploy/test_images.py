@@ -197,7 +197,7 @@ def test_build_context_has_what_pip_install_needs() -> None:
 
 @pytest.mark.parametrize("variant", sorted(IMAGES))
 def test_spar_commands_the_image_runs_exist(variant: str) -> None:
-    from spar.cli import build_parser
+    from spar_cli.main import build_parser
 
     stage = final_stage(IMAGES[variant])
     cmd = next(c for c in stage if c.cmd == "CMD")

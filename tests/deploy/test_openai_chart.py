@@ -19,8 +19,8 @@ from deploy_tools import (
 )
 from test_chart import FULL, _reachable_ports, namespace, pod_spec_labels
 
-from spar.commands.refiner import register
 from spar.config import OpenAISettings
+from spar_cli.commands.refiner import register
 
 Objects = list[dict[str, Any]]
 ON = ["refiner.openai.enabled=true"]
@@ -91,7 +91,7 @@ def test_the_probe_command_and_the_serve_flag_exist() -> None:
     args = parser.parse_args(["refiner", "serve", "--openai-port", "8000"])
     assert args.openai_port == 8000
 
-    from spar.commands.up import register as register_up
+    from spar_cli.commands.up import register as register_up
 
     parser = argparse.ArgumentParser()
     register_up(parser.add_subparsers())

@@ -25,7 +25,7 @@ PROMPTS = Path(__file__).parent / "iteration_prompts.jsonl"
 
 async def start_coordinator(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "spar.cli", "coordinator", "serve",
+        sys.executable, "-m", "spar_cli", "coordinator", "serve",
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     target = f"127.0.0.1:{env['SPAR_PORT']}"

@@ -94,7 +94,7 @@ def spar_up(root: Path, model_path: Path, name: str) -> Up:
         "SPAR_GRACE_PERIOD_S": "2",
         "SPAR_TLS__PLAINTEXT": "true",
     }
-    cmd = [sys.executable, "-m", "spar.cli", "up", "--json", "--base-port", str(free_base_port())]
+    cmd = [sys.executable, "-m", "spar_cli", "up", "--json", "--base-port", str(free_base_port())]
     # Files, not pipes: the services inherit spar up's output and must never block on it.
     out = root / f"{name}.out"
     with log.open("wb") as err, out.open("wb") as stdout:

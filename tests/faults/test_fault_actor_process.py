@@ -57,7 +57,7 @@ def free_port() -> int:
 
 
 class ActorProcess:
-    """`python -m spar.cli actor serve` on fixed ports, logging into a file."""
+    """`python -m spar_cli actor serve` on fixed ports, logging into a file."""
 
     def __init__(self, root: Path, settings: Settings) -> None:
         self.root = root
@@ -84,7 +84,7 @@ class ActorProcess:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "spar.cli", "actor", "serve", "--port", str(self.port),
+                    sys.executable, "-m", "spar_cli", "actor", "serve", "--port", str(self.port),
                     "--metrics-port", str(self.metrics_port),
                 ],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env,

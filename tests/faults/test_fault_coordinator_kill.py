@@ -34,7 +34,7 @@ def free_port() -> int:
 
 async def start_coordinator(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "spar.cli", "coordinator", "serve",
+        sys.executable, "-m", "spar_cli", "coordinator", "serve",
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     target = f"127.0.0.1:{env['SPAR_PORT']}"

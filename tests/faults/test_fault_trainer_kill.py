@@ -30,7 +30,7 @@ SMALL = {"lora_rank": 8, "lora_alpha": 16, "max_length": 48, "epochs": 1, "batch
 
 
 class Trainer:
-    """`python -m spar.cli trainer serve` on a free port, logging into a file."""
+    """`python -m spar_cli trainer serve` on a free port, logging into a file."""
 
     def __init__(self, root: Path, model_path: Path, name: str) -> None:
         self.log = root / f"{name}.log"
@@ -43,7 +43,7 @@ class Trainer:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "spar.cli", "trainer", "serve", "--port", "0",
+                    sys.executable, "-m", "spar_cli", "trainer", "serve", "--port", "0",
                     "--metrics-port", "-1", "--store", str(root / "store"),
                     "--state-dir", str(root / "state"),
                 ],

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SPAR = [sys.executable, "-m", "spar.cli"]
+SPAR = [sys.executable, "-m", "spar_cli"]
 
 
 async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from spar import ifeval
 
-SPAR = [sys.executable, "-m", "spar.cli"]
+SPAR = [sys.executable, "-m", "spar_cli"]
 SAMPLE = Path(__file__).parents[1] / "data" / "ifeval_sample.jsonl"
 
 

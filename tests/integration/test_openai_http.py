@@ -615,7 +615,7 @@ async def test_spar_health_asks_the_http_endpoint_with_the_tls_settings(
     start: Any, certs: dict[str, str]
 ) -> None:
     """What the chart's readiness probe runs with TLS on (spar health --http-port)."""
-    from spar.commands.up import http_health
+    from spar_cli.commands.up import http_health
 
     plain = await start(endpoint_settings())
     ask = asyncio.to_thread

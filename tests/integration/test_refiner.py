@@ -361,7 +361,7 @@ async def test_queue_overflow_is_resource_exhausted(
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "spar.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "spar_cli", *args], capture_output=True, text=True, timeout=120
     )
 
 

@@ -261,7 +261,7 @@ async def test_serve_without_certificate_is_a_clean_cli_error(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPAR_TLS__", "SPAR_AUTH__"))}
     env["SPAR_CACHE_DIR"] = str(tmp_path)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "spar.cli", "trainer", "serve", "--port", "0",
+        sys.executable, "-m", "spar_cli", "trainer", "serve", "--port", "0",
         "--metrics-port", "-1", "--store", str(tmp_path / "store"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
@@ -414,7 +414,7 @@ async def test_spar_health_and_cli_calls_over_mutual_tls(
 
     async def spar(*args: str, **extra: str) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "spar.cli", *args, "--target", target,
+            sys.executable, "-m", "spar_cli", *args, "--target", target,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env={**env, **extra},
         )  # fmt: skip

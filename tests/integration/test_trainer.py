@@ -279,7 +279,7 @@ async def test_cli_trains_the_same_adapter_for_the_same_seed(
     ]  # fmt: skip
     target = f"127.0.0.1:{trainer_server.port}"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "spar.cli", "train", "sft", "--data", str(data), *flags,
+        sys.executable, "-m", "spar_cli", "train", "sft", "--data", str(data), *flags,
         "--target", target,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=dict(os.environ),
     )  # fmt: skip
@@ -288,7 +288,7 @@ async def test_cli_trains_the_same_adapter_for_the_same_seed(
     assert f"adapter: {trained['sft'].result.name}" in out.decode()
     assert "2/2" in err.decode(), "the progress bar reaches the last step"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "spar.cli", "adapters", "list", "--json", "--target", target,
+        sys.executable, "-m", "spar_cli", "adapters", "list", "--json", "--target", target,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)

@@ -237,7 +237,7 @@ async def test_rollbacks_are_audited_with_who_and_replicas(tmp_path: Path) -> No
 
 async def test_audit_records_reach_the_rpc_and_the_cli(tmp_path: Path) -> None:
     from services.coordinator.service import audit_message
-    from spar.commands.coordinator import audit_lines
+    from spar_cli.commands.coordinator import audit_lines
 
     c, _ = make(tmp_path, approval=False)
     trained(c)
@@ -262,7 +262,7 @@ async def test_audit_records_reach_the_rpc_and_the_cli(tmp_path: Path) -> None:
 
 
 def test_the_iteration_summary_shows_pass_rate_per_criterion() -> None:
-    from spar.commands.coordinator import summary
+    from spar_cli.commands.coordinator import summary
 
     it = pb.Iteration(number=2, state=pb.ITERATION_STATE_AWAITING_APPROVAL)
     it.baseline_eval.CopyFrom(

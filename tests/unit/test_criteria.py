@@ -384,7 +384,7 @@ def test_a_failed_check_says_what_the_response_has(tmp_path: Path) -> None:
 def test_cli_checks_packs_and_tries_a_response(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from spar.cli import main
+    from spar_cli.main import main
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(one("length", unit="words", max=-1))

@@ -3,9 +3,9 @@ and the iteration's before/after table."""
 
 from __future__ import annotations
 
-from spar.commands.demo import answer_lines, cost_line, iteration_lines
 from spar.v1 import common_pb2, refiner_pb2
 from spar.v1 import coordinator_pb2 as pb
+from spar_cli.commands.demo import answer_lines, cost_line, iteration_lines
 
 
 def refined_answer() -> refiner_pb2.AnswerResponse:

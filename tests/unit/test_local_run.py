@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from spar.commands.local_run import LocalRun, StatusLine, new_run_folder, tail
 from spar.errors import SparError
+from spar_cli.commands.local_run import LocalRun, StatusLine, new_run_folder, tail
 
 
 def test_each_run_gets_its_own_folder_and_latest_points_to_it(tmp_path: Path) -> None:

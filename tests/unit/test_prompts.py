@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from spar import ifeval, prompt_sets, prompt_synthesis, prompt_tasks
-from spar.cli import main as spar_main
 from spar.errors import InvalidArgument
 from spar.prompt_sets import PromptRecord
 from spar.prompt_tasks import BaseTask
+from spar_cli.main import main as spar_main
 
 SAMPLE = Path(__file__).parents[1] / "data" / "ifeval_sample.jsonl"
 

@@ -3,9 +3,9 @@ adapters the first one promoted)."""
 
 from __future__ import annotations
 
-from spar.commands.up import starting_point
 from spar.v1 import common_pb2
 from spar.v1 import coordinator_pb2 as pb
+from spar_cli.commands.up import starting_point
 
 
 def test_a_fresh_state_starts_from_the_base_model() -> None:

@@ -107,7 +107,7 @@ spec:
           valueFrom: {fieldRef: {fieldPath: metadata.name}}
         - name: POD_NAMESPACE
           valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
-        {{- /* Where spar's clients in this pod find the other roles (spar.commands.flags). */}}
+        {{- /* Where spar's clients in this pod find the other roles (spar_cli.commands.flags). */}}
         - {name: SPAR_ACTOR_TARGET, value: {{ include "spar.roleTarget" (dict "ctx" $ "role" "actor") | quote }}}
         - {name: SPAR_REFINER_TARGET, value: {{ include "spar.roleTarget" (dict "ctx" $ "role" "refiner") | quote }}}
         {{- if $.Values.trainer.enabled }}

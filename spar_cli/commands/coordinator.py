@@ -10,7 +10,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from spar.commands.flags import (
+from spar.log_setup import configure_logging
+from spar.v1 import coordinator_pb2 as pb
+from spar_cli.commands.flags import (
     EXIT_ERROR,
     add_client_flags,
     add_serve_flags,
@@ -18,8 +20,6 @@ from spar.commands.flags import (
     security_from,
     settings_from,
 )
-from spar.log_setup import configure_logging
-from spar.v1 import coordinator_pb2 as pb
 
 STAGES = [s for s in pb.IterationStage.keys() if s != "ITERATION_STAGE_UNSPECIFIED"]  # noqa: SIM118
 

@@ -11,14 +11,14 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from spar.commands.flags import (
+from spar.log_setup import configure_logging
+from spar_cli.commands.flags import (
     add_client_flags,
     add_serve_flags,
     print_json,
     security_from,
     settings_from,
 )
-from spar.log_setup import configure_logging
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spar.commands.flags import print_json, settings_from
 from spar.errors import NotFound
+from spar_cli.commands.flags import print_json, settings_from
 
 
 def report_path(iteration: int = 0, state_dir: Path | None = None, out: Path | None = None) -> Path:

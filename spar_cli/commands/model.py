@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from spar.commands.flags import EXIT_ERROR, print_json, settings_from
+from spar_cli.commands.flags import EXIT_ERROR, print_json, settings_from
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

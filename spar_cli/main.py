@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from spar.commands import (
+from spar.errors import SparError
+from spar_cli.commands import (
     actor,
     coordinator,
     criteria,
@@ -17,8 +18,7 @@ from spar.commands import (
     trainer,
     up,
 )
-from spar.commands.flags import EXIT_ERROR
-from spar.errors import SparError
+from spar_cli.commands.flags import EXIT_ERROR
 
 #: Each module adds its subcommands; add a module here to add commands.
 COMMAND_MODULES = [model, actor, up, refiner, trainer, coordinator, prompts, report, criteria]

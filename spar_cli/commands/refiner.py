@@ -9,16 +9,16 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from spar.commands.flags import (
+from spar.errors import InvalidArgument
+from spar.log_setup import configure_logging
+from spar.v1 import common_pb2
+from spar_cli.commands.flags import (
     add_client_flags,
     add_serve_flags,
     print_json,
     security_from,
     settings_from,
 )
-from spar.errors import InvalidArgument
-from spar.log_setup import configure_logging
-from spar.v1 import common_pb2
 
 
 def parse_constraint(text: str) -> tuple[str, dict[str, Any]]:

@@ -216,7 +216,7 @@ def watch(coordinator: Any, it: pb.Iteration) -> pb.Iteration:
 def iteration(target: str, security: ClientSecurity) -> None:
     """Runs one iteration with a progress bar, then prints its table and its report."""
     from spar.client import CoordinatorClient
-    from spar.commands.report import report_path
+    from spar_cli.commands.report import report_path
 
     print("\none small self-play iteration (prompts → samples → judge → search → train → "
           "evaluate → roll out):", flush=True)  # fmt: skip

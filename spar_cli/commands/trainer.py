@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spar.commands.flags import (
+from spar.errors import InvalidArgument
+from spar.log_setup import configure_logging
+from spar_cli.commands.flags import (
     EXIT_ERROR,
     add_client_flags,
     add_serve_flags,
@@ -16,8 +18,6 @@ from spar.commands.flags import (
     security_from,
     settings_from,
 )
-from spar.errors import InvalidArgument
-from spar.log_setup import configure_logging
 
 #: CLI flag -> TrainingHyperparameters field.
 HYPERPARAMETER_FLAGS = {

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spar.commands.flags import EXIT_ERROR, print_json
+from spar_cli.commands.flags import EXIT_ERROR, print_json
 
 if TYPE_CHECKING:
     from spar.criteria import CriteriaRegistry

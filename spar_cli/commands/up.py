@@ -11,16 +11,16 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from spar.commands.flags import (
+from spar.config import DEFAULT_PORTS, TlsSettings
+from spar.security import ClientSecurity, client_security
+from spar_cli.commands.flags import (
     EXIT_ERROR,
     add_client_flags,
     print_json,
     security_from,
     settings_from,
 )
-from spar.commands.local_run import LocalRun, StatusLine, new_run_folder
-from spar.config import DEFAULT_PORTS, TlsSettings
-from spar.security import ClientSecurity, client_security
+from spar_cli.commands.local_run import LocalRun, StatusLine, new_run_folder
 
 if TYPE_CHECKING:
     from spar.v1 import coordinator_pb2
@@ -170,7 +170,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         where = "this console" if args.verbose else f"{run.folder}/<service>.log"
         print(f"spar up: starting {', '.join(ROLES)}; their logs: {where}", file=sys.stderr)
         for role in ROLES:
-            run.start(role, [sys.executable, "-m", "spar.cli", role, "serve"],
+            run.start(role, [sys.executable, "-m", "spar_cli", role, "serve"],
                       child_env(base, eps, role))  # fmt: skip
         took = run.wait_serving(
             {r: eps[r].grpc for r in ROLES}, args.start_timeout, security, status
@@ -202,7 +202,7 @@ def demo(eps: dict[str, Endpoint], prompt: str, security: ClientSecurity) -> Non
     """A refined answer with what changed, then one small self-play iteration with a
     progress bar, its before/after table and the path of its report."""
     from spar.client import CoordinatorClient
-    from spar.commands import demo as show
+    from spar_cli.commands import demo as show
 
     with CoordinatorClient(eps["coordinator"].grpc, **security) as coordinator:
         print(starting_point(coordinator.get_state()), flush=True)

@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from spar.commands.flags import add_client_flags, print_json, security_from
+from spar_cli.commands.flags import add_client_flags, print_json, security_from
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
