@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.soak import answer_request, drive, percentile, report, serving, slope_per_minute
+from spar.soak import answer_request, drive, percentile, report, serving, slope_per_minute
 from spar.v1 import refiner_pb2
 
 CLIENTS = 6

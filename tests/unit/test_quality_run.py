@@ -1,11 +1,12 @@
-"""bench/quality_run.py's pure parts: degenerate share, spread, gains and the RESULT line."""
+"""spar/quality_report.py, the pure parts of bench/quality_run.py: degenerate share,
+spread, gains and the RESULT line."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench.quality_run import degenerate, gains, report, result_line, spread, tokens_per_point
 from spar.prompt_sets import PromptRecord
+from spar.quality_report import degenerate, gains, report, result_line, spread, tokens_per_point
 
 PROMPT = PromptRecord(
     1, "Write a note to a neighbour who fed your cat.", ("startend:quotation",), ({},)
