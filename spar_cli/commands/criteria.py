@@ -24,28 +24,28 @@ def _registry(folder: str | None) -> CriteriaRegistry:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from spar import criteria
+    from spar.criterion_types import json_schema
 
-    print(json.dumps(criteria.json_schema(), indent=2, sort_keys=True))
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validates pack files (or every pack of folders); prints one line per file."""
-    from spar import criteria
+    from spar.criteria_packs import load_pack, pack_files
     from spar.errors import InvalidArgument
 
     failed = False
     names: dict[str, Path] = {}
     for arg in args.paths:
         path = Path(arg)
-        files = criteria.pack_files(path) if path.is_dir() else [path]
+        files = pack_files(path) if path.is_dir() else [path]
         if path.is_dir() and not files:
             print(f"{path}: no pack files (.yaml, .yml, .json)")
             failed = True
         for f in files:
             try:
-                pack = criteria.load_pack(f)
+                pack = load_pack(f)
             except InvalidArgument as exc:
                 print(f"FAIL {exc.message}")
                 failed = True
@@ -65,6 +65,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from spar import criteria
+    from spar.criterion_types import IFEVAL_PACK
 
     reg = _registry(args.dir)
     packs = reg.packs()
@@ -73,7 +74,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     for pack in packs.values():
         print("\n".join(criteria.describe_pack(pack)))
-    print(f"{criteria.IFEVAL_PACK} (built-in): IFEval's 25 instruction ids, kwargs per request")
+    print(f"{IFEVAL_PACK} (built-in): IFEval's 25 instruction ids, kwargs per request")
     return 0
 
 

@@ -294,7 +294,7 @@ def test_criteria_packs_and_the_outside_judge_reach_refiner_and_coordinator(
 ) -> None:
     import yaml
 
-    from spar.criteria import parse_pack
+    from spar.criteria_packs import parse_pack
 
     example = Path(__file__).resolve().parents[2] / "examples" / "criteria" / "support.yaml"
     values = tmp_path / "judging.yaml"

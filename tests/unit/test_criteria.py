@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from spar import criteria
-from spar.criteria import CriteriaRegistry, count_units, parse_pack
+from spar.criteria import CriteriaRegistry
+from spar.criteria_packs import load_pack, parse_pack
+from spar.criterion_types import count_units, detect_language, json_schema
 from spar.errors import InvalidArgument
 from spar.ifeval import Constraint
 
@@ -126,7 +127,7 @@ def test_language(tmp_path: Path) -> None:
     assert check(tmp_path / "a", german, text)[0]
     english = "Thank you for your message. We will look after your order right away."
     assert not check(tmp_path / "b", german, english)[0]
-    assert criteria.detect_language(english) == "en"
+    assert detect_language(english) == "en"
 
 
 def test_ifeval_checkers_inside_a_pack(tmp_path: Path) -> None:
@@ -354,7 +355,7 @@ def test_no_folder_means_ifeval_ids_only() -> None:
 
 
 def test_the_published_schema_is_current() -> None:
-    assert json.loads(SCHEMA.read_text()) == criteria.json_schema(), (
+    assert json.loads(SCHEMA.read_text()) == json_schema(), (
         "docs/criteria-pack.schema.json is stale: spar criteria schema > "
         "docs/criteria-pack.schema.json"
     )
@@ -364,14 +365,14 @@ def test_the_schema_accepts_the_example_and_refuses_a_bad_pack() -> None:
     import jsonschema
     import yaml
 
-    schema = criteria.json_schema()
+    schema = json_schema()
     jsonschema.validate(yaml.safe_load(EXAMPLE.read_text()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"name": "t", "criteria": [{"id": "c", "type": "nope"}]}, schema)
 
 
 def test_the_example_pack_loads() -> None:
-    pack = criteria.load_pack(EXAMPLE)
+    pack = load_pack(EXAMPLE)
     assert pack.name == "support" and len(pack.criteria) == 10
 
 
