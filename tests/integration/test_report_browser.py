@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from report_example import SEARCHES, iteration
 
-from services.coordinator import report
+from services.coordinator import report, report_figures
 from services.coordinator.journal import Journal
 from services.coordinator.state import StateStore
 
@@ -81,6 +81,10 @@ def test_the_report_renders_with_its_figures_in_chromium(chromium: Path, tmp_pat
         assert rgb.size == (1000, 2200)
         colours = {c for _, c in rgb.getcolors(1 << 20) or []}
     # The figures' bar colours are on the page: drawn, not just laid out.
-    for hex_colour in (report.AFTER, report.BEFORE, report.OUTCOME_COLOURS["refined"]):
+    for hex_colour in (
+        report_figures.AFTER,
+        report_figures.BEFORE,
+        report_figures.OUTCOME_COLOURS["refined"],
+    ):
         rgb_colour = tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
         assert rgb_colour in colours, f"{hex_colour} is not in the screenshot"
