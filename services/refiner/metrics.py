@@ -1,4 +1,5 @@
-"""Search-cost metrics of the refiner (docs/metrics.md, "Refiner: search cost").
+"""Search-cost metrics of the refiner (docs/metrics.md, "Refiner: search cost"), and the
+request metrics of its OpenAI-compatible HTTP endpoint.
 
 Families live on the replica's one :class:`spar.metrics.Metrics` registry. Labels are
 low-cardinality: judge kind, outcome, phase, token kind. Cost per answer in PromQL:
@@ -6,6 +7,8 @@ low-cardinality: judge kind, outcome, phase, token kind. Cost per answer in Prom
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -122,3 +125,30 @@ class RefinerMetrics:
 
     def answer(self, outcome: str) -> None:
         self.answers.labels(self.service, outcome).inc()
+
+
+class HttpMetrics:
+    """HTTP requests of the endpoint (docs/metrics.md). ``model`` is one of the served
+    names, or ``other`` for a name that is not one; never what a client sent."""
+
+    def __init__(self, metrics: Metrics, models: Sequence[str]) -> None:
+        self.service = metrics.service
+        self.models = set(models)
+        r = metrics.registry
+        self.requests = Counter(
+            "spar_http_requests", "OpenAI-compatible HTTP requests by route, model and status.",
+            ["service", "route", "model", "code"], registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "spar_http_request_duration_seconds",
+            "OpenAI-compatible HTTP request latency, to the last byte of the response.",
+            ["service", "route", "model"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def model_label(self, model: str) -> str:
+        return model if model in self.models or model == "" else "other"
+
+    def observe(self, route: str, model: str, status: int, seconds: float) -> None:
+        label = self.model_label(model)
+        self.requests.labels(self.service, route, label, str(status)).inc()
+        self.latency.labels(self.service, route, label).observe(seconds)

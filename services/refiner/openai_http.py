@@ -1,7 +1,8 @@
 """The refiner's OpenAI-compatible HTTP endpoint: ``POST /v1/chat/completions`` and
 ``GET /v1/models`` beside the gRPC port (docs/openai.md).
 
-A thin transport over one narrow interface, :class:`AnswerBackend`: the refined model is
+A thin transport over one narrow interface,
+:class:`services.refiner.openai_backend.AnswerBackend`: the refined model is
 the Answer use case, called in-process; the actor's model is a plain Generate call to
 the actor. What a request means and what a reply looks like is in
 :mod:`services.refiner.openai_protocol`; this module does HTTP: Starlette on uvicorn,
@@ -17,15 +18,12 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import socket
-import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar, cast
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import uvicorn
-from prometheus_client import Counter, Histogram
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
@@ -33,19 +31,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from services.refiner import openai_completions as oc
 from services.refiner import openai_protocol as op
-from spar.config import OpenAISettings, Settings, TlsSettings
+from services.refiner.metrics import HttpMetrics
+from services.refiner.openai_backend import AnswerBackend
+from spar.config import OpenAISettings, Settings
 from spar.errors import (
     DeadlineExceeded,
     FailedPrecondition,
-    InvalidArgument,
-    NotFound,
     SparError,
     Unavailable,
 )
-from spar.metrics import LATENCY_BUCKETS, Metrics
-from spar.security import BearerAuth, server_credentials, tls_mode
-from spar.v1 import actor_pb2, common_pb2
+from spar.metrics import Metrics
+from spar.security import BearerAuth, ssl_options, tls_mode
+from spar.v1 import actor_pb2
 from spar.v1 import refiner_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -58,66 +57,6 @@ DISCONNECT_POLL_S = 1.0
 ROUTES = ("/v1/chat/completions", "/v1/models", "/v1/models/{model}", "/health")
 
 T = TypeVar("T")
-
-
-class AnswerBackend(Protocol):
-    """What the HTTP layer needs of the refiner: the Answer use case and the actor."""
-
-    def ready(self) -> bool:
-        """The engine is warm and the replica serves."""
-        ...
-
-    async def answer(self, request: pb.AnswerRequest, timeout_s: float) -> pb.AnswerResponse:
-        """A refined answer (the Answer RPC's use case)."""
-        ...
-
-    async def generate(
-        self,
-        messages: Sequence[tuple[str, str]],
-        sampling: common_pb2.SamplingParams,
-        timeout_s: float,
-    ) -> actor_pb2.GenerateResponse:
-        """The actor's plain samples."""
-        ...
-
-    def generate_stream(
-        self,
-        messages: Sequence[tuple[str, str]],
-        sampling: common_pb2.SamplingParams,
-        timeout_s: float,
-    ) -> AsyncIterator[actor_pb2.GenerateStreamResponse]:
-        """The actor's plain samples, as deltas."""
-        ...
-
-
-# -- metrics ------------------------------------------------------------------------------
-
-
-class HttpMetrics:
-    """HTTP requests of the endpoint (docs/metrics.md). ``model`` is one of the served
-    names, or ``other`` for a name that is not one; never what a client sent."""
-
-    def __init__(self, metrics: Metrics, models: Sequence[str]) -> None:
-        self.service = metrics.service
-        self.models = set(models)
-        r = metrics.registry
-        self.requests = Counter(
-            "spar_http_requests", "OpenAI-compatible HTTP requests by route, model and status.",
-            ["service", "route", "model", "code"], registry=r,
-        )  # fmt: skip
-        self.latency = Histogram(
-            "spar_http_request_duration_seconds",
-            "OpenAI-compatible HTTP request latency, to the last byte of the response.",
-            ["service", "route", "model"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-
-    def model_label(self, model: str) -> str:
-        return model if model in self.models or model == "" else "other"
-
-    def observe(self, route: str, model: str, status: int, seconds: float) -> None:
-        label = self.model_label(model)
-        self.requests.labels(self.service, route, label, str(status)).inc()
-        self.latency.labels(self.service, route, label).observe(seconds)
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -166,112 +105,6 @@ def http_error(exc: BaseException, retry_after_s: int) -> HttpError:
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     return HttpError(status, message, param=param, code=exc.code.name.lower(), headers=headers)
-
-
-# -- the backend over the refiner's servicer ---------------------------------------------
-
-
-class LocalContext:
-    """What the Answer use case asks of a gRPC context, for an in-process call."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.deadline = time.monotonic() + timeout_s
-
-    def time_remaining(self) -> float:
-        return max(self.deadline - time.monotonic(), 0.0)
-
-
-class ServicerBackend:
-    """:class:`AnswerBackend` over the replica's RefinerService: Answer in-process (same
-    admission, adapter leases and metrics as the RPC), and its actor client."""
-
-    def __init__(self, service: Any, runtime: Any) -> None:
-        self.service = service
-        self.runtime = runtime
-
-    def ready(self) -> bool:
-        return bool(self.runtime.ready)
-
-    async def answer(self, request: pb.AnswerRequest, timeout_s: float) -> pb.AnswerResponse:
-        async with asyncio.timeout(timeout_s):
-            reply: pb.AnswerResponse = await self.service.Answer(
-                request, cast(Any, LocalContext(timeout_s))
-            )
-        return reply
-
-    def _actor_failure(self, exc: SparError) -> SparError:
-        if isinstance(exc, InvalidArgument | FailedPrecondition | NotFound | DeadlineExceeded):
-            return exc
-        detail = exc.message.split(": ", 1)[-1]
-        return Unavailable(
-            f"the actor at {self.service.config.actor_target} could not answer: {detail} "
-            "(SPAR_REFINER__ACTOR_TARGET)"
-        )
-
-    async def generate(
-        self,
-        messages: Sequence[tuple[str, str]],
-        sampling: common_pb2.SamplingParams,
-        timeout_s: float,
-    ) -> actor_pb2.GenerateResponse:
-        try:
-            reply: actor_pb2.GenerateResponse = await self.service.actor().generate(
-                messages=list(messages), timeout=timeout_s, **_sampling_kwargs(sampling)
-            )
-        except SparError as exc:
-            raise self._actor_failure(exc) from None
-        return reply
-
-    async def generate_stream(
-        self,
-        messages: Sequence[tuple[str, str]],
-        sampling: common_pb2.SamplingParams,
-        timeout_s: float,
-    ) -> AsyncIterator[actor_pb2.GenerateStreamResponse]:
-        stream = self.service.actor().generate_stream(
-            messages=list(messages), timeout=timeout_s, **_sampling_kwargs(sampling)
-        )
-        try:
-            async for item in stream:
-                yield item
-        except SparError as exc:
-            raise self._actor_failure(exc) from None
-        finally:
-            await stream.aclose()
-
-
-def _sampling_kwargs(s: common_pb2.SamplingParams) -> dict[str, Any]:
-    return {
-        "n": s.n or 1,
-        "temperature": s.temperature if s.HasField("temperature") else None,
-        "top_p": s.top_p if s.HasField("top_p") else None,
-        "max_tokens": s.max_tokens,
-        "stop": list(s.stop),
-        "seed": s.seed if s.HasField("seed") else None,
-    }
-
-
-# -- TLS ----------------------------------------------------------------------------------
-
-
-def ssl_options(tls: TlsSettings) -> dict[str, Any]:
-    """uvicorn's TLS arguments from the gRPC port's settings. The same checks run first
-    (``server_credentials``), so the HTTP port refuses to start exactly when gRPC would:
-    no certificate without plaintext allowed, unreadable files, a key that does not
-    match its certificate."""
-    server_credentials(tls)
-    if not tls.cert_file:
-        return {}
-    options: dict[str, Any] = {
-        "ssl_certfile": os.path.expanduser(tls.cert_file),
-        "ssl_keyfile": os.path.expanduser(tls.key_file),
-    }
-    if tls.ca_file:
-        options["ssl_ca_certs"] = os.path.expanduser(tls.ca_file)
-        options["ssl_cert_reqs"] = (
-            ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
-        )
-    return options
 
 
 # -- the app ------------------------------------------------------------------------------
@@ -498,7 +331,7 @@ class OpenAIEndpoint:
         timeout = self.config.request_timeout_s
         if not parsed.stream:
             reply = await self._until_done(request, self.backend.answer(answer_request, timeout))
-            return JSONResponse(op.answer_completion(reply, parsed.model, trace=trace))
+            return JSONResponse(oc.answer_completion(reply, parsed.model, trace=trace))
         task = asyncio.create_task(self.backend.answer(answer_request, timeout))
         await asyncio.wait({task}, timeout=min(FIRST_BYTE_S, self.config.keepalive_s))
         if task.done() and task.exception() is not None:
@@ -510,24 +343,24 @@ class OpenAIEndpoint:
     async def _refined_events(
         self, task: asyncio.Task[pb.AnswerResponse], model: str, trace: bool, include_usage: bool
     ) -> AsyncIterator[bytes]:
-        id, created = op.completion_id(), int(time.time())
+        id, created = oc.completion_id(), int(time.time())
         try:
-            yield sse(op.chunk(id, created, model, [op.delta(0, role="assistant", content="")]))
+            yield sse(oc.chunk(id, created, model, [oc.delta(0, role="assistant", content="")]))
             while not task.done():
                 await asyncio.wait({task}, timeout=self.config.keepalive_s)
                 if not task.done():
                     yield KEEPALIVE  # the search still runs; proxies keep the connection
             reply = task.result()
-            for piece in op.pieces(reply.answer):
-                yield sse(op.chunk(id, created, model, [op.delta(0, content=piece)]))
-            completion = op.answer_completion(reply, model, trace=trace)
+            for piece in oc.pieces(reply.answer):
+                yield sse(oc.chunk(id, created, model, [oc.delta(0, content=piece)]))
+            completion = oc.answer_completion(reply, model, trace=trace)
             tail = {"usage": completion["usage"], "spar": completion["spar"]}
-            finish = [op.delta(0, finish_reason="stop")]
+            finish = [oc.delta(0, finish_reason="stop")]
             if include_usage:
-                yield sse(op.chunk(id, created, model, finish))
-                yield sse(op.chunk(id, created, model, [], **tail))
+                yield sse(oc.chunk(id, created, model, finish))
+                yield sse(oc.chunk(id, created, model, [], **tail))
             else:
-                yield sse(op.chunk(id, created, model, finish, **tail))
+                yield sse(oc.chunk(id, created, model, finish, **tail))
             yield sse("[DONE]")
         finally:
             await _cancel(task)  # the client went away: stop the search's engine work
@@ -544,7 +377,7 @@ class OpenAIEndpoint:
                 request, self.backend.generate(messages, sampling, timeout)
             )
             return JSONResponse(
-                op.actor_completion(reply, parsed.model, time.perf_counter() - start)
+                oc.actor_completion(reply, parsed.model, time.perf_counter() - start)
             )
         stream = self.backend.generate_stream(messages, sampling, timeout)
         # The first delta (or the actor's refusal) before the status line: bad sampling
@@ -565,15 +398,15 @@ class OpenAIEndpoint:
         include_usage: bool,
         start: float,
     ) -> AsyncIterator[bytes]:
-        id, created, model = op.completion_id(), int(time.time()), parsed.model
+        id, created, model = oc.completion_id(), int(time.time()), parsed.model
         n = parsed.n or 1
         try:
             yield sse(
-                op.chunk(
+                oc.chunk(
                     id,
                     created,
                     model,
-                    [op.delta(i, role="assistant", content="") for i in range(n)],
+                    [oc.delta(i, role="assistant", content="") for i in range(n)],
                 )
             )
 
@@ -591,22 +424,22 @@ class OpenAIEndpoint:
                     held = None
                 if item.delta:
                     yield sse(
-                        op.chunk(id, created, model, [op.delta(item.index, content=item.delta)])
+                        oc.chunk(id, created, model, [oc.delta(item.index, content=item.delta)])
                     )
                 if item.finish_reason:
-                    reason = op.FINISH.get(item.finish_reason, "stop")
-                    held = op.chunk(
-                        id, created, model, [op.delta(item.index, finish_reason=reason)]
+                    reason = oc.FINISH.get(item.finish_reason, "stop")
+                    held = oc.chunk(
+                        id, created, model, [oc.delta(item.index, finish_reason=reason)]
                     )
                 if item.HasField("usage"):
-                    extension = op.actor_extension(
+                    extension = oc.actor_extension(
                         item.adapter, item.usage, time.perf_counter() - start
                     )
-                    tail = {"usage": op.usage_of(extension["usage_by_phase"]), "spar": extension}
+                    tail = {"usage": oc.usage_of(extension["usage_by_phase"]), "spar": extension}
                     if include_usage or held is None:
                         if held is not None:
                             yield sse(held)
-                        held = op.chunk(id, created, model, [], **tail)
+                        held = oc.chunk(id, created, model, [], **tail)
                     else:
                         held.update(tail)
             if held is not None:

@@ -10,7 +10,8 @@ import asyncio
 import logging
 
 from services.refiner.metrics import RefinerMetrics
-from services.refiner.openai_http import OpenAIEndpoint, ServicerBackend
+from services.refiner.openai_backend import ServicerBackend
+from services.refiner.openai_http import OpenAIEndpoint
 from services.refiner.service import RefinerService
 from spar import ifeval
 from spar.adapter_host_service import AdapterHostService

@@ -25,6 +25,7 @@ from spar.security.tls import (
     channel_credentials,
     read_tls_files,
     server_credentials,
+    ssl_options,
     tls_mode,
 )
 from spar.security.tokens import (
@@ -57,6 +58,7 @@ __all__ = [
     "parse_tokens",
     "read_tls_files",
     "server_credentials",
+    "ssl_options",
     "tls_mode",
     "token_accepted",
 ]

@@ -1,7 +1,8 @@
 """TLS of servers and clients, from :class:`spar.config.TlsSettings`.
 
 :func:`server_credentials` gives mutual TLS, server TLS, or plaintext only when
-``plaintext`` is set; :func:`channel_credentials` the client side. Files are checked when
+``plaintext`` is set; :func:`channel_credentials` the client side; :func:`ssl_options` the
+same for the refiner's HTTP port (uvicorn). Files are checked when
 read, so a wrong path or a key that does not match its certificate is a clear error at
 start-up, not a failed handshake later.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -116,3 +118,23 @@ def channel_credentials(tls: TlsSettings) -> grpc.ChannelCredentials | None:
     return grpc.ssl_channel_credentials(
         root_certificates=files.ca, private_key=files.key, certificate_chain=files.cert
     )
+
+
+def ssl_options(tls: TlsSettings) -> dict[str, Any]:
+    """uvicorn's TLS arguments from the gRPC port's settings. The same checks run first
+    (``server_credentials``), so the HTTP port refuses to start exactly when gRPC would:
+    no certificate without plaintext allowed, unreadable files, a key that does not
+    match its certificate."""
+    server_credentials(tls)
+    if not tls.cert_file:
+        return {}
+    options: dict[str, Any] = {
+        "ssl_certfile": os.path.expanduser(tls.cert_file),
+        "ssl_keyfile": os.path.expanduser(tls.key_file),
+    }
+    if tls.ca_file:
+        options["ssl_ca_certs"] = os.path.expanduser(tls.ca_file)
+        options["ssl_cert_reqs"] = (
+            ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+        )
+    return options

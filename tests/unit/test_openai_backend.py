@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from services.refiner.openai_http import ServicerBackend, http_error
+from services.refiner.openai_backend import ServicerBackend
+from services.refiner.openai_http import http_error
 from spar import errors
 from spar.v1 import common_pb2
 from spar.v1 import refiner_pb2 as pb

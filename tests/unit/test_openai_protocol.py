@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import pytest
 
+from services.refiner import openai_completions as oc
 from services.refiner import openai_protocol as op
 from spar.v1 import actor_pb2, common_pb2
 from spar.v1 import refiner_pb2 as pb
@@ -164,7 +165,7 @@ def test_usage_counts_every_phase_and_the_extension_breaks_it_down() -> None:
         cost=cost(),
         trace=[pb.SearchNode(id=0, parent_id=-1), pb.SearchNode(id=2, parent_id=0, depth=1)],
     )
-    body = op.answer_completion(reply, "spar-refined", trace=False)
+    body = oc.answer_completion(reply, "spar-refined", trace=False)
     assert body["object"] == "chat.completion" and body["model"] == "spar-refined"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "Rain falls softly."}
     assert body["usage"] == {"prompt_tokens": 390, "completion_tokens": 165, "total_tokens": 555}
@@ -178,7 +179,7 @@ def test_usage_counts_every_phase_and_the_extension_breaks_it_down() -> None:
         "prompt_tokens": 300, "completion_tokens": 120, "total_tokens": 420, "requests": 3,
     }  # fmt: skip
     assert "trace" not in ext and "answer" not in ext
-    traced = op.answer_completion(reply, "spar-refined", trace=True)["spar"]["trace"]
+    traced = oc.answer_completion(reply, "spar-refined", trace=True)["spar"]["trace"]
     assert [(n["id"], n["parent_id"]) for n in traced] == [(0, -1), (2, 0)]
 
 
@@ -191,7 +192,7 @@ def test_actor_completion_reports_every_sample_and_its_usage() -> None:
         usage=common_pb2.Usage(prompt_tokens=7, completion_tokens=9),
         adapter="actor-1-0123456789ab",
     )
-    body = op.actor_completion(reply, "spar-actor", 0.5)
+    body = oc.actor_completion(reply, "spar-actor", 0.5)
     assert [c["finish_reason"] for c in body["choices"]] == ["stop", "length"]
     assert body["usage"]["total_tokens"] == 16
     assert body["spar"]["actor_adapter"] == "actor-1-0123456789ab"
@@ -227,5 +228,5 @@ def test_grpc_codes_map_to_the_http_codes_of_the_issue() -> None:
 
 @pytest.mark.parametrize("text", ["", "one", "  lead and trail  ", "a b c d e f g h i j k l m"])
 def test_content_pieces_join_back_to_the_answer(text: str) -> None:
-    parts = list(op.pieces(text, words=3))
+    parts = list(oc.pieces(text, words=3))
     assert "".join(parts) == text and all(parts)
