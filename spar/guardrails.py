@@ -61,6 +61,11 @@ _META = tuple(
         r"\bfinal (?:refined output|judge?ment)\b",
         r"\[\[\s*(?:start|end)\s*\]\]",
         r"\b(?:word|sentence|comma|paragraph|letter) count\b",
+        # The refine prompt's own orders copied into the answer (seen in a kept DPO pair of
+        # the full-scale quality run: "... Fix the problems. Section 2 ...").
+        r"\bfix (?:exactly )?(?:the|these|all|those) problems\b",
+        r"\bproblems to fix\b",
+        r"\bkeep everything else (?:in the response )?as it is\b",
     )
 )
 

@@ -46,6 +46,8 @@ def test_repetition_loops(response: str) -> None:
         "I have followed all the instructions about the sea and its waves.",
         "Final Refined Output: [[start]] The sea is calm. [[end]]",
         "The word count of the sea description is fine.",
+        "Section 1\nThe sea is calm.\n\nFix the problems.\n\nSection 2\nWaves roll in.",
+        "Problems to fix: none. The sea is calm and grey.",
     ],
 )
 def test_talk_about_the_task(response: str) -> None:
