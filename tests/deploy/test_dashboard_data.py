@@ -184,23 +184,16 @@ async def drive_trainer(server: Any, model_path: Path, workdir: Path, prime: boo
     """One small real DPO job (4 pairs, one step): loss, reward margin, throughput, the
     job's final state and a published adapter version (which the coordinator rolls out).
     One job is enough: the training gauges keep their last values."""
+    from support import PREFERENCE_PAIRS
+
     from spar.client import AsyncTrainerClient
 
     if not prime:
         return
-    pairs = [
-        {"prompt": f"Name {thing}. Answer in lowercase.", "chosen": good, "rejected": bad}
-        for thing, good, bad in [
-            ("a colour", "blue is calm.", "BLUE IS CALM!"),
-            ("an animal", "a cat is fine.", "A CAT IS FINE!"),
-            ("a fruit", "an apple is sweet.", "AN APPLE IS SWEET!"),
-            ("a city", "paris is lovely.", "PARIS IS LOVELY!"),
-        ]
-    ]
     hyperparameters = {"lora_rank": 4, "lora_alpha": 8, "max_length": 48, "epochs": 1,
                        "batch_size": 4, "learning_rate": 5e-4, "seed": 0}  # fmt: skip
     async with AsyncTrainerClient(f"127.0.0.1:{server.port}", timeout=60) as trainer:
-        data = await trainer.upload_dataset("dpo", pairs, name="dashboard")
+        data = await trainer.upload_dataset("dpo", PREFERENCE_PAIRS, name="dashboard")
         job = await trainer.submit_job(
             "dpo", data.dataset_digest, iteration=1, hyperparameters=hyperparameters
         )

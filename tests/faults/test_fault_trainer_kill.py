@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from services.trainer.distributed import alive
 from services.trainer.store import ArtifactStore
 from spar.client import TrainerClient
 from spar.v1 import trainer_pb2 as pb
@@ -79,14 +80,6 @@ def trainers(tmp_path: Path, model_path: Path) -> Iterator[list[Trainer]]:
         t.stop()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.mark.slow
 def test_sigkill_mid_job_publishes_nothing_and_the_queue_continues(
     tmp_path: Path, model_path: Path, trainers: list[Trainer]
@@ -106,14 +99,14 @@ def test_sigkill_mid_job_publishes_nothing_and_the_queue_continues(
             if progress.state == pb.JOB_STATE_RUNNING and progress.total_steps > 0:
                 break
     worker = int((tmp_path / "state" / "jobs" / long_job.id / "worker.pid").read_text())
-    assert _alive(worker)
+    assert alive(worker)
     first.process.kill()
     first.process.wait()
 
     deadline = time.monotonic() + 20
-    while _alive(worker) and time.monotonic() < deadline:
+    while alive(worker) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _alive(worker), "the training worker must die with its trainer"
+    assert not alive(worker), "the training worker must die with its trainer"
     assert ArtifactStore(tmp_path / "store").list() == []
     assert [p.name for p in (tmp_path / "store").iterdir()] == []
 

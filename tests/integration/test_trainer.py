@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import JUDGE_RECORDS, PREFERENCE_PAIRS
 
+from services.trainer.distributed import alive
 from services.trainer.server import TrainerServer
 from spar.adapter_fetch import fetch_adapter
 from spar.adapter_files import folder_digest, version_name
@@ -296,14 +297,6 @@ async def test_cli_trains_the_same_adapter_for_the_same_seed(
     assert len(json.loads(out)["adapters"]) == 2, "the same content is not a new version"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.mark.slow
 async def test_cancel_a_running_job_publishes_nothing(
     trained: dict[str, Any], client: AsyncTrainerClient, trainer_server: TrainerServer
@@ -316,7 +309,7 @@ async def test_cancel_a_running_job_publishes_nothing(
     pid = int((trainer_server.state.job_dir(job.id) / "worker.pid").read_text())
     cancelled = await client.cancel_job(job.id)
     assert cancelled.state == pb.JOB_STATE_CANCELLED and not cancelled.result.name
-    assert not _alive(pid), "the worker must be gone"
+    assert not alive(pid), "the worker must be gone"
     assert len(trainer_server.store.list()) == 2
     assert not list(trainer_server.store.root.glob(".partial-*"))
     with pytest.raises(FailedPrecondition, match="already finished"):

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from support import JUDGE_RECORDS, PREFERENCE_PAIRS
 
+from services.trainer.distributed import alive
 from services.trainer.server import TrainerServer
 from spar.client import AsyncTrainerClient
 from spar.errors import FailedPrecondition
@@ -80,14 +81,6 @@ def _ranks(worker: int) -> dict[int, int]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 async def _running_ranks(
     client: AsyncTrainerClient, trainer_server: TrainerServer, job_id: str, world: int
 ) -> tuple[int, dict[int, int]]:
@@ -104,9 +97,9 @@ async def _running_ranks(
 
 async def _gone(pids: list[int], within_s: float = 10.0) -> bool:
     deadline = time.monotonic() + within_s
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    return not any(_alive(p) for p in pids)
+    return not any(alive(p) for p in pids)
 
 
 async def test_world_size_beyond_the_cpus_is_refused(client: AsyncTrainerClient) -> None:
@@ -246,5 +239,5 @@ async def test_cancel_ends_every_rank(
     cancelled = await client.cancel_job(job.id)
     assert cancelled.state == pb.JOB_STATE_CANCELLED and not cancelled.result.name
     # The trainer_server waits for the ranks before it answers: they are gone already.
-    assert not any(_alive(p) for p in [worker, *ranks.values()])
+    assert not any(alive(p) for p in [worker, *ranks.values()])
     assert len(trainer_server.store.list()) == published
