@@ -54,6 +54,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from services.coordinator.inputs import SPLIT, eval_prompts
+from spar.atomic_files import write_atomic
 from spar.client import (
     ActorClient,
     AsyncActorClient,
@@ -112,9 +113,7 @@ class Run:
         )
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.doc, indent=1))
-        tmp.replace(self.path)
+        write_atomic(self.path, json.dumps(self.doc, indent=1).encode())
 
 
 def start_services(
