@@ -34,9 +34,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from services.coordinator.loop import roll_out
 from services.coordinator.replicas import GrpcReplica
-from services.coordinator.rollout import Version
+from services.coordinator.rollout import Version, rollout
 from services.coordinator.state import StateStore
 from services.trainer.server import TrainerServer
 from spar.client import AsyncActorClient
@@ -200,7 +199,7 @@ async def main(args: argparse.Namespace) -> None:
                 traffic = asyncio.create_task(load(targets[:n], args.clients_per_replica, stop))
                 await asyncio.sleep(2 if timed else 0.5)
                 t0 = time.perf_counter()
-                await roll_out(state, "actor", version, replicas[:n], store_target)
+                await rollout(state, "actor", version, replicas[:n], store_target)
                 seconds = time.perf_counter() - t0
                 await asyncio.sleep(1 if timed else 0.2)
                 stop.set()

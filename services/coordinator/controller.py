@@ -14,10 +14,9 @@ from services.coordinator import inputs, report
 from services.coordinator.audit import AuditEntry, AuditLog
 from services.coordinator.journal import write_json
 from services.coordinator.loop import APPROVAL_FILE, Iteration, Ports
-from services.coordinator.loop import roll_out as roll_out_version
 from services.coordinator.metrics import CoordinatorMetrics
 from services.coordinator.replicas import GrpcReplica, pod_namespace, replica_source
-from services.coordinator.rollout import RolloutFailed, Version, activate_all
+from services.coordinator.rollout import RolloutFailed, Version, activate_all, rollout
 from services.coordinator.state import ROLES, StateStore, state_root, version_message
 from spar import criteria
 from spar.adapter_files import check_name
@@ -317,7 +316,7 @@ class Coordinator:
             replicas = await self.replicas(role)
             try:
                 with self.metrics.rollout_duration.labels(self.metrics.service, role).time():
-                    await roll_out_version(self.store, role, version, replicas, self.store_target)
+                    await rollout(self.store, role, version, replicas, self.store_target)
             except RolloutFailed as exc:
                 self.metrics.rollouts.labels(self.metrics.service, role, "failed").inc()
                 raise FailedPrecondition(str(exc)) from exc

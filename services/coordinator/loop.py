@@ -24,13 +24,7 @@ from services.coordinator import data
 from services.coordinator.audit import POLICY, AuditEntry, AuditLog
 from services.coordinator.journal import Journal, read_json, write_json
 from services.coordinator.promotion import PromotionPolicy, decide
-from services.coordinator.rollout import (
-    RolloutFailed,
-    Version,
-    activate_all,
-    retire_old,
-    stage_all,
-)
+from services.coordinator.rollout import RolloutFailed, Version, rollout, stage_all
 from services.coordinator.state import StateStore, version_message
 from spar import criteria
 from spar.config import Settings
@@ -667,7 +661,7 @@ class Iteration:
                 "rollout", role, version, decision="promote", replicas=[r.target for r in replicas]
             )
             try:
-                await roll_out(self.store, role, version, replicas, self._store_target())
+                await rollout(self.store, role, version, replicas, self._store_target())
             except RolloutFailed as exc:
                 self.audit.append(replace(entry, result="failed", error=str(exc)))
                 raise
@@ -676,29 +670,6 @@ class Iteration:
     async def finish(self) -> None:
         if self.record.state == S.ITERATION_STATE_RUNNING:
             self.record.state = S.ITERATION_STATE_SUCCEEDED
-
-
-async def roll_out(
-    store: StateStore, role: str, version: Version, replicas: list[Any], store_target: str
-) -> float:
-    """Two-phase rollout of version to every replica; records the desired versions."""
-    active, previous = store.desired(role)
-    if active is not None and active.name == version.name:
-        previous_name = previous.name if previous else ""
-    else:
-        previous_name = active.name if active else ""
-    t0 = time.perf_counter()
-    await stage_all(replicas, version, store_target)
-    if not store.manages(role):
-        # The first rollout of a role: record the base model as desired before any replica
-        # switches, so a coordinator killed mid-switch reconciles every replica back to
-        # one version (reconciliation leaves roles it never managed alone).
-        store.set_desired(role, None, None)
-    await activate_all(replicas, version.name, previous_name)
-    if active is None or active.name != version.name:
-        store.set_desired(role, version, active)
-    await retire_old(replicas, [version.name, previous_name])
-    return time.perf_counter() - t0
 
 
 def node_record(n: refiner_pb2.SearchNode) -> dict[str, Any]:

@@ -6,8 +6,11 @@ every replica's active alias. Then versions other than the new and the previous 
 retired, so rollback stays instant and memory stays bounded.
 
 The decisions are pure functions; :func:`rollout` runs them over :class:`ReplicaOps`
-(gRPC in production, anything in unit tests). Every step is idempotent, so a
-coordinator that dies mid-rollout simply runs the same rollout again on restart.
+(gRPC in production, anything in unit tests) and records the role's desired versions
+through :class:`DesiredVersions` (the coordinator's state store in production). It is the
+one rollout path: the iteration loop, the refiner warm-up and an operator's rollback all
+call it. Every step is idempotent, so a coordinator that dies mid-rollout simply runs the
+same rollout again on restart.
 """
 
 from __future__ import annotations
@@ -26,10 +29,16 @@ BASE = "base"
 
 @dataclass(frozen=True)
 class Version:
+    """One adapter version as a rollout and the state store name it."""
+
     name: str
+    """The adapter's name (``actor-2-<digest prefix>``); ``base`` is the base model."""
     digest: str = ""
+    """SHA-256 of the adapter's files, checked by every replica that stages it."""
     role: str = ""
+    """``actor`` or ``refiner``."""
     iteration: int = 0
+    """The iteration that trained it (0: the refiner's warm-up)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,26 @@ class ReplicaOps(Protocol):
     async def hosted(self) -> Hosted: ...
 
 
+class DesiredVersions(Protocol):
+    """The state-store writes a rollout makes: each role's desired (active) and previous
+    version, which replicas are reconciled to."""
+
+    def desired(self, role: str) -> tuple[Version | None, Version | None]:
+        """(active, previous) of role; None is the base model."""
+        ...
+
+    def manages(self, role: str) -> bool:
+        """True once a desired version of role was recorded (base counts)."""
+        ...
+
+    def set_desired(self, role: str, active: Version | None, previous: Version | None) -> None:
+        """Records role's desired versions durably before returning."""
+        ...
+
+
 class RolloutFailed(Exception):
+    """A rollout that activated nothing, or switched the replicas it had switched back."""
+
     def __init__(self, message: str, failures: dict[str, str]) -> None:
         super().__init__(message)
         self.failures = failures
@@ -64,6 +92,8 @@ class RolloutFailed(Exception):
 
 @dataclass
 class RolloutReport:
+    """What one rollout did."""
+
     version: str
     replicas: list[str]
     staged_now: list[str] = field(default_factory=list)
@@ -160,13 +190,36 @@ async def retire_old(replicas: Sequence[ReplicaOps], keep: Sequence[str]) -> dic
     return retired
 
 
+def previous_name(desired: DesiredVersions, role: str, version: Version) -> str:
+    """The version that stays loaded next to version: the one active before this rollout,
+    or, when this rollout runs again after it recorded version, the one before that."""
+    active, previous = desired.desired(role)
+    if active is not None and active.name == version.name:
+        return previous.name if previous else ""
+    return active.name if active else ""
+
+
 async def rollout(
-    replicas: Sequence[ReplicaOps], version: Version, store_target: str, previous: str
+    desired: DesiredVersions,
+    role: str,
+    version: Version,
+    replicas: Sequence[ReplicaOps],
+    store_target: str,
 ) -> RolloutReport:
-    """Stage everywhere, activate everywhere, retire all but version and previous."""
+    """Stage everywhere, activate everywhere, record version as role's desired one, retire
+    all but version and the previous one."""
     t0 = time.perf_counter()
+    active, _ = desired.desired(role)
+    previous = previous_name(desired, role, version)
     staged_now = await stage_all(replicas, version, store_target)
+    if not desired.manages(role):
+        # The first rollout of a role: record the base model as desired before any replica
+        # switches, so a coordinator killed mid-switch reconciles every replica back to
+        # one version (reconciliation leaves roles it never managed alone).
+        desired.set_desired(role, None, None)
     await activate_all(replicas, version.name, previous)
+    if active is None or active.name != version.name:
+        desired.set_desired(role, version, active)
     retired = await retire_old(replicas, [version.name, previous])
     return RolloutReport(
         version=version.name,

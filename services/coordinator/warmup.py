@@ -39,7 +39,7 @@ from google.protobuf import json_format
 from services.coordinator import data, inputs, repairs
 from services.coordinator.audit import POLICY, AuditEntry, AuditLog
 from services.coordinator.journal import Journal, read_json, write_json
-from services.coordinator.rollout import RolloutFailed, Version
+from services.coordinator.rollout import RolloutFailed, Version, rollout
 from services.coordinator.state import StateStore, version_message
 from spar import ifeval
 from spar.config import Settings
@@ -337,8 +337,6 @@ class Warmup:
         return version
 
     async def _roll_out(self, version: Version, report: coordinator_pb2.WarmupReport) -> None:
-        from services.coordinator.loop import roll_out
-
         replicas = await self.ports.replicas("refiner")
         active, _ = self.store.desired("refiner")
         entry = AuditEntry(
@@ -351,7 +349,7 @@ class Warmup:
         )  # fmt: skip
         target = self.c.store_target or self.c.trainer_target
         try:
-            await roll_out(self.store, "refiner", version, replicas, target)
+            await rollout(self.store, "refiner", version, replicas, target)
         except RolloutFailed as exc:
             self.audit.append(AuditEntry(**{**asdict(entry), "result": "failed",
                                             "error": str(exc)}))  # fmt: skip

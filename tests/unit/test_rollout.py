@@ -1,4 +1,5 @@
-"""Two-phase rollout over scripted replicas: all-or-nothing staging, activation, retire."""
+"""Two-phase rollout over scripted replicas: all-or-nothing staging, activation, retire,
+and the desired versions it records (the one rollout path production runs)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from services.coordinator.rollout import (
     rollout,
     to_retire,
 )
+from services.coordinator.state import StateStore
 
 
 class FakeReplica:
@@ -50,11 +52,20 @@ class FakeReplica:
 
 
 NEW = Version("actor-2-bbbbbbbbbbbb", "b" * 64, "actor", 2)
+OLD = Version("old", "a" * 64, "actor", 1)
 
 
-async def test_stage_everywhere_then_activate_everywhere_then_retire() -> None:
+def serving_old(tmp_path: Path) -> StateStore:
+    """A state store whose desired actor version is OLD (what the replicas serve)."""
+    store = StateStore(tmp_path)
+    store.set_desired("actor", OLD, None)
+    return store
+
+
+async def test_stage_everywhere_then_activate_everywhere_then_retire(tmp_path: Path) -> None:
+    store = serving_old(tmp_path)
     replicas = [FakeReplica(f"r{i}", loaded={"ancient", "old"}, active="old") for i in range(3)]
-    report = await rollout(replicas, NEW, "store:1", previous="old")
+    report = await rollout(store, "actor", NEW, replicas, "store:1")
     for r in replicas:
         kinds = [c[0] for c in r.calls]
         assert kinds.index("stage") < kinds.index("activate") < kinds.index("retire")
@@ -63,39 +74,49 @@ async def test_stage_everywhere_then_activate_everywhere_then_retire() -> None:
     assert report.staged_now == ["r0", "r1", "r2"]
     # Nobody activates before everybody staged.
     assert all(("activate", NEW.name) not in r.calls[:1] for r in replicas)
+    assert store.desired("actor") == (NEW, OLD)
 
 
-async def test_one_failed_stage_activates_nothing_and_drops_copies() -> None:
+async def test_one_failed_stage_activates_nothing_and_drops_copies(tmp_path: Path) -> None:
+    store = serving_old(tmp_path)
     ok1 = FakeReplica("a", loaded={"old"}, active="old")
     ok2 = FakeReplica("b", loaded={"old", NEW.name}, active="old")  # had it before
     down = FakeReplica("c", loaded={"old"}, active="old", fail_stage=True)
     with pytest.raises(RolloutFailed) as err:
-        await rollout([ok1, ok2, down], NEW, "store:1", previous="old")
+        await rollout(store, "actor", NEW, [ok1, ok2, down], "store:1")
     assert set(err.value.failures) == {"c"}
     assert all(r.active == "old" for r in (ok1, ok2, down))
     assert NEW.name not in ok1.loaded, "copies staged by the failed rollout are dropped"
     assert NEW.name in ok2.loaded, "a copy that was there before stays"
     assert not any(c[0] == "activate" for r in (ok1, ok2, down) for c in r.calls)
+    assert store.desired("actor") == (OLD, None), "nothing recorded"
 
 
-async def test_failed_activation_switches_the_others_back() -> None:
+async def test_failed_activation_switches_the_others_back(tmp_path: Path) -> None:
+    store = serving_old(tmp_path)
     good = FakeReplica("a", loaded={"old"}, active="old")
     bad = FakeReplica("b", loaded={"old"}, active="old", fail_activate=True)
     with pytest.raises(RolloutFailed, match="switched back to old"):
-        await rollout([good, bad], NEW, "store:1", previous="old")
+        await rollout(store, "actor", NEW, [good, bad], "store:1")
     assert good.active == "old" and bad.active == "old"
+    assert store.desired("actor") == (OLD, None), "nothing recorded"
 
 
-async def test_rollout_is_idempotent() -> None:
+async def test_rollout_is_idempotent(tmp_path: Path) -> None:
+    store = serving_old(tmp_path)
     r = FakeReplica("a", loaded={"old"}, active="old")
-    await rollout([r], NEW, "s", previous="old")
-    report = await rollout([r], NEW, "s", previous="old")
+    await rollout(store, "actor", NEW, [r], "s")
+    report = await rollout(store, "actor", NEW, [r], "s")
     assert report.staged_now == [] and r.active == NEW.name
+    assert r.loaded == {NEW.name, "old"}, "a rerun keeps the version before it, not itself"
+    assert store.desired("actor") == (NEW, OLD)
 
 
-async def test_no_replicas_is_an_error() -> None:
+async def test_no_replicas_is_an_error(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
     with pytest.raises(RolloutFailed, match="no replicas"):
-        await rollout([], NEW, "s", previous="")
+        await rollout(store, "actor", NEW, [], "s")
+    assert not store.manages("actor")
 
 
 def test_to_retire_keeps_active_and_kept() -> None:
@@ -107,9 +128,6 @@ async def test_first_rollout_records_base_before_any_switch(tmp_path: Path) -> N
     """A coordinator killed mid-switch on a role's first rollout must leave a record that
     reconciliation acts on: the base model, the one version every replica had. What a
     kill would leave is what is on disk while the first replica switches."""
-    from services.coordinator.loop import roll_out
-    from services.coordinator.state import StateStore
-
     store = StateStore(tmp_path)
     on_disk_at_switch: list[tuple[bool, object]] = []
 
@@ -119,6 +137,6 @@ async def test_first_rollout_records_base_before_any_switch(tmp_path: Path) -> N
             await super().activate(name)
 
     assert not store.manages("actor")
-    await roll_out(store, "actor", NEW, [Switching("a"), Switching("b")], "store:1")
+    await rollout(store, "actor", NEW, [Switching("a"), Switching("b")], "store:1")
     assert on_disk_at_switch == [(True, (None, None))] * 2
     assert store.desired("actor")[0] == NEW, "recorded once every replica switched"
