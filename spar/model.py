@@ -158,14 +158,15 @@ def _convert(gguf_path: Path, out_dir: Path) -> None:
 
 def check_model_loads(model_dir: Path) -> None:
     """Loads a Hugging Face folder and runs one forward pass; raises ModelPrepareError."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    # Checked before torch and transformers are imported: a wrong path fails in a moment.
     if not (model_dir / "config.json").is_file():
         raise ModelPrepareError(
             f"{model_dir} is not a Hugging Face model folder (no config.json); "
             "point SPAR_MODEL or --model at a folder made by save_pretrained."
         )
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
