@@ -90,9 +90,14 @@ def copy_matches(name: str, digest: str, actual: str) -> bool:
 
 @dataclass(frozen=True)
 class CachedCopy:
+    """A verified copy of a version that an earlier run left in the folder."""
+
     path: Path
+    """The copy's folder."""
     digest: str
+    """Its folder digest, as hashed when it was claimed."""
     iteration: int
+    """The iteration its version name carries (0 when the name has none)."""
 
 
 class AdapterCache:

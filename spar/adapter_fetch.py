@@ -50,11 +50,16 @@ class CorruptTransfer(Exception):
 
 @dataclass(frozen=True)
 class FetchedVersion:
+    """A version fetched from the artifact store and verified against its manifest."""
+
     path: Path
+    """The folder its files were written to."""
     name: str
     digest: str
     role: str
+    """actor or refiner, as the manifest says."""
     iteration: int
+    """The iteration that trained it."""
 
 
 def check_relative_path(path: str) -> str:

@@ -26,8 +26,12 @@ PARTIAL_SUFFIX = ".partial"
 
 @dataclass(frozen=True)
 class FileDigest:
+    """One file of an adapter folder, as a manifest lists it."""
+
     path: str
+    """Relative to the folder, with forward slashes."""
     size: int
+    """In bytes."""
     sha256: str
 
 

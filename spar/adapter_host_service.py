@@ -24,6 +24,9 @@ def version_message(v: HostedVersion) -> common_pb2.AdapterVersion:
 
 
 class AdapterHostService(pb_grpc.AdapterHostServicer):
+    """gRPC handlers of ``spar.v1.AdapterHost`` on an actor or refiner replica: checks each
+    request and calls the replica's :class:`spar.adapter_host.AdapterHost`."""
+
     def __init__(self, runtime: EngineRuntime, base_model: str, max_path_chars: int = 4096) -> None:
         self.runtime = runtime
         self.base_model = base_model

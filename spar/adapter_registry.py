@@ -20,13 +20,19 @@ from spar.errors import AlreadyExists, FailedPrecondition, NotFound
 
 @dataclass
 class HostedVersion:
+    """One adapter version loaded in the engine."""
+
     ref: AdapterRef
+    """What the engine knows the version by (its name and engine id)."""
     digest: str
     role: str
     iteration: int
     staged_at: float = field(default_factory=time.time)
+    """When it was loaded (time.time())."""
     in_flight: int = 0
+    """Requests holding a lease on it; a retiring version is unloaded when none is left."""
     retiring: bool = False
+    """Retire was asked for: no new leases; it goes when the last one ends."""
 
     @property
     def name(self) -> str:
@@ -34,6 +40,9 @@ class HostedVersion:
 
 
 class AdapterRegistry:
+    """The versions a replica hosts, the active one, and their leases (see the module
+    docstring)."""
+
     def __init__(self) -> None:
         self._versions: dict[str, HostedVersion] = {}
         self._active: str | None = None

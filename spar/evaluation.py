@@ -103,6 +103,8 @@ class Response:
 
 @dataclass(frozen=True)
 class PromptResult:
+    """One prompt's answer and the check of each of its constraints."""
+
     record: PromptRecord
     response: Response
     checks: tuple[ConstraintCheck, ...]
@@ -128,6 +130,8 @@ class InstructionScore:
 
 @dataclass(frozen=True)
 class EvalReport:
+    """One IFEval run of an actor: scores, per-instruction accuracy and every answer."""
+
     scores: Metrics
     by_instruction: tuple[InstructionScore, ...]
     """Sorted by instruction id."""
@@ -136,7 +140,9 @@ class EvalReport:
     adapter: str = ""
     """The adapter version asked for; empty: whatever the replica serves by default."""
     max_tokens: int = 0
+    """The generation limit of each answer."""
     wall_s: float = 0.0
+    """How long the run took."""
 
     @property
     def served_adapters(self) -> tuple[str, ...]:

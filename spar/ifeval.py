@@ -104,6 +104,8 @@ class Constraint:
 
 @dataclass(frozen=True)
 class ConstraintCheck:
+    """Whether a response follows one verifiable constraint."""
+
     instruction_id: str
     strict: bool
     """Followed by the response as is (IFEval "strict")."""

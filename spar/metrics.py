@@ -13,6 +13,9 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80,
 
 
 class Metrics:
+    """The Prometheus metrics every spar server exports (requests, latency, tokens, adapters),
+    in a registry of its own; ``service`` is the label value of this server."""
+
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry()

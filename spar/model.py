@@ -34,6 +34,8 @@ class ModelPrepareError(RuntimeError):
 
 @dataclass(frozen=True)
 class PreparedModel:
+    """The default model's folder after :func:`prepare_default_model`."""
+
     path: Path
     created: bool
     """False when the folder was already prepared and nothing was done."""

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 
 class EngineRuntime:
+    """The engine and adapter host of one replica, once they have started. Handlers read them
+    through :attr:`engine` and :attr:`host`, which raise UNAVAILABLE until :meth:`attach`
+    (the engine loads after the server starts answering)."""
+
     def __init__(self, role: str) -> None:
         self.role = role
         self._engine: Engine | None = None

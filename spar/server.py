@@ -71,6 +71,9 @@ class _Call:
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps every ``/spar.*`` handler: bearer-token check, the client's deadline, request
+    metrics, and SparError to gRPC status (see the module docstring)."""
+
     def __init__(self, metrics: Metrics, auth: BearerAuth | None = None) -> None:
         self.metrics = metrics
         self.auth = auth

@@ -24,6 +24,8 @@ _RED, _GREEN, _STRIKE, _RESET = "\x1b[31m", "\x1b[32m", "\x1b[9m", "\x1b[0m"
 
 @dataclass(frozen=True)
 class Span:
+    """A run of text that both versions share, or that one of them removed or added."""
+
     kind: Kind
     text: str
 

@@ -26,6 +26,9 @@ def batch_key(request: GenerationRequest, serial: int) -> Hashable:
 
 
 class Batchable(Protocol):
+    """A queued request as the batcher sees it: requests of one ``key`` (the same
+    sampling) may share a batch, and ``rows`` is how many sequences it adds to it."""
+
     @property
     def key(self) -> Hashable: ...
 
