@@ -36,6 +36,11 @@ STOPPED = FINAL | {S.ITERATION_STATE_AWAITING_APPROVAL}
 
 
 class Coordinator:
+    """The coordinator's control logic behind its gRPC service: starts, resumes and watches
+    iterations (one at a time), records operators' approvals, rolls versions back, and keeps
+    every replica on the desired versions. Its state lives in a :class:`StateStore` folder,
+    so a restarted coordinator continues where it stopped."""
+
     def __init__(self, settings: Settings, metrics: CoordinatorMetrics) -> None:
         self.settings = settings
         self.c = settings.coordinator

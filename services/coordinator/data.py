@@ -58,7 +58,10 @@ def pick_negative(judged: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | No
 
 @dataclass
 class PairCounts:
+    """Why candidate DPO pairs were kept or dropped (for the iteration's counts)."""
+
     pairs: int = 0
+    """Pairs kept."""
     no_gain: int = 0
     """Passed the gate but met no more checked constraints than the original (or the
     search record does not say how many it met)."""
@@ -157,7 +160,10 @@ def refine_critique(critique: str) -> str:
 
 @dataclass
 class RefineCounts:
+    """How many refinement (RFT) records came out, and why steps were dropped."""
+
     records: int = 0
+    """Records kept."""
     steps_failed_search: int = 0
     """Steps of searches that ended without a passing node (never training data)."""
     steps_dropped: int = 0
@@ -217,7 +223,10 @@ def llm_verdict(judgment: Mapping[str, Any]) -> str | None:
 
 @dataclass
 class JudgeCounts:
+    """How the judge (RFT) records' targets were decided."""
+
     records: int = 0
+    """Records kept."""
     agreed: int = 0
     """Constraints known, the LLM voted and its majority agreed with the verifier."""
     relabelled: int = 0

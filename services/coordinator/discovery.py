@@ -16,12 +16,16 @@ from spar.errors import InvalidArgument, Unavailable
 
 
 class ReplicaSource(Protocol):
+    """Where a role's replicas are: a fixed list or a Kubernetes service's endpoints."""
+
     async def targets(self) -> list[str]:
         """HOST:PORT of every ready replica, sorted."""
         ...
 
 
 class StaticReplicas:
+    """A fixed list of HOST:PORT replicas (from settings)."""
+
     def __init__(self, targets: Sequence[str]) -> None:
         for t in targets:
             host, _, port = t.rpartition(":")

@@ -136,6 +136,11 @@ async def bounded(limit: int, items: Iterable[Any], fn: Callable[[Any], Awaitabl
 
 
 class Iteration:
+    """One SPaR iteration, run stage by stage (see the module docstring) and checkpointed in
+    its folder of the :class:`StateStore`; :meth:`run` starts it or resumes it at the stage
+    its record names. ``ports`` are the other services; ``notify`` hears each saved step
+    (the watchers' events)."""
+
     def __init__(
         self,
         number: int,

@@ -12,6 +12,9 @@ FINAL_STATES = ("succeeded", "rejected", "failed")
 
 
 class CoordinatorMetrics:
+    """The coordinator's Prometheus metrics (rollouts, iterations, stages), in the registry of
+    its server's :class:`spar.metrics.Metrics` (``base``)."""
+
     def __init__(self, metrics: Metrics) -> None:
         self.base = metrics
         r, self.service = metrics.registry, metrics.service

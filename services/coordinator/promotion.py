@@ -29,12 +29,19 @@ class PromotionPolicy:
 
 @dataclass(frozen=True)
 class Decision:
+    """Whether a candidate is promoted, with the numbers that decided it."""
+
     promote: bool
     metric: str
+    """The IFEval metric compared (a field of EvalMetrics)."""
     baseline: float
+    """The metric of the active version."""
     candidate: float
+    """The metric of the candidate."""
     margin: float
+    """The drop allowed from baseline to candidate."""
     reason: str
+    """The decision in words, for the audit log."""
 
     @property
     def delta(self) -> float:

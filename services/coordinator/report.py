@@ -73,17 +73,25 @@ class ConstraintRate:
 
 @dataclass(frozen=True)
 class Adapter:
+    """A version an iteration trained, as the report lists it."""
+
     role: str
     name: str
     digest: str
     rolled_out: bool
+    """Whether it became the active version (the iteration succeeded)."""
 
 
 @dataclass(frozen=True)
 class IterationReport:
+    """Everything the HTML report of one iteration shows (:func:`collect` reads it,
+    :func:`render` draws it)."""
+
     number: int
     state: str
+    """The iteration's final state (succeeded, rejected, ...)."""
     decision: str = ""
+    """The promotion decision in words."""
     error: str = ""
     started: str = ""
     finished: str = ""

@@ -20,6 +20,9 @@ SERVICE_NAMES = [coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].full
 
 
 class CoordinatorServer:
+    """The coordinator process: its :class:`Coordinator`, the gRPC server and the metrics
+    endpoint."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics("coordinator")

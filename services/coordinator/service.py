@@ -18,6 +18,9 @@ from spar.v1 import coordinator_pb2_grpc as pb_grpc
 
 
 class CoordinatorService(pb_grpc.CoordinatorServicer):
+    """gRPC handlers of ``spar.v1.Coordinator``: check the request and translate to and from
+    the :class:`Coordinator`."""
+
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator
 

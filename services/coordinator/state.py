@@ -69,6 +69,9 @@ def state_root(settings: Settings) -> Path:
 
 
 class StateStore:
+    """The coordinator's state folder (see the module docstring): desired versions per role and
+    the iterations' records and folders."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
