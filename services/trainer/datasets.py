@@ -20,18 +20,28 @@ from spar.errors import InvalidArgument
 
 @dataclass(frozen=True)
 class DatasetLimits:
+    """Size limits of an upload (from the trainer's settings)."""
+
     max_record_bytes: int = 256 * 1024
+    """Of one record's canonical JSON line."""
     max_records: int = 100_000
     max_bytes: int = 256 * 1024 * 1024
+    """Of the whole canonical dataset."""
 
 
 @dataclass(frozen=True)
 class Dataset:
+    """A validated, deduplicated dataset in canonical form."""
+
     kind: Kind
     records: list[dict[str, Any]]
+    """Unique records, in the order they first came."""
     digest: str
+    """sha256 of ``canonical``: the dataset's name."""
     duplicates_dropped: int
+    """Records dropped as repeats of an earlier one."""
     canonical: bytes
+    """The records as canonical JSON Lines (what is stored)."""
 
 
 def canonical_line(record: dict[str, Any]) -> bytes:

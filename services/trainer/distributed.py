@@ -203,10 +203,14 @@ def alive(pid: int) -> bool:
 
 @dataclass(frozen=True)
 class RankFailure:
+    """One torchrun rank that failed."""
+
     rank: int
     pid: int
     exitcode: int
+    """Negative: the signal that ended it."""
     message: str = ""
+    """Its error, as torchrun reported it."""
 
     @property
     def stopped_by_torchrun(self) -> bool:

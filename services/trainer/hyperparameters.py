@@ -29,17 +29,24 @@ DEFAULT_TARGET_MODULES = (
 
 @dataclass(frozen=True)
 class Hyperparameters:
+    """The training hyperparameters of a job, all resolved (defaults filled in, bounds
+    checked)."""
+
     beta: float
+    """DPO's beta (the strength of the KL penalty)."""
     sft_loss_weight: float
+    """Weight of the SFT loss added to DPO's (0: pure DPO)."""
     lora_rank: int
     lora_alpha: int
     lora_dropout: float
     target_modules: tuple[str, ...]
+    """The modules LoRA adapts (e.g. q_proj, v_proj)."""
     learning_rate: float
     epochs: int
     batch_size: int
     gradient_accumulation_steps: int
     max_length: int
+    """Tokens of prompt and answer together at most (TRL's max_length)."""
     seed: int
 
     def as_dict(self) -> dict[str, Any]:

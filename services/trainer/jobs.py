@@ -106,6 +106,10 @@ class _Running:
 
 
 class JobManager:
+    """The trainer's jobs (see the module docstring): submits and validates them, runs one at a
+    time in a worker process, publishes its adapter, and lets callers watch or cancel.
+    ``jobs`` holds every job by id, ``queue`` the ids still waiting, in order."""
+
     def __init__(
         self,
         settings: Settings,

@@ -8,6 +8,9 @@ from spar.metrics import Metrics
 
 
 class TrainerMetrics:
+    """The trainer's Prometheus metrics (jobs, queue, progress), in the registry of its
+    server's :class:`spar.metrics.Metrics`."""
+
     def __init__(self, metrics: Metrics) -> None:
         r = metrics.registry
         self.service = metrics.service

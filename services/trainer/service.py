@@ -50,6 +50,9 @@ def manifest_message(manifest: Manifest) -> pb.AdapterManifest:
 
 
 class TrainerService(pb_grpc.TrainerServicer):
+    """gRPC handlers of ``spar.v1.Trainer``: dataset uploads (validated and stored as they
+    stream in) and jobs, through the :class:`JobManager`."""
+
     def __init__(self, settings: Settings, state: TrainerState, jobs: JobManager) -> None:
         t = settings.trainer
         self.limits = DatasetLimits(t.max_record_bytes, t.max_dataset_records, t.max_dataset_bytes)
@@ -132,6 +135,9 @@ def message_kind(kind: str) -> pb.JobKind:
 
 
 class ArtifactStoreService(pb_grpc.ArtifactStoreServicer):
+    """gRPC handlers of ``spar.v1.ArtifactStore``: list, read and fetch published adapter
+    versions (a fetch streams the files in ``chunk_bytes`` pieces)."""
+
     def __init__(self, store: ArtifactStore, chunk_bytes: int) -> None:
         self.store = store
         self.chunk_bytes = chunk_bytes

@@ -33,6 +33,9 @@ _JOB_ID = re.compile(r"^job-[0-9a-f]{12}$")
 
 
 class TrainerState:
+    """The trainer's state folder (see the module docstring): uploaded datasets and job
+    records."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.datasets = root / "datasets"

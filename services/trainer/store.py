@@ -48,6 +48,9 @@ def now_rfc3339() -> str:
 
 
 class ArtifactStore:
+    """The published adapter versions: immutable folders named by version, each with its
+    manifest, published atomically (see the module docstring)."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
