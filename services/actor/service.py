@@ -35,6 +35,10 @@ def usage_message(u: Usage) -> common_pb2.Usage:
 
 
 class ActorService(pb_grpc.ActorServicer):
+    """gRPC handlers of ``spar.v1.Actor``: checks a request, turns it into a
+    :class:`spar.engine.protocol.GenerationRequest` on the requested (or active) adapter,
+    and its result back into a reply."""
+
     def __init__(self, runtime: EngineRuntime, settings: Settings, metrics: Metrics) -> None:
         self.runtime = runtime
         self.settings = settings

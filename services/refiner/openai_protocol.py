@@ -54,6 +54,8 @@ class ChatMessageIn(_Strict):
 
 
 class StreamOptions(_Strict):
+    """OpenAI's ``stream_options``."""
+
     include_usage: bool = False
     """Usage in a last chunk of its own (choices empty) instead of on the finish chunk."""
 
