@@ -31,46 +31,70 @@ class SparError(Exception):
 
 
 class InvalidArgument(SparError):
+    """The request itself is wrong (a missing field, a value over a limit); resending it as is
+    fails again."""
+
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class NotFound(SparError):
+    """Something the request names does not exist (a job, a dataset, an adapter version)."""
+
     code = grpc.StatusCode.NOT_FOUND
 
 
 class AlreadyExists(SparError):
+    """Something the request would create exists already, with other contents."""
+
     code = grpc.StatusCode.ALREADY_EXISTS
 
 
 class FailedPrecondition(SparError):
+    """The request is valid but the system is not in a state to do it (e.g. retiring the active
+    adapter)."""
+
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class ResourceExhausted(SparError):
+    """Over a quota or a queue limit; retry later, with back-off."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class Unavailable(SparError):
+    """The service cannot answer now (starting, restarting, unreachable); retry."""
+
     code = grpc.StatusCode.UNAVAILABLE
 
 
 class DeadlineExceeded(SparError):
+    """The request's deadline passed before it finished."""
+
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class Cancelled(SparError):
+    """The request was cancelled before it finished (by the caller, say)."""
+
     code = grpc.StatusCode.CANCELLED
 
 
 class Unauthenticated(SparError):
+    """No accepted bearer token came with the request."""
+
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
 class DataLoss(SparError):
+    """Stored data is damaged (a file that cannot be read, a digest that does not match)."""
+
     code = grpc.StatusCode.DATA_LOSS
 
 
 class Internal(SparError):
+    """A bug or an unexpected failure on the server's side."""
+
     code = grpc.StatusCode.INTERNAL
 
 

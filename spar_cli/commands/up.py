@@ -45,9 +45,14 @@ DEMO_ITERATION = {
 
 @dataclass(frozen=True)
 class Endpoint:
+    """Where one service of ``spar up`` listens."""
+
     role: str
+    """actor, refiner, trainer or coordinator."""
     grpc: str
+    """HOST:PORT of its gRPC server."""
     metrics: str
+    """HOST:PORT of its metrics endpoint."""
 
 
 def endpoints(host: str, base_port: int | None) -> dict[str, Endpoint]:
