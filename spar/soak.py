@@ -63,14 +63,20 @@ def slope_per_minute(samples: Sequence[tuple[float, float]]) -> float:
 
 @dataclass
 class SoakStats:
+    """What the clients of one soak got back."""
+
     clients: int
+    """Clients sending at once."""
     seconds: float
+    """How long they were to send."""
     codes: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Replies by status code name (OK, RESOURCE_EXHAUSTED, ...)."""
     latencies: list[float] = field(default_factory=list)
     """Seconds per answered (OK) request."""
     errors: list[str] = field(default_factory=list)
     """Details of statuses other than OK and RESOURCE_EXHAUSTED (the first few)."""
     elapsed: float = 0.0
+    """How long the soak really took (the last answers finish after ``seconds``)."""
 
     @property
     def ok(self) -> int:
@@ -183,9 +189,14 @@ def tree_rss_mb(pid: int) -> float:
 
 @dataclass
 class RssSeries:
+    """One server's memory over a soak: its process tree's resident set size."""
+
     name: str
+    """The server (actor, refiner)."""
     pid: int
+    """Its process; its children count too."""
     samples: list[tuple[float, float]] = field(default_factory=list)
+    """(seconds since the start, MiB) pairs."""
 
     def summary(self) -> tuple[float, float, float, float]:
         values = [v for _, v in self.samples] or [0.0]
