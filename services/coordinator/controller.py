@@ -44,6 +44,7 @@ class Coordinator:
     def __init__(self, settings: Settings, metrics: CoordinatorMetrics) -> None:
         self.settings = settings
         self.c = settings.coordinator
+        """The coordinator's own settings (``settings.coordinator``)."""
         root = state_root(settings)
         self.store = StateStore(root)
         self.metrics = metrics
@@ -57,6 +58,7 @@ class Coordinator:
         self.external = ExternalJudge.from_settings(
             settings.external_judge, ExternalJudgeMetrics(metrics.base)
         )
+        """The outside judge a share of the judge stage's judgements also goes to (None: off)."""
         self.audit = AuditLog(
             Path(self.c.audit_path) if self.c.audit_path else root / "audit.jsonl",
             on_append=lambda r: metrics.audit_records.labels(
@@ -67,6 +69,8 @@ class Coordinator:
         self.actor = AsyncActorClient(self.c.actor_target, timeout=3600, **self.security)
         self.refiner = AsyncRefinerClient(self.c.refiner_target, timeout=3600, **self.security)
         self.trainer = AsyncTrainerClient(self.c.trainer_target, timeout=600, **self.security)
+        """Clients of the services an iteration calls; rollouts go to each replica's
+        AdapterHost instead (:class:`GrpcReplica`)."""
         self._replicas: dict[str, GrpcReplica] = {}
         self._sources = {
             "actor": replica_source(self.c.actor, pod_namespace()),

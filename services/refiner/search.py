@@ -160,7 +160,16 @@ def _same(a: str, b: str) -> bool:
 
 
 class TreeSearch:
-    """One search over refinements of one response; :meth:`run` once."""
+    """One search over refinements of one response; :meth:`run` once.
+
+    ``judge`` scores each node; ``meter`` makes every engine request and counts it against
+    the budget; ``prompts`` are the judge and refine templates; ``config`` is the search's
+    shape (strategy, branching, depth, end gate); ``on_event`` hears each node as it is
+    expanded and judged; ``clock`` measures the wall-time budget; ``context``, when given,
+    counts prompt tokens so that a refine request that would overflow the model's context
+    gets a shorter critique or fewer tokens to generate (or is skipped).
+    ``nodes`` is the tree, in the order the nodes were made (``root`` first).
+    """
 
     def __init__(
         self,
