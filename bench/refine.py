@@ -49,10 +49,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from services.refiner import options
+from services.refiner.core import EngineContext
 from services.refiner.cost import Budget, Meter
 from services.refiner.judge import Judge, JudgeConfig
 from services.refiner.search import SearchConfig, TreeSearch
-from services.refiner.service import EngineContext
 from spar import guardrails, ifeval
 from spar.complaints import program_critique
 from spar.config import RefinerSettings, Settings
@@ -62,7 +62,6 @@ from spar.ifeval import Constraint
 from spar.model import prepare_default_model
 from spar.prompt_synthesis import synthesize
 from spar.refine_templates import Prompts
-from spar.v1 import common_pb2
 
 CASES_FILE = Path(__file__).parent / "data" / "refine_cases.jsonl"
 ANSWER_MAX_TOKENS = 256
@@ -161,7 +160,7 @@ async def build_cases(engine: Engine, n: int, seed: int) -> list[Case]:
 
 def production_configs(settings: RefinerSettings) -> tuple[SearchConfig, JudgeConfig, Budget]:
     search = replace(
-        options.search_config(common_pb2.SearchOptions(), settings, "", ANSWER_MAX_TOKENS),
+        options.search_config(options.SearchOptions(), settings, "", ANSWER_MAX_TOKENS),
         seed=0,
     )
     judge = options.judge_config(settings)

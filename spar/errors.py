@@ -24,10 +24,12 @@ class SparError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
         message = _bounded(message)
         super().__init__(message)
         self.message = message
+        self.detail = message if detail is None else _bounded(detail)
+        """The message without the status name a relayed error's message starts with."""
 
 
 class InvalidArgument(SparError):
@@ -108,5 +110,6 @@ _BY_CODE: dict[grpc.StatusCode, type[SparError]] = {
 
 
 def from_status(code: grpc.StatusCode, message: str) -> SparError:
-    """The SparError for a gRPC status (used by the client SDK)."""
-    return _BY_CODE.get(code, SparError)(f"{code.name}: {message}")
+    """The SparError for a gRPC status (used by the client SDK): its message starts with
+    the status name; its ``detail`` is the server's message alone."""
+    return _BY_CODE.get(code, SparError)(f"{code.name}: {message}", detail=message)

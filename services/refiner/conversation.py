@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from spar.config import Limits
 from spar.engine.protocol import Message
 from spar.errors import InvalidArgument
-from spar.sampling import messages_from
-from spar.v1 import common_pb2
 
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
@@ -31,11 +29,9 @@ class Conversation:
     instruction: str
 
 
-def conversation(
-    prompt: str, messages: Sequence[common_pb2.ChatMessage], limits: Limits
-) -> Conversation:
-    """Validates prompt or messages (exactly one) within the request limits."""
-    chat = messages_from(prompt, messages)
+def conversation(chat: Sequence[Message], limits: Limits, field: str = "messages") -> Conversation:
+    """Validates the chat (from the request's ``field``, prompt or messages) within the
+    request limits."""
     if len(chat) > limits.max_messages:
         raise InvalidArgument(
             f"{len(chat)} messages exceed the server limit {limits.max_messages} "
@@ -43,7 +39,6 @@ def conversation(
         )
     chars = sum(len(m.content) for m in chat)
     if chars > limits.max_prompt_chars:
-        field = "prompt" if prompt else "messages"
         raise InvalidArgument(
             f"{field} is {chars} characters; the server limit is {limits.max_prompt_chars} "
             "(SPAR_LIMITS__MAX_PROMPT_CHARS)"
@@ -55,7 +50,7 @@ def conversation(
             f"text); it is a {last.role!r} message"
             + ("" if last.content.strip() else " without text")
         )
-    return Conversation(chat, instruction_text(chat))
+    return Conversation(list(chat), instruction_text(chat))
 
 
 def instruction_text(chat: Sequence[Message]) -> str:

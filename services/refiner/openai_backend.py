@@ -81,9 +81,8 @@ class ServicerBackend:
     def _actor_failure(self, exc: SparError) -> SparError:
         if isinstance(exc, InvalidArgument | FailedPrecondition | NotFound | DeadlineExceeded):
             return exc
-        detail = exc.message.split(": ", 1)[-1]
         return Unavailable(
-            f"the actor at {self.service.config.actor_target} could not answer: {detail} "
+            f"the actor at {self.service.actor.target} could not answer: {exc.detail} "
             "(SPAR_REFINER__ACTOR_TARGET)"
         )
 
@@ -94,7 +93,7 @@ class ServicerBackend:
         timeout_s: float,
     ) -> actor_pb2.GenerateResponse:
         try:
-            reply: actor_pb2.GenerateResponse = await self.service.actor().generate(
+            reply: actor_pb2.GenerateResponse = await self.service.actor.client().generate(
                 messages=list(messages), timeout=timeout_s, **_sampling_kwargs(sampling)
             )
         except SparError as exc:
@@ -107,7 +106,7 @@ class ServicerBackend:
         sampling: common_pb2.SamplingParams,
         timeout_s: float,
     ) -> AsyncIterator[actor_pb2.GenerateStreamResponse]:
-        stream = self.service.actor().generate_stream(
+        stream = self.service.actor.client().generate_stream(
             messages=list(messages), timeout=timeout_s, **_sampling_kwargs(sampling)
         )
         try:

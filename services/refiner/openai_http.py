@@ -95,9 +95,7 @@ def http_error(exc: BaseException, retry_after_s: int) -> HttpError:
         log.exception("unexpected error in the HTTP endpoint", exc_info=exc)
         return HttpError(500, f"internal error: {type(exc).__name__}: {exc}", code="internal")
     status = op.HTTP_STATUS.get(exc.code, 500)
-    message = exc.message
-    prefix = f"{exc.code.name}: "  # errors relayed from the actor carry their code
-    message = message.removeprefix(prefix)
+    message = exc.detail  # without the status name that errors relayed from the actor carry
     param = None
     if status == 400:
         message, param = op.http_field_names(message)

@@ -1,74 +1,49 @@
-"""gRPC handlers of ``spar.v1.Refiner``: thin translation between protobuf and the pure
-judge and search logic, plus admission, adapter leases and metrics.
+"""gRPC handlers of ``spar.v1.Refiner``: translation between protobuf and the dataclasses
+of the refiner's use cases (:mod:`services.refiner.core`), and nothing else.
 
-Every engine request of a call runs on the refiner's active adapter version (leased
-for the whole call, so a rollout never switches policy mid-search). The interceptor
-cancels a handler when the client's deadline passes; cancellation reaches every
-engine request in flight (vLLM aborts them) and the actor call of ``Answer``.
+The interceptor maps errors to status codes by type and cancels a handler when the
+client's deadline passes; cancellation reaches every engine request in flight (vLLM
+aborts them) and the actor call of ``Answer``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import logging
-import time
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.json_format import MessageToDict
 
-from services.refiner import options as opt
-from services.refiner.admission import Admission
-from services.refiner.conversation import conversation
-from services.refiner.cost import Budget, Cost, GenerateFn, Meter, PhaseCost
-from services.refiner.judge import (
-    CheckFn,
-    Judge,
-    JudgeConfig,
-    JudgeKind,
-    Judgement,
-    OutsideFn,
-    Verdict,
+from services.refiner.core import (
+    ActorReply,
+    AnswerQuery,
+    ConstraintResult,
+    JudgeQuery,
+    RefineOutcome,
+    RefineQuery,
+    RefinerCore,
+    Sampling,
 )
+from services.refiner.cost import Cost, PhaseCost
+from services.refiner.judge import CheckFn, JudgeKind, TiePolicy, Verdict
 from services.refiner.metrics import RefinerMetrics
-from services.refiner.search import Node, SearchConfig, SearchEvent, SearchResult, TreeSearch
-from spar import criteria
+from services.refiner.options import BudgetRequest, SearchOptions
+from services.refiner.search import Node, SearchEvent, Selection, Strategy
 from spar.client import AsyncActorClient
-from spar.complaints import complaint
 from spar.config import Settings
-from spar.engine.protocol import (
-    AdapterRef,
-    Engine,
-    GenerationRequest,
-    GenerationResult,
-    Message,
-)
-from spar.errors import (
-    DeadlineExceeded,
-    FailedPrecondition,
-    InvalidArgument,
-    SparError,
-    Unavailable,
-)
-from spar.external_judge import (
-    ExternalJudge,
-    ExternalJudgeMetrics,
-    Requirement,
-    SelfDecisions,
-)
+from spar.engine.protocol import FinishReason, GenerationResult, Message, Sample, Usage
+from spar.errors import InvalidArgument
+from spar.external_judge import ExternalJudge
 from spar.ifeval import Constraint
-from spar.refine_templates import Prompts
 from spar.runtime import EngineRuntime
+from spar.sampling import messages_from
 from spar.security import client_security
-from spar.v1 import actor_pb2, common_pb2
+from spar.v1 import common_pb2
 from spar.v1 import refiner_pb2 as pb
 from spar.v1 import refiner_pb2_grpc as pb_grpc
-
-log = logging.getLogger(__name__)
-
 
 VERDICTS: dict[Verdict, common_pb2.Verdict] = {
     "pass": common_pb2.VERDICT_PASS,
@@ -87,9 +62,126 @@ EVENTS = {
     "expanded": pb.REFINE_EVENT_KIND_NODE_EXPANDED,
     "judged": pb.REFINE_EVENT_KIND_NODE_JUDGED,
 }
+JUDGE_KINDS: dict[int, JudgeKind] = {
+    common_pb2.JUDGE_KIND_LLM: "llm",
+    common_pb2.JUDGE_KIND_VERIFIER: "verifier",
+    common_pb2.JUDGE_KIND_HYBRID: "hybrid",
+    common_pb2.JUDGE_KIND_EXTERNAL: "external",
+}
+JUDGE_KIND_ENUM: dict[JudgeKind, common_pb2.JudgeKind] = {
+    "llm": common_pb2.JUDGE_KIND_LLM,
+    "verifier": common_pb2.JUDGE_KIND_VERIFIER,
+    "hybrid": common_pb2.JUDGE_KIND_HYBRID,
+    "external": common_pb2.JUDGE_KIND_EXTERNAL,
+}
+STRATEGIES: dict[int, Strategy] = {
+    common_pb2.SEARCH_STRATEGY_BFS: "bfs",
+    common_pb2.SEARCH_STRATEGY_DFS: "dfs",
+}
+SELECTIONS: dict[int, Selection] = {
+    common_pb2.NODE_SELECTION_GREEDY: "greedy",
+    common_pb2.NODE_SELECTION_PROPORTIONAL: "proportional",
+}
+TIE_POLICIES: dict[int, TiePolicy] = {
+    pb.TIE_POLICY_RESAMPLE: "resample",
+    pb.TIE_POLICY_UNDECIDED: "undecided",
+}
+FINISH_REASONS: dict[int, FinishReason] = {
+    common_pb2.FINISH_REASON_STOP: "stop",
+    common_pb2.FINISH_REASON_LENGTH: "length",
+    common_pb2.FINISH_REASON_ABORT: "abort",
+}
 
 
-# -- protobuf conversions ------------------------------------------------------------
+# -- protobuf → dataclasses ------------------------------------------------------------
+
+
+def judge_kind(value: int) -> JudgeKind | None:
+    if value == common_pb2.JUDGE_KIND_UNSPECIFIED:
+        return None
+    if value not in JUDGE_KINDS:
+        raise InvalidArgument(
+            f"judge kind {value} is unknown; use LLM, VERIFIER, HYBRID or EXTERNAL"
+        )
+    return JUDGE_KINDS[value]
+
+
+def tie_policy(value: int) -> TiePolicy | None:
+    if value and value not in TIE_POLICIES:
+        raise InvalidArgument(f"tie_policy {value} is unknown; use RESAMPLE or UNDECIDED")
+    return TIE_POLICIES.get(value)
+
+
+def constraints(messages: Sequence[common_pb2.VerifiableConstraint]) -> list[Constraint]:
+    out = []
+    for i, c in enumerate(messages):
+        try:
+            kwargs = MessageToDict(c.kwargs)
+        except ValueError as exc:  # NaN or infinity: JSON has no such numbers
+            raise InvalidArgument(f"constraints[{i}].kwargs: {exc}") from None
+        out.append(Constraint(c.instruction_id, kwargs))
+    return out
+
+
+def search_options(o: common_pb2.SearchOptions) -> SearchOptions:
+    if o.strategy and o.strategy not in STRATEGIES:
+        raise InvalidArgument(f"options.strategy {o.strategy} is unknown; use BFS or DFS")
+    if o.selection and o.selection not in SELECTIONS:
+        raise InvalidArgument(
+            f"options.selection {o.selection} is unknown; use GREEDY or PROPORTIONAL"
+        )
+    return SearchOptions(
+        strategy=STRATEGIES.get(o.strategy),
+        selection=SELECTIONS.get(o.selection),
+        branch=o.branch if o.HasField("branch") else None,
+        keep_top=o.keep_top if o.HasField("keep_top") else None,
+        max_depth=o.max_depth if o.HasField("max_depth") else None,
+        end_gate=o.end_gate if o.HasField("end_gate") else None,
+        judge_samples=o.judge_samples if o.HasField("judge_samples") else None,
+    )
+
+
+def budget_request(b: common_pb2.SearchBudget) -> BudgetRequest:
+    return BudgetRequest(
+        max_nodes=b.max_nodes,
+        max_generated_tokens=b.max_generated_tokens,
+        max_wall_time_s=b.max_wall_time.ToTimedelta().total_seconds()
+        if b.HasField("max_wall_time")
+        else None,
+    )
+
+
+def sampling(s: common_pb2.SamplingParams) -> Sampling:
+    return Sampling(
+        n=s.n or 1,
+        temperature=s.temperature if s.HasField("temperature") else 0.0,
+        top_p=s.top_p if s.HasField("top_p") else None,
+        max_tokens=s.max_tokens,
+        stop=tuple(s.stop),
+        seed=s.seed if s.HasField("seed") else None,
+    )
+
+
+def answer_chat(
+    prompt: str, messages: Sequence[common_pb2.ChatMessage]
+) -> tuple[list[Message], str]:
+    """An Answer request's chat and the field it came from (exactly one of the two)."""
+    return messages_from(prompt, messages), "prompt" if prompt else "messages"
+
+
+def refine_query(r: pb.RefineRequest) -> RefineQuery:
+    return RefineQuery(
+        instruction=r.instruction,
+        response=r.response,
+        constraints=constraints(r.constraints),
+        criteria=list(r.criteria),
+        kind=judge_kind(r.judge),
+        options=search_options(r.options),
+        budget=budget_request(r.budget),
+    )
+
+
+# -- dataclasses → protobuf ------------------------------------------------------------
 
 
 def phase_message(c: PhaseCost) -> common_pb2.PhaseTokens:
@@ -155,31 +247,21 @@ def event_message(e: SearchEvent) -> pb.RefineEvent:
     )
 
 
-def constraint_results(
-    j: Judgement | None, response: str = "", constraints: Sequence[Constraint] = ()
-) -> list[pb.ConstraintResult]:
-    if j is None:
-        return []
-    out = []
-    for i, c in enumerate(j.constraints):
-        said = ""
-        if not c.strict and i < len(constraints):
-            said = complaint(response, constraints[i], c)
-        out.append(
-            pb.ConstraintResult(
-                instruction_id=c.instruction_id,
-                strict_pass=c.strict,
-                loose_pass=c.loose,
-                error=c.error,
-                complaint=said,
-            )
+def constraint_messages(results: Sequence[ConstraintResult]) -> list[pb.ConstraintResult]:
+    return [
+        pb.ConstraintResult(
+            instruction_id=r.instruction_id,
+            strict_pass=r.strict_pass,
+            loose_pass=r.loose_pass,
+            error=r.error,
+            complaint=r.complaint,
         )
-    return out
+        for r in results
+    ]
 
 
-def refine_response(
-    result: SearchResult, include_tree: bool, constraints: Sequence[Constraint] = ()
-) -> pb.RefineResponse:
+def refine_response(outcome: RefineOutcome, include_tree: bool) -> pb.RefineResponse:
+    result = outcome.result
     best = result.best
     return pb.RefineResponse(
         best_response=best.response,
@@ -192,15 +274,58 @@ def refine_response(
         trace=[node_message(n) for n in result.trace],
         tree=[node_message(n) for n in result.tree] if include_tree else [],
         edit_distance=best.edit_distance,
-        constraint_results=constraint_results(best.judgement, best.response, constraints),
+        constraint_results=constraint_messages(outcome.constraint_results),
     )
 
 
-# -- the servicer --------------------------------------------------------------------
+# -- the actor over gRPC ---------------------------------------------------------------
+
+
+class GrpcActor:
+    """:class:`services.refiner.core.Actor` over the actor service's ``Generate``."""
+
+    def __init__(self, target: str, settings: Settings) -> None:
+        self.target = target
+        self._settings = settings
+        self._client: AsyncActorClient | None = None
+
+    def client(self) -> AsyncActorClient:
+        if self._client is None:  # created in the server's event loop
+            self._client = AsyncActorClient(self.target, **client_security(self._settings))
+        return self._client
+
+    async def generate(
+        self, messages: Sequence[Message], sampling: Sampling, timeout_s: float | None
+    ) -> ActorReply:
+        reply = await self.client().generate(
+            messages=[(m.role, m.content) for m in messages],
+            n=1,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            stop=list(sampling.stop),
+            seed=sampling.seed,
+            timeout=timeout_s,
+        )
+        samples = [
+            Sample(c.index, c.text, FINISH_REASONS.get(c.finish_reason, "stop"),
+                   c.completion_tokens)
+            for c in reply.completions
+        ]  # fmt: skip
+        usage = Usage(reply.usage.prompt_tokens, reply.usage.completion_tokens)
+        return ActorReply(GenerationResult(samples, usage), reply.adapter)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+# -- the servicer ----------------------------------------------------------------------
 
 
 class RefinerService(pb_grpc.RefinerServicer):
-    """The ``spar.v1.Refiner`` servicer: Judge, Refine, RefineStream and Answer."""
+    """The ``spar.v1.Refiner`` servicer: Judge, Refine, RefineStream and Answer, each a
+    translation around :class:`~services.refiner.core.RefinerCore`."""
 
     def __init__(
         self,
@@ -211,152 +336,30 @@ class RefinerService(pb_grpc.RefinerServicer):
         check: CheckFn | None = None,
         external: ExternalJudge | None = None,
     ) -> None:
-        self.runtime = runtime
-        self.settings = settings
         self.config = settings.refiner
-        self.metrics = metrics
-        # Criteria packs (SPAR_CRITERIA__DIR): a bad pack stops the start here.
-        self.criteria = criteria.CriteriaRegistry(
-            settings.criteria.dir or None,
-            reload_interval_s=settings.criteria.reload_interval_s,
-            on_reload=criteria.pack_metrics(metrics.base),
+        self.actor = GrpcActor(self.config.actor_target, settings)
+        self.core = RefinerCore(
+            runtime, settings, metrics, self.actor, check=check, external=external
         )
-        self.criteria.load()
-        # None: the criteria registry's CheckFn (IFEval ids and pack criteria).
-        self.check = check
-        # The outside judge's families exist (at 0) whether or not one is configured.
-        self.external_metrics = ExternalJudgeMetrics(metrics.base)
-        self.external = external or ExternalJudge.from_settings(
-            settings.external_judge, self.external_metrics
-        )
-        c = self.config
-        self.prompts = Prompts.from_settings(
-            c.judge_template, c.refine_template, c.refine_style, c.refine_prefill
-        )
-        self.admission = Admission(
-            self.config.max_concurrent_searches, self.config.max_queue, metrics.admission
-        )
-        self._actor: AsyncActorClient | None = None
-
-    # -- plumbing --------------------------------------------------------------------
-
-    def actor(self) -> AsyncActorClient:
-        if self._actor is None:  # created in the server's event loop
-            self._actor = AsyncActorClient(
-                self.config.actor_target, **client_security(self.settings)
-            )
-        return self._actor
 
     async def close(self) -> None:
-        if self._actor is not None:
-            await self._actor.close()
-        if self.external is not None:
-            await self.external.close()
-
-    def _generate(self, adapter: AdapterRef | None) -> GenerateFn:
-        engine = self.runtime.engine
-
-        async def generate(request: GenerationRequest) -> GenerationResult:
-            result = await engine.generate(dataclasses.replace(request, adapter=adapter))
-            self.metrics.engine_usage(result.usage.prompt_tokens, result.usage.completion_tokens)
-            return result
-
-        return generate
-
-    def _constraints(
-        self,
-        messages: Sequence[common_pb2.VerifiableConstraint],
-        instruction: str,
-        refs: Sequence[str] = (),
-    ) -> list[Constraint]:
-        """The request's constraints, then its criteria (``pack`` or ``pack/criterion``)."""
-        limits = self.settings.limits
-        constraints = opt.constraints(messages, limits)
-        for i, ref in enumerate(refs):
-            if len(ref) > 128:
-                raise InvalidArgument(f"criteria[{i}] is longer than 128 characters")
-        try:
-            constraints += self.criteria.expand(refs)
-        except InvalidArgument as exc:
-            raise InvalidArgument(f"criteria: {exc.message}") from None
-        if len(constraints) > limits.max_constraints:
-            raise InvalidArgument(
-                f"{len(constraints)} constraints and criteria exceed the server limit "
-                f"{limits.max_constraints} (SPAR_LIMITS__MAX_CONSTRAINTS)"
-            )
-        if constraints:  # also for the llm judge, which ignores them: bad input is an error
-            self.criteria.validate(constraints, instruction)
-        return constraints
-
-    def _checkable(self, constraints: Sequence[Constraint]) -> list[Constraint]:
-        """The constraints the program decides (what constraint results are about)."""
-        return self.criteria.split(constraints)[0]
-
-    def _judge(
-        self,
-        kind: JudgeKind,
-        instruction: str,
-        constraints: list[Constraint],
-        config: JudgeConfig,
-        meter: Meter,
-    ) -> Judge:
-        checkable, rubric = self.criteria.split(constraints)
-        rubrics = self.criteria.rubrics(rubric)
-        outside: OutsideFn | None = self.external.judge if self.external is not None else None
-        return Judge(
-            kind, instruction, checkable, prompts=self.prompts, config=config,
-            generate=meter.for_phase("judge"), check=self.check or self.criteria.check,
-            rubrics=rubrics,
-            outside=outside, observe=self._observer(kind, instruction, checkable, rubric),
-        )  # fmt: skip
-
-    def _observer(
-        self,
-        kind: JudgeKind,
-        instruction: str,
-        checkable: Sequence[Constraint],
-        rubric: Sequence[Constraint],
-    ) -> Callable[[str, Judgement], None] | None:
-        """Sends the sampled share of this request's judgements to the outside judge too,
-        in the background (never waited for), to count the agreement per criterion."""
-        external = self.external
-        if external is None or kind == "external" or external.settings.sample_fraction <= 0:
-            return None
-        texts = self.criteria.rubrics(rubric)
-
-        def observe(response: str, j: Judgement) -> None:
-            if not external.wants(instruction, response):
-                return
-            requirements = [
-                Requirement(c.instruction_id, check.description or c.instruction_id)
-                for c, check in zip(checkable, j.constraints, strict=False)
-            ] + [Requirement(c.instruction_id, t) for c, t in zip(rubric, texts, strict=True)]
-            decided = {check.instruction_id: check.strict for check in j.constraints}
-            if j.voted and j.vote.verdict != "undecided":
-                decided |= {c.instruction_id: j.vote.verdict == "pass" for c in rubric}
-            overall = {"pass": True, "fail": False}.get(j.verdict)
-            external.compare_soon(
-                instruction, response, requirements, SelfDecisions(overall, decided)
-            )
-
-        return observe
-
-    # -- Judge -----------------------------------------------------------------------
+        await self.actor.close()
+        await self.core.close()
 
     async def Judge(
         self, request: pb.JudgeRequest, context: grpc.aio.ServicerContext
     ) -> pb.JudgeResponse:
-        limits = self.settings.limits
-        instruction = opt.text(request.instruction, "instruction", limits)
-        response = opt.response_text(request.response, "response", limits)
-        kind = opt.judge_kind(request.kind, self.config)
-        constraints = self._constraints(request.constraints, instruction, request.criteria)
-        config = opt.judge_config(
-            self.config, samples=request.samples, tie_policy=request.tie_policy
+        query = JudgeQuery(
+            instruction=request.instruction,
+            response=request.response,
+            constraints=constraints(request.constraints),
+            criteria=list(request.criteria),
+            kind=judge_kind(request.kind),
+            samples=request.samples,
+            tie_policy=tie_policy(request.tie_policy),
         )
-        async with self.runtime.host.lease("") as version:
-            meter = Meter(self._generate(version.ref if version else None), Budget.unlimited())
-            j = await self._judge(kind, instruction, constraints, config, meter).judge(response)
+        outcome = await self.core.judge(query)
+        j = outcome.judgement
         return pb.JudgeResponse(
             verdict=VERDICTS[j.verdict],
             value=j.value,
@@ -367,196 +370,75 @@ class RefinerService(pb_grpc.RefinerServicer):
             samples=[pb.JudgeSample(text=s.text, verdict=VERDICTS[s.verdict]) for s in j.samples]
             if request.return_all_samples
             else [],
-            constraint_results=constraint_results(j, response, self._checkable(constraints)),
-            kind=opt.JUDGE_KIND_ENUM[j.kind],
+            constraint_results=constraint_messages(outcome.constraint_results),
+            kind=JUDGE_KIND_ENUM[j.kind],
             usage=common_pb2.Usage(
-                prompt_tokens=meter.cost.judge.prompt_tokens,
-                completion_tokens=meter.cost.judge.completion_tokens,
+                prompt_tokens=outcome.usage.prompt_tokens,
+                completion_tokens=outcome.usage.completion_tokens,
             ),
         )
-
-    # -- searches --------------------------------------------------------------------
-
-    def _plan(
-        self,
-        instruction: str,
-        constraints: Sequence[common_pb2.VerifiableConstraint],
-        kind_value: int,
-        options: common_pb2.SearchOptions,
-        budget: common_pb2.SearchBudget,
-        seed_text: str,
-        response_max_tokens: int,
-        criteria_refs: Sequence[str] = (),
-    ) -> SearchPlan:
-        """Validates everything before the request takes (or waits for) a search slot."""
-        kind = opt.judge_kind(kind_value, self.config)
-        plan = SearchPlan(
-            instruction=instruction,
-            constraints=self._constraints(constraints, instruction, criteria_refs),
-            kind=kind,
-            search=opt.search_config(options, self.config, seed_text, response_max_tokens),
-            judge=opt.search_judge_config(options, self.config),
-            budget=budget,
-        )
-        opt.budget(budget, self.config, None)
-        return plan
-
-    async def _run(
-        self,
-        plan: SearchPlan,
-        response: str,
-        context: grpc.aio.ServicerContext,
-        *,
-        on_event: Callable[[SearchEvent], None] | None = None,
-        generate_cost: PhaseCost | None = None,
-    ) -> tuple[SearchResult, str]:
-        """Runs one search on the active refiner version; returns (result, version name)."""
-        budget = opt.budget(plan.budget, self.config, context.time_remaining())
-        async with self.runtime.host.lease("") as version:
-            meter = Meter(self._generate(version.ref if version else None), budget)
-            if generate_cost is not None:
-                meter.cost.generate = generate_cost
-            search = TreeSearch(
-                plan.instruction,
-                response,
-                judge=self._judge(plan.kind, plan.instruction, plan.constraints, plan.judge, meter),
-                meter=meter,
-                prompts=self.prompts,
-                config=plan.search,
-                on_event=on_event,
-                context=EngineContext(self.runtime.engine),
-            )
-            result = await search.run()
-        self.metrics.search(
-            plan.kind, result.outcome, result.cost, result.wall_time_s, result.best.depth
-        )
-        return result, version.name if version else ""
-
-    def _refine_plan(self, request: pb.RefineRequest) -> tuple[SearchPlan, str]:
-        limits = self.settings.limits
-        instruction = opt.text(request.instruction, "instruction", limits)
-        response = opt.response_text(request.response, "response", limits)
-        plan = self._plan(
-            instruction, request.constraints, request.judge, request.options, request.budget,
-            instruction + "\0" + response, self._response_tokens(response), request.criteria,
-        )  # fmt: skip
-        return plan, response
-
-    def _response_tokens(self, response: str) -> int:
-        """What the response may have been given: its own length, at least the default."""
-        engine = self.runtime.engine
-        request = GenerationRequest(messages=[Message("user", response)], raw=True)
-        try:
-            tokens = engine.prompt_tokens(request)
-        except SparError:  # longer than the context: the refine requests will say so
-            tokens = engine.info.max_model_len
-        return max(tokens, self.settings.limits.default_max_tokens)
 
     async def Refine(
         self, request: pb.RefineRequest, context: grpc.aio.ServicerContext
     ) -> pb.RefineResponse:
-        plan, response = self._refine_plan(request)
-        async with self.admission.slot():
-            result, _ = await self._run(plan, response, context)
-        return refine_response(result, request.return_tree, self._checkable(plan.constraints))
+        outcome = await self.core.refine(refine_query(request), context.time_remaining)
+        return refine_response(outcome, request.return_tree)
 
     async def RefineStream(
         self, request: pb.RefineRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RefineEvent]:
-        plan, response = self._refine_plan(request)
-        async with self.admission.slot():
-            events: asyncio.Queue[SearchEvent] = asyncio.Queue()
-            task = asyncio.create_task(
-                self._run(plan, response, context, on_event=events.put_nowait)
-            )
-            try:
-                while True:
-                    if not events.empty():
-                        e = events.get_nowait()
-                    elif task.done():
-                        break
-                    else:
-                        waiter = asyncio.ensure_future(events.get())
-                        done, _ = await asyncio.wait({waiter, task}, return_when=FIRST_COMPLETED)
-                        if waiter not in done:
-                            waiter.cancel()
-                            continue
-                        e = waiter.result()
-                    yield event_message(e)
-                result, _ = task.result()
-                yield pb.RefineEvent(
-                    kind=pb.REFINE_EVENT_KIND_RESULT,
-                    cost=cost_message(result.cost, result.wall_time_s, result.outcome),
-                    result=refine_response(
-                        result, request.return_tree, self._checkable(plan.constraints)
-                    ),
-                )
-            finally:
-                if not task.done():  # the client went away: stop the search's engine work
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-
-    # -- Answer ----------------------------------------------------------------------
-
-    async def _ask_actor(
-        self,
-        chat: Sequence[Message],
-        sampling: common_pb2.SamplingParams,
-        context: grpc.aio.ServicerContext,
-    ) -> actor_pb2.GenerateResponse:
-        if sampling.n > 1:
-            raise InvalidArgument(f"sampling.n={sampling.n}: Answer refines one answer; use n=1")
+        query = refine_query(request)
+        events: asyncio.Queue[SearchEvent] = asyncio.Queue()
+        task = asyncio.create_task(
+            self.core.refine(query, context.time_remaining, on_event=events.put_nowait)
+        )
         try:
-            return await self.actor().generate(
-                messages=[(m.role, m.content) for m in chat],
-                n=1,
-                temperature=sampling.temperature if sampling.HasField("temperature") else 0.0,
-                top_p=sampling.top_p if sampling.HasField("top_p") else None,
-                max_tokens=sampling.max_tokens,
-                stop=list(sampling.stop),
-                seed=sampling.seed if sampling.HasField("seed") else None,
-                timeout=context.time_remaining(),
+            while True:
+                if not events.empty():
+                    e = events.get_nowait()
+                elif task.done():
+                    break
+                else:
+                    waiter = asyncio.ensure_future(events.get())
+                    done, _ = await asyncio.wait({waiter, task}, return_when=FIRST_COMPLETED)
+                    if waiter not in done:
+                        waiter.cancel()
+                        continue
+                    e = waiter.result()
+                yield event_message(e)
+            outcome = task.result()
+            result = outcome.result
+            yield pb.RefineEvent(
+                kind=pb.REFINE_EVENT_KIND_RESULT,
+                cost=cost_message(result.cost, result.wall_time_s, result.outcome),
+                result=refine_response(outcome, request.return_tree),
             )
-        except SparError as exc:
-            detail = exc.message.split(": ", 1)[-1]
-            if isinstance(exc, InvalidArgument | FailedPrecondition | DeadlineExceeded):
-                raise type(exc)(f"the actor refused the answer request: {detail}") from None
-            raise Unavailable(
-                f"the actor at {self.config.actor_target} could not answer: {detail} "
-                "(SPAR_REFINER__ACTOR_TARGET)"
-            ) from None
+        finally:
+            if not task.done():  # the client went away: stop the search's engine work
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def Answer(
         self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext
     ) -> pb.AnswerResponse:
-        start = time.monotonic()
-        chat = conversation(request.prompt, request.messages, self.settings.limits)
-        prompt = chat.instruction
-        answer_max_tokens = request.sampling.max_tokens or self.settings.limits.default_max_tokens
-        plan = self._plan(
-            prompt, request.constraints, request.judge, request.options, request.budget, prompt,
-            answer_max_tokens, request.criteria,
-        )  # fmt: skip
-        async with self.admission.slot():
-            actor_start = time.monotonic()
-            reply = await self._ask_actor(chat.messages, request.sampling, context)
-            actor_time = time.monotonic() - actor_start
-            original = reply.completions[0].text.strip() if reply.completions else ""
-            generated = PhaseCost(
-                prompt_tokens=reply.usage.prompt_tokens,
-                completion_tokens=reply.usage.completion_tokens,
-                requests=1,
-            )
-            result, refiner_adapter = await self._run(
-                plan, original, context, generate_cost=generated
-            )
-        self.metrics.answer(result.outcome)
-        best, root = result.best, result.tree[0]
-        checkable = self._checkable(plan.constraints)
+        chat, chat_field = answer_chat(request.prompt, request.messages)
+        query = AnswerQuery(
+            chat=chat,
+            chat_field=chat_field,
+            constraints=constraints(request.constraints),
+            criteria=list(request.criteria),
+            kind=judge_kind(request.judge),
+            options=search_options(request.options),
+            budget=budget_request(request.budget),
+            sampling=sampling(request.sampling),
+        )
+        outcome = await self.core.answer(query, context.time_remaining)
+        result = outcome.refined.result
+        best = result.best
         return pb.AnswerResponse(
             answer=best.response,
-            original=original,
+            original=outcome.original,
             verdict=VERDICTS[best.judgement.verdict]
             if best.judgement
             else common_pb2.VERDICT_UNDECIDED,
@@ -564,43 +446,15 @@ class RefinerService(pb_grpc.RefinerServicer):
             outcome=OUTCOMES[result.outcome],
             cost=cost_message(
                 result.cost,
-                time.monotonic() - start,
+                outcome.total_time_s,
                 result.outcome,
                 search_time_s=result.wall_time_s,
-                actor_time_s=actor_time,
+                actor_time_s=outcome.actor_time_s,
             ),
-            actor_adapter=reply.adapter,
-            refiner_adapter=refiner_adapter,
+            actor_adapter=outcome.actor_adapter,
+            refiner_adapter=outcome.refined.refiner_adapter,
             trace=[node_message(n) for n in result.trace] if request.include_trace else [],
             edit_distance=best.edit_distance,
-            constraint_results=constraint_results(best.judgement, best.response, checkable),
-            original_constraint_results=constraint_results(
-                root.judgement, root.response, checkable
-            ),
+            constraint_results=constraint_messages(outcome.refined.constraint_results),
+            original_constraint_results=constraint_messages(outcome.original_constraint_results),
         )
-
-
-class EngineContext:
-    """The engine as the search's token counter (so refine requests fit the context)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-
-    def prompt_tokens(self, request: GenerationRequest) -> int:
-        return self._engine.prompt_tokens(request)
-
-    @property
-    def max_model_len(self) -> int:
-        return self._engine.info.max_model_len
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchPlan:
-    """A validated search request, before it has a slot."""
-
-    instruction: str
-    constraints: list[Constraint]
-    kind: JudgeKind
-    search: SearchConfig
-    judge: JudgeConfig
-    budget: common_pb2.SearchBudget

@@ -102,15 +102,15 @@ def _sample_to_outside_judge(server: Any) -> None:
 
     if not _outside:
         _outside.append(OutsideJudgeStub())
-        server.service.external = ExternalJudge(
+        server.service.core.external = ExternalJudge(
             ExternalJudgeSettings(url=_outside[0].url, model="stub", sample_fraction=1.0),
-            server.service.external_metrics,
+            server.service.core.external_metrics,
         )
 
 
 async def _after_round(server: Any, prime: bool) -> None:
     """Waits for the outside judge's answers; after the counted round, detaches it."""
-    service = server.service
+    service = server.service.core
     if service.external is not None:
         await service.external.drain()
         if not prime:

@@ -162,7 +162,7 @@ async def test_through_the_refiner_and_carrying_on_when_it_is_down(
     """The session refiner, given the example pack and this outside judge for the test."""
     from spar.client import AsyncRefinerClient
 
-    service = refiner_server.service
+    service = refiner_server.service.core
     saved = service.criteria, service.external
     packs = CriteriaRegistry(EXAMPLE)
     packs.load()

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from services.refiner.conversation import conversation
+from services.refiner import conversation as core
+from services.refiner.service import answer_chat
 from spar.config import Limits
 from spar.errors import InvalidArgument
 from spar.v1 import common_pb2
+
+
+def conversation(
+    prompt: str, messages: list[common_pb2.ChatMessage], limits: Limits
+) -> core.Conversation:
+    """An Answer request's prompt or messages, as the servicer passes them to the core."""
+    chat, field = answer_chat(prompt, messages)
+    return core.conversation(chat, limits, field)
 
 
 def chat(*turns: tuple[str, str]) -> list[common_pb2.ChatMessage]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import grpc
 import pytest
 
 from services.refiner.openai_backend import ServicerBackend
@@ -19,6 +20,10 @@ class FakeActor:
     def __init__(self, error: errors.SparError | None = None) -> None:
         self.error = error
         self.calls: list[dict[str, Any]] = []
+        self.target = "actor:50051"
+
+    def client(self) -> FakeActor:
+        return self
 
     async def generate(self, **kwargs: Any) -> Any:
         self.calls.append(kwargs)
@@ -31,9 +36,8 @@ class FakeServicer:
     """What ServicerBackend uses of RefinerService."""
 
     def __init__(self, actor: FakeActor, delay: float = 0.0) -> None:
-        self._actor = actor
+        self.actor = actor
         self.delay = delay
-        self.config = type("Config", (), {"actor_target": "actor:50051"})()
         self.remaining: list[float] = []
 
     async def Answer(self, request: pb.AnswerRequest, context: Any) -> pb.AnswerResponse:
@@ -41,9 +45,6 @@ class FakeServicer:
         await asyncio.sleep(self.delay)
         self.remaining.append(context.time_remaining())
         return pb.AnswerResponse(answer="ok")
-
-    def actor(self) -> FakeActor:
-        return self._actor
 
 
 class Ready:
@@ -78,11 +79,13 @@ async def test_actor_calls_map_sampling_and_failures() -> None:
     assert call["messages"] == [("user", "hi")]
 
     down = ServicerBackend(
-        FakeServicer(FakeActor(errors.Unavailable("UNAVAILABLE: refused"))), Ready()
+        FakeServicer(FakeActor(errors.from_status(grpc.StatusCode.UNAVAILABLE, "refused"))), Ready()
     )
     with pytest.raises(errors.Unavailable, match="actor at actor:50051 could not answer: refused"):
         await down.generate([("user", "hi")], sampling, 3.0)
-    bad = errors.InvalidArgument("INVALID_ARGUMENT: sampling.max_tokens=5000 exceeds the limit")
+    bad = errors.from_status(
+        grpc.StatusCode.INVALID_ARGUMENT, "sampling.max_tokens=5000 exceeds the limit"
+    )
     refusing = ServicerBackend(FakeServicer(FakeActor(bad)), Ready())
     with pytest.raises(errors.InvalidArgument) as info:
         await refusing.generate([("user", "hi")], sampling, 3.0)

@@ -16,8 +16,8 @@ from services.refiner.service import RefinerService
 from spar.config import CriteriaSettings, ExternalJudgeSettings, Limits, Settings
 from spar.errors import InvalidArgument
 from spar.external_judge import ExternalJudge
+from spar.ifeval import Constraint
 from spar.metrics import Metrics
-from spar.v1 import common_pb2
 from tests.unit.refiner_script import PROMPTS, Script, yes
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "criteria" / "support.yaml"
@@ -46,9 +46,9 @@ def service(tmp_path: Path, answer: dict[str, Any] | None = None) -> tuple[Refin
             body = {"choices": [{"message": {"role": "assistant", "content": content}}]}
             return httpx.Response(200, json=body)
 
-        svc.external = ExternalJudge(
+        svc.core.external = ExternalJudge(
             ExternalJudgeSettings(url="http://judge/v1", model="m", sample_fraction=1.0),
-            svc.external_metrics,
+            svc.core.external_metrics,
             transport=httpx.MockTransport(endpoint),
         )
     return svc, metrics
@@ -56,23 +56,23 @@ def service(tmp_path: Path, answer: dict[str, Any] | None = None) -> tuple[Refin
 
 def test_criteria_become_constraints(tmp_path: Path) -> None:
     svc, metrics = service(tmp_path)
-    no_comma = common_pb2.VerifiableConstraint(instruction_id="punctuation:no_comma")
-    constraints = svc._constraints([no_comma], INSTRUCTION, ["support"])
+    no_comma = Constraint("punctuation:no_comma", {})
+    constraints = svc.core._constraints([no_comma], INSTRUCTION, ["support"])
     assert [c.instruction_id for c in constraints][:2] == [
         "punctuation:no_comma",
         "support/greeting",
     ]
     assert len(constraints) == 11
-    assert len(svc._checkable(constraints)) == 9
+    assert len(svc.core._checkable(constraints)) == 9
     assert (
         metrics.registry.get_sample_value("spar_criteria_packs_loaded", {"service": "refiner"}) == 1
     )
     with pytest.raises(InvalidArgument, match="criteria: unknown criteria pack 'billing'"):
-        svc._constraints([], INSTRUCTION, ["billing"])
+        svc.core._constraints([], INSTRUCTION, ["billing"])
     with pytest.raises(
         InvalidArgument, match="13 constraints and criteria exceed the server limit 12"
     ):
-        svc._constraints([no_comma] * 3, INSTRUCTION, ["support"])
+        svc.core._constraints([no_comma] * 3, INSTRUCTION, ["support"])
 
 
 def test_a_bad_pack_stops_the_refiner_at_start(tmp_path: Path) -> None:
@@ -91,17 +91,18 @@ async def test_sampled_judgements_go_to_the_outside_judge_and_agreement_is_count
         "overall": False,
     }  # fmt: skip
     svc, metrics = service(tmp_path, outside)
-    constraints = svc._constraints([], INSTRUCTION, ["support"])
+    core = svc.core
+    constraints = core._constraints([], INSTRUCTION, ["support"])
     meter = Meter(Script(judge={GOOD: [yes()]}), Budget.unlimited())
-    config = svc.config.model_copy(update={"judge_samples": 1})
+    config = core.config.model_copy(update={"judge_samples": 1})
     from services.refiner import options as opt
 
-    svc.prompts = PROMPTS  # the scripted engine reads its tiny templates
-    judge = svc._judge("hybrid", INSTRUCTION, constraints, opt.judge_config(config), meter)
+    core.prompts = PROMPTS  # the scripted engine reads its tiny templates
+    judge = core._judge("hybrid", INSTRUCTION, constraints, opt.judge_config(config), meter)
     j = await judge.judge(GOOD)
     assert j.verdict == "pass" and j.voted
-    assert svc.external is not None
-    await svc.external.drain()
+    assert core.external is not None
+    await core.external.drain()
 
     def agreement(criterion: str, verdict: str) -> float:
         labels = {"service": "refiner", "criterion": criterion, "agreement": verdict}
