@@ -6,19 +6,44 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.trainer.datasets import DatasetBuilder, DatasetLimits
-from services.trainer.jobs import KINDS, JobManager, hyperparameters_given
+from services.trainer.distributed import Strategy
+from services.trainer.hyperparameters import Hyperparameters, Kind
+from services.trainer.jobs import JobManager
+from services.trainer.records import Job, JobState
 from services.trainer.state import TrainerState
 from services.trainer.store import ArtifactStore, Manifest
+from services.trainer.submission import JobRequest
 from spar.config import Settings
 from spar.errors import InvalidArgument
+from spar.v1 import common_pb2
 from spar.v1 import trainer_pb2 as pb
 from spar.v1 import trainer_pb2_grpc as pb_grpc
+
+KINDS: dict[int, Kind] = {pb.JOB_KIND_DPO: "dpo", pb.JOB_KIND_SFT: "sft"}
+STRATEGIES: dict[int, Strategy] = {
+    pb.DISTRIBUTED_STRATEGY_DDP: "ddp",
+    pb.DISTRIBUTED_STRATEGY_FSDP: "fsdp",
+}
+STRATEGY_ENUM: dict[Strategy, pb.DistributedStrategy] = {
+    "ddp": pb.DISTRIBUTED_STRATEGY_DDP,
+    "fsdp": pb.DISTRIBUTED_STRATEGY_FSDP,
+}
+JOB_STATES: dict[JobState, pb.JobState] = {
+    "queued": pb.JOB_STATE_QUEUED,
+    "running": pb.JOB_STATE_RUNNING,
+    "succeeded": pb.JOB_STATE_SUCCEEDED,
+    "failed": pb.JOB_STATE_FAILED,
+    "cancelled": pb.JOB_STATE_CANCELLED,
+}
 
 #: Longest dataset name (a label kept with the dataset; the digest identifies it).
 MAX_DATASET_NAME_CHARS = 200
@@ -103,31 +128,146 @@ class TrainerService(pb_grpc.TrainerServicer):
             kind=message_kind(dataset.kind),
         )
 
+    def _job(self, job: Job) -> pb.Job:
+        return job_message(job, self.jobs.queue_position(job.id))
+
     async def SubmitJob(
         self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.Job:
-        given = hyperparameters_given(request.hyperparameters)
-        return await asyncio.to_thread(self.jobs.submit, request, given)
+        job = await asyncio.to_thread(self.jobs.submit, job_request(request))
+        return self._job(job)
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.JobProgress]:
         if not request.job_id:
             raise InvalidArgument("job_id is required")
-        async for progress in self.jobs.watch(request.job_id):
-            yield progress
+        async for job in self.jobs.watch(request.job_id):
+            yield progress_message(job)
 
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.Job:
         if not request.job_id:
             raise InvalidArgument("job_id is required")
-        return await self.jobs.cancel(request.job_id)
+        return self._job(await self.jobs.cancel(request.job_id))
 
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         if not request.job_id:
             raise InvalidArgument("job_id is required")
-        return self.jobs.get(request.job_id)
+        return self._job(self.jobs.get(request.job_id))
+
+
+# -- protobuf <-> the job queue's dataclasses ------------------------------------------
+
+
+def job_request(request: pb.SubmitJobRequest) -> JobRequest:
+    """A SubmitJobRequest as the queue checks it; unknown enum values are errors."""
+    strategy = None
+    if request.strategy != pb.DISTRIBUTED_STRATEGY_UNSPECIFIED:
+        strategy = STRATEGIES.get(request.strategy)
+        if strategy is None:
+            raise InvalidArgument(f"strategy={request.strategy} is unknown; use DDP or FSDP")
+    return JobRequest(
+        kind=KINDS.get(request.kind),
+        dataset_digest=request.dataset_digest,
+        role=request.role,
+        iteration=request.iteration,
+        base_model=request.base_model,
+        parent_adapter=request.parent_adapter,
+        hyperparameters=hyperparameters_given(request.hyperparameters),
+        world_size=request.world_size,
+        strategy=strategy,
+        idempotency_key=request.idempotency_key,
+    )
+
+
+def hyperparameters_message(hp: Hyperparameters) -> pb.TrainingHyperparameters:
+    values = hp.as_dict()
+    msg = pb.TrainingHyperparameters(target_modules=values.pop("target_modules"))
+    for key, value in values.items():
+        setattr(msg, key, value)
+    return msg
+
+
+def hyperparameters_given(msg: pb.TrainingHyperparameters) -> dict[str, Any]:
+    """The fields a caller set (unset optional fields take the defaults)."""
+    given: dict[str, Any] = {f.name: v for f, v in msg.ListFields() if f.name != "target_modules"}
+    if msg.target_modules:
+        given["target_modules"] = list(msg.target_modules)
+    return given
+
+
+def _timestamp(t: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(t)
+    return ts
+
+
+def job_message(job: Job, queue_position: int = 0) -> pb.Job:
+    sub = job.submission
+    msg = pb.Job(
+        id=job.id,
+        kind=message_kind(job.kind),
+        state=JOB_STATES[job.state],
+        request=pb.SubmitJobRequest(
+            kind=message_kind(sub.kind),
+            dataset_digest=sub.dataset_digest,
+            role=sub.role,
+            iteration=sub.iteration,
+            base_model=sub.base_model,
+            parent_adapter=sub.parent_adapter,
+            hyperparameters=hyperparameters_message(sub.hyperparameters),
+            world_size=sub.world_size,
+            strategy=STRATEGY_ENUM[sub.strategy]
+            if sub.strategy
+            else pb.DISTRIBUTED_STRATEGY_UNSPECIFIED,
+            idempotency_key=sub.idempotency_key,
+        ),
+        queue_position=queue_position,
+        error=job.error,
+        created_at=_timestamp(job.created_at),
+        progress=progress_fields(job),
+    )
+    if job.result is not None:
+        r = job.result
+        msg.result.CopyFrom(
+            common_pb2.AdapterVersion(
+                name=r.name, digest=r.digest, role=r.role, iteration=r.iteration
+            )
+        )
+    if job.started_at is not None:
+        msg.started_at.CopyFrom(_timestamp(job.started_at))
+    if job.finished_at is not None:
+        msg.finished_at.CopyFrom(_timestamp(job.finished_at))
+    return msg
+
+
+def progress_fields(job: Job) -> pb.JobProgress:
+    """The job's progress, without the job."""
+    p = job.progress
+    msg = pb.JobProgress(
+        job_id=job.id,
+        state=JOB_STATES[job.state],
+        step=p.step,
+        total_steps=p.total_steps,
+        epoch=p.epoch,
+        loss=p.loss,
+        reward_margin=p.reward_margin,
+        reward_accuracy=p.reward_accuracy,
+        tokens_per_second=p.tokens_per_second,
+    )
+    if p.eta_s is not None:
+        msg.eta.CopyFrom(Duration(seconds=p.eta_s))
+    return msg
+
+
+def progress_message(job: Job) -> pb.JobProgress:
+    """A WatchJob update: the progress, and the whole job once it is final."""
+    msg = progress_fields(job)
+    if job.state in ("succeeded", "failed", "cancelled"):
+        msg.job.CopyFrom(job_message(job))
+    return msg
 
 
 def message_kind(kind: str) -> pb.JobKind:

@@ -1,12 +1,13 @@
 """The trainer's own records on disk: uploaded datasets and jobs (the state folder).
 
 ``<root>/datasets/<digest>.jsonl`` (canonical records) with ``<digest>.json`` (kind, name,
-count), and ``<root>/jobs/<id>/job.json`` plus the job's scratch space (spec, worker
-log, the worker's output before it is published). Every record is written atomically, so
-a trainer that is killed at any moment restarts from consistent records; the temporary
-files of writes it did not finish are removed at start, a dataset whose records no longer
-hash to its digest is written again when it is uploaded again, and a job record that
-cannot be read is reported and left out instead of stopping the trainer.
+count), and ``<root>/jobs/<id>/job.json`` (spar's job schema, :mod:`records`) plus the
+job's scratch space (spec, worker log, the worker's output before it is published). Every
+record is written atomically, so a trainer that is killed at any moment restarts from
+consistent records; the temporary files of writes it did not finish are removed at start,
+a dataset whose records no longer hash to its digest is written again when it is uploaded
+again, and a job record that cannot be read is reported and left out instead of stopping
+the trainer.
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
-
 from services.trainer.datasets import Dataset
 from services.trainer.hyperparameters import Kind
+from services.trainer.records import Job
 from spar.atomic_files import TMP_SUFFIX, write_atomic
 from spar.errors import FailedPrecondition, InvalidArgument, NotFound
-from spar.v1 import trainer_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +97,21 @@ class TrainerState:
             )
         return self.jobs / job_id
 
-    def save_job(self, job: pb.Job) -> None:
-        text = json_format.MessageToJson(job, preserving_proto_field_name=True, indent=1)
+    def save_job(self, job: Job) -> None:
+        text = json.dumps(job.to_json(), indent=1)
         write_atomic(self.job_dir(job.id) / "job.json", text.encode())
 
-    def load_jobs(self) -> list[pb.Job]:
-        """Every readable job record; an unreadable one is logged and left out."""
+    def load_jobs(self) -> list[Job]:
+        """Every readable job record (older trainers' too, see :mod:`records`); an
+        unreadable one is logged and left out."""
         out = []
         for path in sorted(self.jobs.glob("job-*/job.json")):
-            job = pb.Job()
             try:
-                json_format.Parse(path.read_text(), job)
-            except (json_format.ParseError, UnicodeDecodeError, OSError) as exc:
+                doc = json.loads(path.read_text())
+                if not isinstance(doc, dict):
+                    raise ValueError("not a JSON object")
+                job = Job.from_json(doc)
+            except (ValueError, TypeError, KeyError, UnicodeDecodeError, OSError) as exc:
                 log.error("skipping the unreadable job record %s: %s", path, exc)
                 continue
             if job.id != path.parent.name:

@@ -1,4 +1,5 @@
-"""The job queue without training: submit checks, queue order, restart recovery."""
+"""The job queue without training: submit checks, queue order, restart recovery, and job
+records of older trainers (protobuf JSON) read through the migration."""
 
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ from services.trainer.datasets import DatasetBuilder
 from services.trainer.distributed import Devices
 from services.trainer.jobs import RESTARTED, JobManager
 from services.trainer.metrics import TrainerMetrics
+from services.trainer.records import JOB_SCHEMA, Published
+from services.trainer.service import job_message, job_request
 from services.trainer.state import TrainerState
 from services.trainer.store import ArtifactStore
+from services.trainer.submission import JobRequest
 from spar.config import Settings, TrainerSettings
 from spar.errors import FailedPrecondition, InvalidArgument, NotFound
 from spar.metrics import Metrics
 from spar.v1 import trainer_pb2 as pb
 
 PAIR = {"prompt": "Say hi.", "chosen": "hi", "rejected": "HI"}
+STATE_V0 = Path(__file__).resolve().parents[1] / "data" / "state_v0"
 
 
 def manager(tmp_path: Path) -> JobManager:
@@ -45,23 +50,33 @@ def upload(jobs: JobManager, kind: str = "dpo") -> str:
     return data.digest
 
 
-def request(digest: str, **kwargs: object) -> pb.SubmitJobRequest:
-    return pb.SubmitJobRequest(kind=pb.JOB_KIND_DPO, dataset_digest=digest, **kwargs)  # type: ignore[arg-type]
+def request(digest: str, given: dict[str, object] | None = None, **kwargs: object) -> JobRequest:
+    """A DPO SubmitJobRequest as the servicer hands it to the queue (given: the
+    hyperparameters the caller set)."""
+    message = pb.SubmitJobRequest(kind=pb.JOB_KIND_DPO, dataset_digest=digest, **kwargs)  # type: ignore[arg-type]
+    for key, value in (given or {}).items():
+        setattr(message.hyperparameters, key, value)
+    return job_request(message)
 
 
 def test_submit_fills_defaults_and_queues_in_order(tmp_path: Path) -> None:
     jobs = manager(tmp_path)
     digest = upload(jobs)
-    a = jobs.submit(request(digest, iteration=3), {})
-    b = jobs.submit(request(digest, idempotency_key="k"), {"lora_rank": 8})
-    assert a.request.role == "actor" and a.request.base_model == str((tmp_path / "model").resolve())
-    assert a.request.hyperparameters.beta == pytest.approx(0.1)
-    assert a.request.hyperparameters.sft_loss_weight == pytest.approx(0.1)
-    assert b.request.hyperparameters.lora_rank == 8
-    assert [jobs.get(a.id).queue_position, jobs.get(b.id).queue_position] == [0, 1]
-    assert jobs.submit(request(digest, idempotency_key="k"), {}).id == b.id
+    a = jobs.submit(request(digest, iteration=3))
+    b = jobs.submit(request(digest, {"lora_rank": 8}, idempotency_key="k"))
+    assert a.submission.role == "actor"
+    assert a.submission.base_model == str((tmp_path / "model").resolve())
+    assert a.submission.hyperparameters.beta == pytest.approx(0.1)
+    assert a.submission.hyperparameters.sft_loss_weight == pytest.approx(0.1)
+    assert b.submission.hyperparameters.lora_rank == 8
+    assert [jobs.queue_position(a.id), jobs.queue_position(b.id)] == [0, 1]
+    message = job_message(a)  # what GetJob answers
+    assert message.request.role == "actor" and message.request.iteration == 3
+    assert message.request.hyperparameters.beta == pytest.approx(0.1)
+    assert message.state == pb.JOB_STATE_QUEUED and not message.HasField("finished_at")
+    assert jobs.submit(request(digest, idempotency_key="k")).id == b.id
     with pytest.raises(Exception, match="the limit"):
-        jobs.submit(request(digest), {})
+        jobs.submit(request(digest))
 
 
 def test_submit_rejects_bad_requests(tmp_path: Path) -> None:
@@ -69,30 +84,30 @@ def test_submit_rejects_bad_requests(tmp_path: Path) -> None:
     digest = upload(jobs)
     sft_digest = upload(jobs, "sft")
     with pytest.raises(NotFound, match="upload it first"):
-        jobs.submit(request("a" * 64), {})
+        jobs.submit(request("a" * 64))
     with pytest.raises(InvalidArgument, match="dataset_digest must be"):
-        jobs.submit(request("../../etc/passwd"), {})
+        jobs.submit(request("../../etc/passwd"))
     with pytest.raises(FailedPrecondition, match="holds sft records"):
-        jobs.submit(request(sft_digest), {})
+        jobs.submit(request(sft_digest))
     with pytest.raises(InvalidArgument, match="kind is required"):
-        jobs.submit(pb.SubmitJobRequest(dataset_digest=digest), {})
+        jobs.submit(job_request(pb.SubmitJobRequest(dataset_digest=digest)))
     with pytest.raises(InvalidArgument, match="role='critic'"):
-        jobs.submit(request(digest, role="critic"), {})
+        jobs.submit(request(digest, role="critic"))
     with pytest.raises(InvalidArgument, match="not a model this trainer may load"):
-        jobs.submit(request(digest, base_model="/etc"), {})
+        jobs.submit(request(digest, base_model="/etc"))
     (tmp_path / "model" / "config.json").unlink()
     with pytest.raises(FailedPrecondition, match="run `spar model prepare`"):
-        jobs.submit(request(digest), {})
+        jobs.submit(request(digest))
     (tmp_path / "model" / "config.json").write_text("{}")
-    jobs._devices = Devices("cuda", 2, 16)
+    jobs.submissions.devices = Devices("cuda", 2, 16)
     with pytest.raises(FailedPrecondition, match=r"world_size=4 asks for 4 GPUs .* sees 2"):
-        jobs.submit(request(digest, world_size=4), {})
+        jobs.submit(request(digest, world_size=4))
     with pytest.raises(FailedPrecondition, match="FSDP shards the model"):
-        jobs.submit(request(digest, world_size=1, strategy=pb.DISTRIBUTED_STRATEGY_FSDP), {})
+        jobs.submit(request(digest, world_size=1, strategy=pb.DISTRIBUTED_STRATEGY_FSDP))
     with pytest.raises(NotFound, match="not in the store"):
-        jobs.submit(request(digest, parent_adapter="actor-1-000000000000"), {})
+        jobs.submit(request(digest, parent_adapter="actor-1-000000000000"))
     with pytest.raises(InvalidArgument, match="lora_rank=999"):
-        jobs.submit(request(digest), {"lora_rank": 999})
+        jobs.submit(request(digest, {"lora_rank": 999}))
     with pytest.raises(NotFound):
         jobs.get("job-000000000000")
     with pytest.raises(NotFound):
@@ -102,24 +117,24 @@ def test_submit_rejects_bad_requests(tmp_path: Path) -> None:
 def test_world_size_is_resolved_at_submit(tmp_path: Path) -> None:
     jobs = manager(tmp_path)
     digest = upload(jobs)
-    jobs._devices = Devices("cuda", 2, 16)
-    every = jobs.submit(request(digest), {})
-    assert every.request.world_size == 2, "0 means every GPU the trainer sees"
-    assert every.request.strategy == pb.DISTRIBUTED_STRATEGY_DDP
-    one = jobs.submit(request(digest, world_size=1), {})
-    assert one.request.world_size == 1
-    assert one.request.strategy == pb.DISTRIBUTED_STRATEGY_UNSPECIFIED
+    jobs.submissions.devices = Devices("cuda", 2, 16)
+    every = jobs.submit(request(digest))
+    assert every.submission.world_size == 2, "0 means every GPU the trainer sees"
+    assert job_message(every).request.strategy == pb.DISTRIBUTED_STRATEGY_DDP
+    one = jobs.submit(request(digest, world_size=1))
+    assert one.submission.world_size == 1
+    assert job_message(one).request.strategy == pb.DISTRIBUTED_STRATEGY_UNSPECIFIED
     jobs.queue.clear()
-    sharded = jobs.submit(request(digest, strategy=pb.DISTRIBUTED_STRATEGY_FSDP), {})
-    assert sharded.request.world_size == 2
-    assert sharded.request.strategy == pb.DISTRIBUTED_STRATEGY_FSDP
+    sharded = jobs.submit(request(digest, strategy=pb.DISTRIBUTED_STRATEGY_FSDP))
+    assert sharded.submission.world_size == 2
+    assert job_message(sharded).request.strategy == pb.DISTRIBUTED_STRATEGY_FSDP
     jobs.settings.trainer.world_size = 1
-    assert jobs.submit(request(digest), {}).request.world_size == 1
+    assert jobs.submit(request(digest)).submission.world_size == 1
     jobs.queue.clear()
-    jobs._devices = Devices("cpu", 0, 2)
-    assert jobs.submit(request(digest), {}).request.world_size == 1, "the setting, on CPU too"
+    jobs.submissions.devices = Devices("cpu", 0, 2)
+    assert jobs.submit(request(digest)).submission.world_size == 1, "the setting, on CPU too"
     jobs.settings.trainer.world_size = 0
-    assert jobs.submit(request(digest), {}).request.world_size == 1, "one CPU process"
+    assert jobs.submit(request(digest)).submission.world_size == 1, "one CPU process"
 
 
 def test_parent_keeps_its_lora_shape(tmp_path: Path) -> None:
@@ -133,27 +148,22 @@ def test_parent_keeps_its_lora_shape(tmp_path: Path) -> None:
     parent = jobs.store.publish(
         adapter, role="actor", iteration=1, base_model=base, hyperparameters=hp
     )["version"]["name"]
-    job = jobs.submit(request(digest, parent_adapter=parent), {})
-    assert job.request.hyperparameters.lora_rank == 4
-    assert list(job.request.hyperparameters.target_modules) == ["q_proj"]
+    job = jobs.submit(request(digest, parent_adapter=parent))
+    assert job.submission.hyperparameters.lora_rank == 4
+    assert list(job.submission.hyperparameters.target_modules) == ["q_proj"]
     with pytest.raises(InvalidArgument, match="keeps its parent's LoRA shape"):
-        jobs.submit(request(digest, parent_adapter=parent), {"lora_rank": 8})
+        jobs.submit(request(digest, {"lora_rank": 8}, parent_adapter=parent))
     with pytest.raises(FailedPrecondition, match="is a actor adapter"):
-        jobs.submit(
-            pb.SubmitJobRequest(
-                kind=pb.JOB_KIND_DPO, dataset_digest=digest, role="refiner", parent_adapter=parent
-            ),
-            {},
-        )
+        jobs.submit(request(digest, role="refiner", parent_adapter=parent))
 
 
 def test_restart_fails_the_running_job_and_keeps_the_queue(tmp_path: Path) -> None:
     jobs = manager(tmp_path)
     digest = upload(jobs)
-    running = jobs.submit(request(digest), {})
-    queued = jobs.submit(request(digest), {})
+    running = jobs.submit(request(digest))
+    queued = jobs.submit(request(digest))
     record = jobs.jobs[running.id]
-    record.state = pb.JOB_STATE_RUNNING  # as a trainer killed mid-job left it
+    record.state = "running"  # as a trainer killed mid-job left it
     jobs.state.save_job(record)
     output = jobs.state.job_dir(running.id) / "output"
     output.mkdir()
@@ -162,9 +172,9 @@ def test_restart_fails_the_running_job_and_keeps_the_queue(tmp_path: Path) -> No
     after = manager(tmp_path)
     after.recover()
     failed = after.get(running.id)
-    assert failed.state == pb.JOB_STATE_FAILED and failed.error == RESTARTED
-    assert failed.HasField("finished_at") and not output.exists()
-    assert after.get(queued.id).state == pb.JOB_STATE_QUEUED and after.queue == [queued.id]
+    assert failed.state == "failed" and failed.error == RESTARTED
+    assert failed.finished_at is not None and not output.exists()
+    assert after.get(queued.id).state == "queued" and after.queue == [queued.id]
     assert after.store.list() == []
 
 
@@ -173,20 +183,20 @@ def test_a_failed_jobs_idempotency_key_trains_again_after_a_restart(tmp_path: Pa
     was stopped mid-job must queue a new job, not hand back the failed one forever."""
     jobs = manager(tmp_path)
     digest = upload(jobs)
-    first = jobs.submit(request(digest, idempotency_key="spar-iteration-1-actor"), {})
+    first = jobs.submit(request(digest, idempotency_key="spar-iteration-1-actor"))
     record = jobs.jobs[first.id]
-    record.state = pb.JOB_STATE_RUNNING
+    record.state = "running"
     jobs.state.save_job(record)
 
     after = manager(tmp_path)
     after.recover()
-    assert after.get(first.id).state == pb.JOB_STATE_FAILED
-    retried = after.submit(request(digest, idempotency_key="spar-iteration-1-actor"), {})
-    assert retried.id != first.id and retried.state == pb.JOB_STATE_QUEUED
+    assert after.get(first.id).state == "failed"
+    retried = after.submit(request(digest, idempotency_key="spar-iteration-1-actor"))
+    assert retried.id != first.id and retried.state == "queued"
     # The key now names the new job, also after another restart.
     again = manager(tmp_path)
     again.recover()
-    assert again.submit(request(digest, idempotency_key="spar-iteration-1-actor"), {}).id == (
+    assert again.submit(request(digest, idempotency_key="spar-iteration-1-actor")).id == (
         retried.id
     )
     assert again.queue == [retried.id]
@@ -195,8 +205,8 @@ def test_a_failed_jobs_idempotency_key_trains_again_after_a_restart(tmp_path: Pa
 def test_a_restart_skips_damaged_records_and_unfinished_writes(tmp_path: Path) -> None:
     jobs = manager(tmp_path)
     digest = upload(jobs)
-    kept = jobs.submit(request(digest, idempotency_key="kept"), {})
-    damaged = jobs.submit(request(digest), {})
+    kept = jobs.submit(request(digest, idempotency_key="kept"))
+    damaged = jobs.submit(request(digest))
     (jobs.state.job_dir(damaged.id) / "job.json").write_text('{"id": "job-')
     torn = [
         jobs.state.job_dir(kept.id) / ".job.json.0123456789abcdef.tmp",
@@ -208,7 +218,7 @@ def test_a_restart_skips_damaged_records_and_unfinished_writes(tmp_path: Path) -
     after = manager(tmp_path)
     after.recover()
     assert after.queue == [kept.id] and set(after.jobs) == {kept.id}
-    assert after.get(kept.id).request.idempotency_key == "kept"
+    assert after.get(kept.id).submission.idempotency_key == "kept"
     with pytest.raises(NotFound):
         after.get(damaged.id)
     assert not any(path.exists() for path in torn)
@@ -226,3 +236,60 @@ def test_a_dataset_damaged_on_disk_is_written_again_on_upload(tmp_path: Path) ->
     after = manager(tmp_path)
     after.state.save_dataset(data, "test")
     assert path.read_bytes() == data.canonical
+
+
+def test_a_record_is_written_in_spars_schema_and_read_back(tmp_path: Path) -> None:
+    jobs = manager(tmp_path)
+    digest = upload(jobs)
+    job = jobs.submit(request(digest, {"lora_rank": 8}, idempotency_key="k", iteration=2))
+    doc = json.loads((jobs.state.job_dir(job.id) / "job.json").read_text())
+    assert doc["schema"] == JOB_SCHEMA and doc["state"] == "queued"
+    assert doc["submission"]["hyperparameters"]["lora_rank"] == 8
+    (loaded,) = jobs.state.load_jobs()
+    assert loaded == jobs.jobs[job.id]
+
+
+def test_an_older_trainers_records_are_migrated(tmp_path: Path) -> None:
+    """Job records in protobuf JSON, as trainers before spar's job schema wrote them
+    (tests/data/state_v0): a trainer that starts on them keeps every job."""
+    jobs = manager(tmp_path)
+    for folder in (STATE_V0 / "trainer" / "jobs").iterdir():
+        target = jobs.state.job_dir(folder.name)
+        target.mkdir()
+        (target / "job.json").write_bytes((folder / "job.json").read_bytes())
+    jobs.recover()
+    assert set(jobs.jobs) == {"job-0123456789ab", "job-fedcba987654", "job-00000000cafe"}
+    assert jobs.queue == ["job-00000000cafe"]
+    done = jobs.get("job-0123456789ab")
+    assert done.state == "succeeded" and done.kind == "dpo"
+    assert done.result == Published("actor-2-bbbbbbbbbbbb", "b" * 64, "actor", 2)
+    sub = done.submission
+    assert (sub.role, sub.iteration, sub.world_size, sub.strategy) == ("actor", 2, 2, "ddp")
+    assert (sub.parent_adapter, sub.idempotency_key) == (
+        "actor-1-aaaaaaaaaaaa",
+        "spar-iteration-2-actor",
+    )
+    assert sub.hyperparameters.lora_rank == 16 and sub.hyperparameters.seed == 0
+    assert done.progress.step == 40 and done.progress.reward_accuracy == 0.875
+    assert done.progress.eta_s == 0
+    assert done.finished_at is not None and done.finished_at.isoformat().startswith(
+        "2025-12-06T05:55:00.123456"
+    )
+    failed = jobs.get("job-fedcba987654")
+    assert failed.state == "failed" and failed.error.startswith("trainer restarted")
+    assert failed.submission.strategy is None and failed.progress.eta_s == 42
+    assert failed.created_at.isoformat() == "2025-12-06T05:56:40.123456+00:00"
+    # What clients see of a migrated job is what the older trainer answered.
+    old = json.loads((STATE_V0 / "trainer" / "jobs" / "job-0123456789ab" / "job.json").read_text())
+    message = job_message(done)
+    assert pb.JobState.Name(message.state) == old["state"]
+    assert (
+        message.request.hyperparameters.learning_rate
+        == old["request"]["hyperparameters"]["learning_rate"]
+    )
+    assert message.progress.eta.seconds == 0 and message.progress.HasField("eta")
+    # The next change writes the record in spar's schema.
+    jobs.state.save_job(jobs.jobs[failed.id])
+    doc = json.loads((jobs.state.job_dir(failed.id) / "job.json").read_text())
+    assert doc["schema"] == JOB_SCHEMA
+    assert jobs.jobs[failed.id] in jobs.state.load_jobs()
