@@ -4,39 +4,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from spar.v1 import common_pb2
-from spar.v1 import coordinator_pb2 as pb
+from services.coordinator.iteration_record import (
+    Counts,
+    CriterionScore,
+    EvalMetrics,
+    IterationRecord,
+    StageTiming,
+    State,
+)
+from services.coordinator.rollout import Version
 
 
-def evaluation(strict: float, criteria: dict[str, tuple[int, float]]) -> pb.EvalMetrics:
-    return pb.EvalMetrics(
+def evaluation(strict: float, criteria: dict[str, tuple[int, float]]) -> EvalMetrics:
+    return EvalMetrics(
         prompt_level_strict=strict,
         prompt_level_loose=strict,
         instruction_level_strict=strict,
         instruction_level_loose=strict,
         prompts=8,
-        criteria=[
-            pb.CriterionScore(id=k, count=n, strict=v, loose=v) for k, (n, v) in criteria.items()
-        ],
+        criteria=tuple(CriterionScore(k, n, v, v) for k, (n, v) in criteria.items()),
     )
 
 
-def iteration(state: int = pb.ITERATION_STATE_SUCCEEDED, after: float = 0.5) -> pb.Iteration:
-    it = pb.Iteration(
+def iteration(state: State = "succeeded", after: float = 0.5) -> IterationRecord:
+    return IterationRecord(
         number=3,
         state=state,
-        stage=pb.ITERATION_STAGE_DONE,
-        counts=pb.IterationCounts(
+        stage="done",
+        counts=Counts(
             prompts=4, samples=12, negatives=3, searches=3, refined=2, dpo_pairs=2, sft_records=5
         ),
-        actor_candidate=common_pb2.AdapterVersion(name="actor-3-0123456789ab", digest="a" * 64),
-        refiner_candidate=common_pb2.AdapterVersion(name="refiner-3-ba9876543210", digest="b" * 64),
+        actor_candidate=Version("actor-3-0123456789ab", "a" * 64),
+        refiner_candidate=Version("refiner-3-ba9876543210", "b" * 64),
         baseline_eval=evaluation(0.25, {"punctuation:no_comma": (4, 0.25), "old:gone": (1, 1.0)}),
         candidate_eval=evaluation(after, {"punctuation:no_comma": (4, 0.75), "new:only": (2, 1.0)}),
         decision="candidate improves prompt_level_strict; promote <b>now</b>",
+        timings=[StageTiming("search", 42.0)],
     )
-    it.timings.add(stage=pb.ITERATION_STAGE_SEARCH).duration.FromSeconds(42)
-    return it
 
 
 def search(outcome: str, nodes: int, judge: int, refine: int, seconds: float) -> dict[str, Any]:

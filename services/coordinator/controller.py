@@ -12,6 +12,8 @@ from typing import Any
 
 from services.coordinator import inputs, report
 from services.coordinator.audit import AuditEntry, AuditLog
+from services.coordinator.iteration_messages import STAGE_ENUM, iteration_message
+from services.coordinator.iteration_record import IterationRecord, State
 from services.coordinator.journal import write_json
 from services.coordinator.loop import APPROVAL_FILE, Iteration, Ports
 from services.coordinator.metrics import CoordinatorMetrics
@@ -30,9 +32,9 @@ from spar.v1 import coordinator_pb2
 
 log = logging.getLogger(__name__)
 S = coordinator_pb2
-FINAL = {S.ITERATION_STATE_SUCCEEDED, S.ITERATION_STATE_REJECTED, S.ITERATION_STATE_FAILED}
+FINAL: set[State] = {"succeeded", "rejected", "failed"}
 #: States an iteration stops in (a watch ends there).
-STOPPED = FINAL | {S.ITERATION_STATE_AWAITING_APPROVAL}
+STOPPED: set[State] = FINAL | {"awaiting_approval"}
 
 
 class Coordinator:
@@ -78,7 +80,7 @@ class Coordinator:
         }
         self._task: asyncio.Task[Any] | None = None
         self._running: Iteration | None = None
-        self._watchers: set[asyncio.Queue[tuple[S.Iteration, str]]] = set()
+        self._watchers: set[asyncio.Queue[tuple[IterationRecord, str]]] = set()
         self._rollout_lock = asyncio.Lock()
         self._eval_records: list[Any] | None = None
         last = self.current()
@@ -132,31 +134,28 @@ class Coordinator:
 
     # -- iterations ---------------------------------------------------------------------
 
-    def _set_awaiting(self, it: S.Iteration | None) -> None:
-        waiting = it is not None and it.state == S.ITERATION_STATE_AWAITING_APPROVAL
+    def _set_awaiting(self, it: IterationRecord | None) -> None:
+        waiting = it is not None and it.state == "awaiting_approval"
         self.metrics.awaiting_approval.labels(self.metrics.service).set(
             it.number if it is not None and waiting else 0
         )
 
-    def _notify(self, it: S.Iteration, message: str) -> None:
+    def _notify(self, it: IterationRecord, message: str) -> None:
         self.metrics.iteration_stage.labels(self.metrics.service).set(
-            0
-            if it.stage == S.ITERATION_STAGE_DONE or it.state == S.ITERATION_STATE_AWAITING_APPROVAL
-            else it.stage
+            0 if it.stage == "done" or it.state == "awaiting_approval" else STAGE_ENUM[it.stage]
         )
         self._set_awaiting(it)
-        snapshot = S.Iteration()
-        snapshot.CopyFrom(it)
+        snapshot = it.copy()
         for q in self._watchers:
             q.put_nowait((snapshot, message))
 
-    def current(self) -> S.Iteration | None:
+    def current(self) -> IterationRecord | None:
         if self._running is not None:
             return self._running.record
         its = self.store.iterations()
         return its[-1] if its else None
 
-    def start(self, prompts_path: str = "", num_prompts: int = 0) -> S.Iteration:
+    def start(self, prompts_path: str = "", num_prompts: int = 0) -> IterationRecord:
         """Starts the next iteration, or resumes the last one if it did not finish."""
         if self._running is not None:
             return self._running.record
@@ -165,15 +164,12 @@ class Coordinator:
             if not Path(prompts_path).is_file():
                 raise InvalidArgument(f"prompts_path {prompts_path[:200]!r} is not a readable file")
         last = self.current()
-        if last is not None and last.state == S.ITERATION_STATE_AWAITING_APPROVAL:
+        if last is not None and last.state == "awaiting_approval":
             raise FailedPrecondition(
                 f"iteration {last.number} awaits approval: run `spar promote {last.number}` "
                 f"or `spar reject {last.number}` first"
             )
-        resume = last is not None and last.state in (
-            S.ITERATION_STATE_RUNNING,
-            S.ITERATION_STATE_FAILED,
-        )
+        resume = last is not None and last.state in ("running", "failed")
         number = last.number if resume and last else (last.number + 1 if last else 1)
         settings = self.settings
         if num_prompts:
@@ -181,7 +177,7 @@ class Coordinator:
             settings.coordinator.num_prompts = num_prompts
         return self._launch(number, settings, prompts_path)
 
-    def _launch(self, number: int, settings: Settings, prompts_path: str = "") -> S.Iteration:
+    def _launch(self, number: int, settings: Settings, prompts_path: str = "") -> IterationRecord:
         self._running = Iteration(
             number,
             settings,
@@ -194,7 +190,7 @@ class Coordinator:
         self._task = asyncio.create_task(self._run(self._running))
         return self._running.record
 
-    def decide(self, number: int, decision: str, decided_by: str, reason: str) -> S.Iteration:
+    def decide(self, number: int, decision: str, decided_by: str, reason: str) -> IterationRecord:
         """An operator's promote or reject of a candidate that awaits approval; the
         iteration resumes at its rollout, which rolls the candidate out or drops it."""
         if decision not in ("promote", "reject"):
@@ -209,16 +205,15 @@ class Coordinator:
         it = self.store.load_iteration(number) if number else self.current()
         if it is None:
             raise NotFound(f"iteration {number} does not exist" if number else "no iteration yet")
-        if it.state != S.ITERATION_STATE_AWAITING_APPROVAL:
-            state = S.IterationState.Name(it.state).removeprefix("ITERATION_STATE_").lower()
+        if it.state != "awaiting_approval":
             raise FailedPrecondition(
-                f"iteration {it.number} does not await approval (it is {state})"
+                f"iteration {it.number} does not await approval (it is {it.state})"
             )
         write_json(
             self.store.iteration_dir(it.number) / APPROVAL_FILE,
             {"decision": decision, "decided_by": decided_by, "reason": reason},
         )
-        it.state = S.ITERATION_STATE_RUNNING
+        it.state = "running"
         self.store.save_iteration(it)  # a coordinator killed now resumes the rollout
         log.info("iteration %d: %s by %s", it.number, decision, decided_by)
         return self._launch(it.number, self.settings)
@@ -227,10 +222,7 @@ class Coordinator:
         try:
             it = await iteration.run()
             if it.state in FINAL:
-                self.metrics.iterations.labels(
-                    self.metrics.service,
-                    S.IterationState.Name(it.state).removeprefix("ITERATION_STATE_").lower(),
-                ).inc()
+                self.metrics.iterations.labels(self.metrics.service, it.state).inc()
             await self._write_report(it.number)
         finally:
             self._running = None
@@ -247,12 +239,12 @@ class Coordinator:
 
     def resume_unfinished(self) -> None:
         last = self.current()
-        if last is not None and last.state == S.ITERATION_STATE_RUNNING:
-            log.info("resuming iteration %d at %s", last.number, S.IterationStage.Name(last.stage))
+        if last is not None and last.state == "running":
+            log.info("resuming iteration %d at %s", last.number, last.stage)
             self.start()
 
-    async def watch(self, number: int) -> AsyncIterator[tuple[S.Iteration, str]]:
-        queue: asyncio.Queue[tuple[S.Iteration, str]] = asyncio.Queue()
+    async def watch(self, number: int) -> AsyncIterator[tuple[IterationRecord, str]]:
+        queue: asyncio.Queue[tuple[IterationRecord, str]] = asyncio.Queue()
         self._watchers.add(queue)
         try:
             current = self.current()
@@ -263,14 +255,14 @@ class Coordinator:
                     f"iteration {number} does not exist" if number else "no iteration yet"
                 )
             yield current, "current state"
-            if current.state in STOPPED or current.stage == S.ITERATION_STAGE_DONE:
+            if current.state in STOPPED or current.stage == "done":
                 return
             while True:
                 it, message = await queue.get()
                 if it.number != current.number:
                     continue
                 yield it, message
-                if it.stage == S.ITERATION_STAGE_DONE or it.state in STOPPED:
+                if it.stage == "done" or it.state in STOPPED:
                     return
         finally:
             self._watchers.discard(queue)
@@ -308,9 +300,9 @@ class Coordinator:
             active, previous = self.store.desired(role)
             getattr(out, role).CopyFrom(version_message(active))
             getattr(out, f"{role}_previous").CopyFrom(version_message(previous))
-        out.iterations.extend(self.store.iterations())
+        out.iterations.extend(iteration_message(it) for it in self.store.iterations())
         if self._running is not None and out.iterations:
-            out.iterations[-1].CopyFrom(self._running.record)
+            out.iterations[-1].CopyFrom(iteration_message(self._running.record))
         if out.iterations and out.iterations[-1].state == S.ITERATION_STATE_AWAITING_APPROVAL:
             out.awaiting_approval = out.iterations[-1].number
         out.replicas.extend(await self.replica_states())
@@ -343,7 +335,7 @@ class Coordinator:
             check_name(name)
         if len(reason) > 1000:
             raise InvalidArgument("reason is longer than 1000 characters")
-        if self._running is not None and self._running.record.stage == S.ITERATION_STAGE_ROLLOUT:
+        if self._running is not None and self._running.record.stage == "rollout":
             raise FailedPrecondition("a rollout is in progress; wait for it to finish")
         active, previous = self.store.desired(role)
         if name == "base":

@@ -18,14 +18,27 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.coordinator import data
 from services.coordinator.audit import POLICY, AuditEntry, AuditLog
+from services.coordinator.iteration_messages import (
+    eval_evidence,
+    eval_metrics,
+    search_cost,
+    state_name,
+    warmup_report,
+)
+from services.coordinator.iteration_record import (
+    STAGES,
+    IterationRecord,
+    Stage,
+    StageTiming,
+    now,
+)
 from services.coordinator.journal import Journal, read_json, write_json
 from services.coordinator.promotion import PromotionPolicy, decide
 from services.coordinator.rollout import RolloutFailed, Version, rollout, stage_all
-from services.coordinator.state import StateStore, version_message
+from services.coordinator.state import StateStore
 from spar import criteria
 from spar.config import Settings
 from spar.errors import FailedPrecondition, ResourceExhausted, SparError, Unavailable
@@ -37,17 +50,6 @@ from spar.v1 import common_pb2, coordinator_pb2, refiner_pb2, trainer_pb2
 log = logging.getLogger(__name__)
 
 S = coordinator_pb2
-STAGES = [
-    S.ITERATION_STAGE_PROMPTS,
-    S.ITERATION_STAGE_SAMPLE,
-    S.ITERATION_STAGE_JUDGE,
-    S.ITERATION_STAGE_SEARCH,
-    S.ITERATION_STAGE_BUILD_DATA,
-    S.ITERATION_STAGE_TRAIN,
-    S.ITERATION_STAGE_EVALUATE,
-    S.ITERATION_STAGE_ROLLOUT,
-    S.ITERATION_STAGE_RECORD,
-]
 VERDICTS = {
     common_pb2.VERDICT_PASS: "pass",
     common_pb2.VERDICT_FAIL: "fail",
@@ -64,7 +66,7 @@ OUTCOMES = {
     common_pb2.SEARCH_OUTCOME_UNSPECIFIED: "exhausted",
 }
 
-Notify = Callable[[coordinator_pb2.Iteration, str], None]
+Notify = Callable[[IterationRecord, str], None]
 
 APPROVAL_FILE = "approval.json"
 """An operator's decision on a candidate that awaits approval (written by the controller)."""
@@ -72,16 +74,6 @@ APPROVAL_FILE = "approval.json"
 
 class AwaitingApproval(Exception):
     """The iteration stops at its rollout until an operator promotes or rejects it."""
-
-
-def stage_name(stage: int) -> str:
-    return str(S.IterationStage.Name(stage)).removeprefix("ITERATION_STAGE_").lower()
-
-
-def now() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
 
 
 @dataclass
@@ -138,8 +130,8 @@ async def bounded(limit: int, items: Iterable[Any], fn: Callable[[Any], Awaitabl
 class Iteration:
     """One SPaR iteration, run stage by stage (see the module docstring) and checkpointed in
     its folder of the :class:`StateStore`; :meth:`run` starts it or resumes it at the stage
-    its record names. ``ports`` are the other services; ``notify`` hears each saved step
-    (the watchers' events)."""
+    its record (:class:`IterationRecord`) names. ``ports`` are the other services;
+    ``notify`` hears each saved step (the watchers' events)."""
 
     def __init__(
         self,
@@ -166,48 +158,44 @@ class Iteration:
             settings.refiner.refine_style,
             settings.refiner.refine_prefill,
         )
-        self.record = store.load_iteration(number) or coordinator_pb2.Iteration(
-            number=number,
-            state=S.ITERATION_STATE_RUNNING,
-            stage=S.ITERATION_STAGE_PROMPTS,
-            started_at=now(),
+        self.record = store.load_iteration(number) or IterationRecord(
+            number=number, state="running", stage="prompts", started_at=now()
         )
 
     def _save(self, message: str) -> None:
         self.store.save_iteration(self.record)
         self.notify(self.record, message)
 
-    async def run(self) -> coordinator_pb2.Iteration:
+    async def run(self) -> IterationRecord:
         it = self.record
-        it.state = S.ITERATION_STATE_RUNNING
+        it.state = "running"
         it.error = ""
-        runners: dict[int, Callable[[], Awaitable[None]]] = {
-            S.ITERATION_STAGE_PROMPTS: self.prompts,
-            S.ITERATION_STAGE_SAMPLE: self.sample,
-            S.ITERATION_STAGE_JUDGE: self.judge,
-            S.ITERATION_STAGE_SEARCH: self.search,
-            S.ITERATION_STAGE_BUILD_DATA: self.build_data,
-            S.ITERATION_STAGE_TRAIN: self.train,
-            S.ITERATION_STAGE_EVALUATE: self.evaluate,
-            S.ITERATION_STAGE_ROLLOUT: self.rollout,
-            S.ITERATION_STAGE_RECORD: self.finish,
+        runners: dict[Stage, Callable[[], Awaitable[None]]] = {
+            "prompts": self.prompts,
+            "sample": self.sample,
+            "judge": self.judge,
+            "search": self.search,
+            "build_data": self.build_data,
+            "train": self.train,
+            "evaluate": self.evaluate,
+            "rollout": self.rollout,
+            "record": self.finish,
         }
         start = STAGES.index(it.stage) if it.stage in STAGES else 0
         try:
-            if self.number == 1 and self.c.warmup and not it.HasField("warmup"):
+            if self.number == 1 and self.c.warmup and it.warmup is None:
                 await self.warmup()
             for stage in STAGES[start:]:
                 it.stage = stage
-                self._save(f"iteration {self.number}: {stage_name(stage)}")
+                self._save(f"iteration {self.number}: {stage}")
                 t0 = time.perf_counter()
                 await runners[stage]()
-                timing = it.timings.add(stage=stage)
-                timing.duration.FromNanoseconds(int((time.perf_counter() - t0) * 1e9))
-            it.stage = S.ITERATION_STAGE_DONE
-            it.finished_at.CopyFrom(now())
-            self._save(f"iteration {self.number}: done ({S.IterationState.Name(it.state)})")
+                it.timings.append(StageTiming(stage, time.perf_counter() - t0))
+            it.stage = "done"
+            it.finished_at = now()
+            self._save(f"iteration {self.number}: done ({state_name(it.state)})")
         except AwaitingApproval:
-            it.state = S.ITERATION_STATE_AWAITING_APPROVAL
+            it.state = "awaiting_approval"
             self._save(
                 f"iteration {self.number}: the candidate awaits approval: "
                 f"spar promote {self.number} or spar reject {self.number}"
@@ -216,10 +204,10 @@ class Iteration:
             self.store.save_iteration(it)  # resumable: state stays RUNNING
             raise
         except Exception as exc:
-            log.exception("iteration %d failed in %s", self.number, stage_name(it.stage))
-            it.state = S.ITERATION_STATE_FAILED
-            it.error = f"{stage_name(it.stage)}: {exc}"
-            it.finished_at.CopyFrom(now())
+            log.exception("iteration %d failed in %s", self.number, it.stage)
+            it.state = "failed"
+            it.error = f"{it.stage}: {exc}"
+            it.finished_at = now()
             self._save(f"iteration {self.number} failed: {it.error}")
         return it
 
@@ -235,7 +223,7 @@ class Iteration:
         report = await Warmup(
             self.settings, self.store, self.ports, self.templates, self.audit, say
         ).run()
-        self.record.warmup.CopyFrom(report)
+        self.record.warmup = warmup_report(report)
         say(
             f"refiner warm-up done: {report.version.name or report.skipped} "
             f"({report.search_records} search records, {report.repair_records} repairs)"
@@ -439,10 +427,11 @@ class Iteration:
         searches = list(journal.read().values())
         self.record.counts.searches = len(searches)
         self.record.counts.refined = sum(s["outcome"] == "refined" for s in searches)
-        self.record.counts.search_outcomes.clear()
+        outcomes: dict[str, int] = {}
         for s in searches:
-            self.record.counts.search_outcomes[s["outcome"]] += 1
-        self.record.search_cost.CopyFrom(sum_costs(s["cost"] for s in searches))
+            outcomes[s["outcome"]] = outcomes.get(s["outcome"], 0) + 1
+        self.record.counts.search_outcomes = outcomes
+        self.record.search_cost = search_cost(sum_costs(s["cost"] for s in searches))
 
     def _verifiable(
         self, registry: criteria.CriteriaRegistry, p: Mapping[str, Any]
@@ -543,11 +532,11 @@ class Iteration:
         for role, field in (("actor", "actor_candidate"), ("refiner", "refiner_candidate")):
             v = state.get(role, {}).get("version")
             if v:
-                getattr(self.record, field).CopyFrom(version_message(Version(**v)))
+                setattr(self.record, field, Version(**v))
 
     async def evaluate(self) -> None:
         it = self.record
-        if not it.actor_candidate.name:
+        if it.actor_candidate is None:
             it.decision = "no actor candidate this iteration (no DPO pairs)"
             it.decided_by = POLICY
             return
@@ -565,17 +554,18 @@ class Iteration:
                 "candidate": json_format.MessageToDict(cand, preserving_proto_field_name=True),
             }
             write_json(self.dir / "eval.json", saved)
-        it.baseline_eval.CopyFrom(json_format.ParseDict(saved["baseline"], S.EvalMetrics()))
-        it.candidate_eval.CopyFrom(json_format.ParseDict(saved["candidate"], S.EvalMetrics()))
+        baseline_eval = eval_metrics(json_format.ParseDict(saved["baseline"], S.EvalMetrics()))
+        candidate_eval = eval_metrics(json_format.ParseDict(saved["candidate"], S.EvalMetrics()))
+        it.baseline_eval, it.candidate_eval = baseline_eval, candidate_eval
         decision = decide(
-            it.baseline_eval,
-            it.candidate_eval,
+            baseline_eval,
+            candidate_eval,
             PromotionPolicy(self.c.promote_metric, self.c.promote_margin),
         )
         it.decision = decision.reason
         it.decided_by = POLICY
         if not decision.promote:
-            it.state = S.ITERATION_STATE_REJECTED
+            it.state = "rejected"
 
     def _store_target(self) -> str:
         return self.c.store_target or self.c.trainer_target
@@ -585,17 +575,15 @@ class Iteration:
         return [
             (role, Version(c.name, c.digest, role, self.number))
             for role, c in (("actor", it.actor_candidate), ("refiner", it.refiner_candidate))
-            if c.name
+            if c is not None
         ]
 
     def _evidence(self) -> dict[str, Any]:
         it = self.record
         out = {}
-        for key, field in (("baseline", "baseline_eval"), ("candidate", "candidate_eval")):
-            if it.HasField(field):
-                out[key] = json_format.MessageToDict(
-                    getattr(it, field), preserving_proto_field_name=True
-                )
+        for key, metrics in (("baseline", it.baseline_eval), ("candidate", it.candidate_eval)):
+            if metrics is not None:
+                out[key] = eval_evidence(metrics)
         return out
 
     def _record(self, key: str, entry: AuditEntry) -> None:
@@ -635,13 +623,13 @@ class Iteration:
         if note not in it.decision:
             it.decision = f"{it.decision}; {note}" if it.decision else note
         if approval["decision"] == "reject":
-            it.state = S.ITERATION_STATE_REJECTED
+            it.state = "rejected"
         return True
 
     async def rollout(self) -> None:
         it = self.record
         candidates = self._candidates()
-        if it.state != S.ITERATION_STATE_REJECTED and candidates:
+        if it.state != "rejected" and candidates:
             decided = self._apply_approval()
             if not decided and self.c.require_approval:
                 for role, version in candidates:
@@ -650,11 +638,11 @@ class Iteration:
                         self._entry("await_approval", role, version, decision="await"),
                     )
                 raise AwaitingApproval
-        if it.state == S.ITERATION_STATE_REJECTED:
+        if it.state == "rejected":
             replicas = await self.ports.replicas("actor")
-            await asyncio.gather(
-                *(r.retire(it.actor_candidate.name) for r in replicas), return_exceptions=True
-            )
+            if it.actor_candidate is not None:
+                name = it.actor_candidate.name
+                await asyncio.gather(*(r.retire(name) for r in replicas), return_exceptions=True)
             for role, version in candidates:
                 self._record(
                     f"reject:{role}", self._entry("reject", role, version, decision="reject")
@@ -673,8 +661,8 @@ class Iteration:
             self._record(f"rollout:{role}", entry)
 
     async def finish(self) -> None:
-        if self.record.state == S.ITERATION_STATE_RUNNING:
-            self.record.state = S.ITERATION_STATE_SUCCEEDED
+        if self.record.state == "running":
+            self.record.state = "succeeded"
 
 
 def node_record(n: refiner_pb2.SearchNode) -> dict[str, Any]:

@@ -19,11 +19,13 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 
+from services.coordinator.iteration_record import EvalMetrics, IterationRecord
 from services.coordinator.journal import Journal
 from services.coordinator.report_figures import (
     constraint_figure,
@@ -34,9 +36,8 @@ from services.coordinator.report_figures import (
 )
 from services.coordinator.state import StateStore
 from spar.atomic_files import write_atomic
-from spar.v1 import common_pb2, coordinator_pb2
+from spar.v1 import common_pb2
 
-S = coordinator_pb2
 FILE_NAME = "report.html"
 
 #: The metric the headline and "tokens per point" use (the default promotion metric).
@@ -128,15 +129,8 @@ class IterationReport:
         return self.search_tokens / gain
 
 
-def _name(enum: Any, value: int, prefix: str) -> str:
-    try:
-        return str(enum.Name(value)).removeprefix(prefix).lower()
-    except ValueError:
-        return str(value)
-
-
-def _time(ts: Any) -> str:
-    return ts.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC") if ts.seconds else ""
+def _time(t: datetime | None) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if t is not None else ""
 
 
 def search_costs(records: Iterable[Mapping[str, Any]]) -> list[SearchCost]:
@@ -166,7 +160,7 @@ def _unusable(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return {k: v for k, v in total.items() if v}
 
 
-def constraint_rates(baseline: S.EvalMetrics, candidate: S.EvalMetrics) -> list[ConstraintRate]:
+def constraint_rates(baseline: EvalMetrics, candidate: EvalMetrics) -> list[ConstraintRate]:
     """Before/after pass rates of every constraint type both evaluations scored."""
     before = {c.id: c for c in baseline.criteria}
     after = {c.id: c for c in candidate.criteria}
@@ -176,7 +170,7 @@ def constraint_rates(baseline: S.EvalMetrics, candidate: S.EvalMetrics) -> list[
     ]
 
 
-def from_record(it: S.Iteration, searches: Sequence[Mapping[str, Any]] = ()) -> IterationReport:
+def from_record(it: IterationRecord, searches: Sequence[Mapping[str, Any]] = ()) -> IterationReport:
     """The report of an iteration record and its search journal (pure)."""
     c = it.counts
     counts = {
@@ -190,24 +184,20 @@ def from_record(it: S.Iteration, searches: Sequence[Mapping[str, Any]] = ()) -> 
     }
     metrics: dict[str, tuple[float, float]] = {}
     constraints: list[ConstraintRate] = []
-    if it.HasField("candidate_eval") and it.candidate_eval.prompts:
-        metrics = {
-            m: (getattr(it.baseline_eval, m), getattr(it.candidate_eval, m)) for m in METRICS
-        }
-        constraints = constraint_rates(it.baseline_eval, it.candidate_eval)
-    rolled_out = it.state == S.ITERATION_STATE_SUCCEEDED
+    baseline, candidate = it.baseline_eval or EvalMetrics(), it.candidate_eval
+    if candidate is not None and candidate.prompts:
+        metrics = {m: (getattr(baseline, m), getattr(candidate, m)) for m in METRICS}
+        constraints = constraint_rates(baseline, candidate)
+    rolled_out = it.state == "succeeded"
     adapters = [
         Adapter(role, v.name, v.digest, rolled_out)
         for role, v in (("actor", it.actor_candidate), ("refiner", it.refiner_candidate))
-        if v.name
+        if v is not None
     ]
-    timings = {
-        _name(S.IterationStage, t.stage, "ITERATION_STAGE_"): t.duration.ToNanoseconds() / 1e9
-        for t in it.timings
-    }
+    timings: dict[str, float] = {t.stage: t.seconds for t in it.timings}
     return IterationReport(
         number=it.number,
-        state=_name(S.IterationState, it.state, "ITERATION_STATE_"),
+        state=it.state,
         decision=it.decision,
         error=it.error,
         started=_time(it.started_at),

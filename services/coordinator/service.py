@@ -9,6 +9,7 @@ from google.protobuf import json_format
 
 from services.coordinator.audit import operator
 from services.coordinator.controller import Coordinator
+from services.coordinator.iteration_messages import iteration_message
 from services.coordinator.state import version_message
 from spar.errors import InvalidArgument
 from spar.server import Context
@@ -31,13 +32,13 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             raise InvalidArgument("prompts_path is longer than 4096 characters")
         if request.num_prompts > 1_000_000:
             raise InvalidArgument("num_prompts must be at most 1000000")
-        return self.coordinator.start(request.prompts_path, request.num_prompts)
+        return iteration_message(self.coordinator.start(request.prompts_path, request.num_prompts))
 
     async def WatchIteration(
         self, request: pb.WatchIterationRequest, context: Context
     ) -> AsyncIterator[pb.IterationEvent]:
         async for it, message in self.coordinator.watch(request.number):
-            yield pb.IterationEvent(iteration=it, message=message)
+            yield pb.IterationEvent(iteration=iteration_message(it), message=message)
 
     async def GetState(self, request: pb.GetStateRequest, context: Context) -> pb.CoordinatorState:
         return await self.coordinator.state()
@@ -59,13 +60,17 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         )
 
     async def Promote(self, request: pb.PromoteRequest, context: Context) -> pb.Iteration:
-        return self.coordinator.decide(
-            request.iteration, "promote", _who(request.operator, context), request.reason
+        return iteration_message(
+            self.coordinator.decide(
+                request.iteration, "promote", _who(request.operator, context), request.reason
+            )
         )
 
     async def Reject(self, request: pb.RejectRequest, context: Context) -> pb.Iteration:
-        return self.coordinator.decide(
-            request.iteration, "reject", _who(request.operator, context), request.reason
+        return iteration_message(
+            self.coordinator.decide(
+                request.iteration, "reject", _who(request.operator, context), request.reason
+            )
         )
 
 

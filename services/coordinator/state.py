@@ -2,7 +2,7 @@
 
 <state_dir>/versions.json            desired (active) and previous version per role
 <state_dir>/iterations/0001/         one folder per iteration:
-    iteration.json                   the Iteration record (protobuf JSON)
+    iteration.json                   the iteration record (iteration_record.py's schema)
     prompts.jsonl samples.jsonl ...  stage outputs (journals, see journal.py)
 
 A coordinator that starts on an existing folder continues from it: the desired versions
@@ -19,11 +19,13 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from services.coordinator.iteration_messages import record_from_protobuf_json
+from services.coordinator.iteration_record import IterationRecord
 from services.coordinator.journal import read_json, remove_unfinished_writes, write_json
 from services.coordinator.rollout import Version
 from spar.config import Settings
 from spar.errors import DataLoss
-from spar.v1 import common_pb2, coordinator_pb2
+from spar.v1 import common_pb2
 
 ROLES = ("actor", "refiner")
 
@@ -104,24 +106,28 @@ class StateStore:
     def iteration_dir(self, number: int) -> Path:
         return self.root / "iterations" / f"{number:04d}"
 
-    def save_iteration(self, it: coordinator_pb2.Iteration) -> None:
-        doc = json_format.MessageToDict(it, preserving_proto_field_name=True)
-        write_json(self.iteration_dir(it.number) / "iteration.json", doc)
+    def save_iteration(self, it: IterationRecord) -> None:
+        write_json(self.iteration_dir(it.number) / "iteration.json", it.to_json())
 
-    def load_iteration(self, number: int) -> coordinator_pb2.Iteration | None:
+    def load_iteration(self, number: int) -> IterationRecord | None:
+        """The iteration's record; one an older coordinator wrote (protobuf JSON, no
+        ``schema`` field) is migrated as it is read."""
         doc = read_json(self.iteration_dir(number) / "iteration.json")
         if doc is None:
             return None
         try:
-            it: coordinator_pb2.Iteration = json_format.ParseDict(doc, coordinator_pb2.Iteration())
-        except json_format.ParseError as exc:
+            if not isinstance(doc, dict):
+                raise TypeError("not a JSON object")
+            if "schema" not in doc:
+                return record_from_protobuf_json(doc)
+            return IterationRecord.from_json(doc)
+        except (json_format.ParseError, ValueError, TypeError, KeyError) as exc:
             raise DataLoss(
                 f"{self.iteration_dir(number) / 'iteration.json'} is damaged ({exc}); restore "
                 "it from a backup, or move the iteration's folder away"
             ) from None
-        return it
 
-    def iterations(self) -> list[coordinator_pb2.Iteration]:
+    def iterations(self) -> list[IterationRecord]:
         folder = self.root / "iterations"
         if not folder.is_dir():
             return []

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from services.coordinator.controller import Coordinator
+from services.coordinator.iteration_record import IterationRecord
 from services.coordinator.journal import write_json
 from services.coordinator.metrics import CoordinatorMetrics
 from services.coordinator.rollout import Hosted, Version
-from services.coordinator.state import version_message
 from spar.config import CoordinatorSettings, DiscoverySettings, Settings
 from spar.errors import FailedPrecondition, InvalidArgument, NotFound
 from spar.metrics import Metrics
@@ -81,11 +81,13 @@ def make(tmp_path: Path, *, approval: bool) -> tuple[Coordinator, dict[str, list
 
 def trained(c: Coordinator, number: int = 1, *, candidate: float = 0.6) -> None:
     """An iteration that finished training, with its evaluation on disk."""
-    it = pb.Iteration(
-        number=number, state=pb.ITERATION_STATE_RUNNING, stage=pb.ITERATION_STAGE_EVALUATE
+    it = IterationRecord(
+        number=number,
+        state="running",
+        stage="evaluate",
+        actor_candidate=ACTOR,
+        refiner_candidate=REFINER,
     )
-    it.actor_candidate.CopyFrom(version_message(ACTOR))
-    it.refiner_candidate.CopyFrom(version_message(REFINER))
     c.store.save_iteration(it)
     write_json(
         c.store.iteration_dir(number) / "eval.json",
@@ -93,7 +95,7 @@ def trained(c: Coordinator, number: int = 1, *, candidate: float = 0.6) -> None:
     )
 
 
-async def run(c: Coordinator) -> pb.Iteration:
+async def run(c: Coordinator) -> IterationRecord:
     assert c._task is not None
     await c._task
     it = c.current()
@@ -114,7 +116,7 @@ async def test_without_approval_mode_the_candidate_rolls_out_and_is_audited(
     trained(c)
     c.start()
     it = await run(c)
-    assert it.state == pb.ITERATION_STATE_SUCCEEDED and it.decided_by == "policy"
+    assert it.state == "succeeded" and it.decided_by == "policy"
     assert all(r.active == ACTOR.name for r in fakes["actor"])
     records = c.audit.records()
     assert [(r["action"], r["role"]) for r in records] == [
@@ -136,7 +138,7 @@ async def test_a_policy_rejection_is_audited_and_nothing_rolls_out(tmp_path: Pat
     trained(c, candidate=0.3)
     c.start()
     it = await run(c)
-    assert it.state == pb.ITERATION_STATE_REJECTED, "a worse candidate never waits"
+    assert it.state == "rejected", "a worse candidate never waits"
     assert all(r.active == "" for r in fakes["actor"])
     records = c.audit.records()
     assert {(r["action"], r["decided_by"]) for r in records} == {("reject", "policy")}
@@ -148,7 +150,7 @@ async def test_approval_mode_waits_then_promote_rolls_out(tmp_path: Path) -> Non
     trained(c)
     c.start()
     it = await run(c)
-    assert it.state == pb.ITERATION_STATE_AWAITING_APPROVAL
+    assert it.state == "awaiting_approval"
     assert all(r.active == "" for r in fakes["actor"]), "nothing switched while waiting"
     assert sample(c, "spar_iteration_awaiting_approval") == 1
     state = await c.state()
@@ -159,7 +161,7 @@ async def test_approval_mode_waits_then_promote_rolls_out(tmp_path: Path) -> Non
 
     c.decide(1, "promote", "operator:alice (ipv4:10.0.0.9:1)", "checked the samples")
     it = await run(c)
-    assert it.state == pb.ITERATION_STATE_SUCCEEDED
+    assert it.state == "succeeded"
     assert it.decided_by.startswith("operator:alice")
     assert "approved by operator:alice" in it.decision and "checked the samples" in it.decision
     assert all(r.active == ACTOR.name for r in fakes["actor"])
@@ -183,7 +185,7 @@ async def test_reject_drops_the_candidate(tmp_path: Path) -> None:
     await run(c)
     c.decide(1, "reject", "operator:bob", "answers got terse")
     it = await run(c)
-    assert it.state == pb.ITERATION_STATE_REJECTED
+    assert it.state == "rejected"
     assert "rejected by operator:bob: answers got terse" in it.decision
     assert all(ACTOR.name not in r.loaded and r.active == "" for r in fakes["actor"])
     rejects = [r for r in c.audit.records() if r["action"] == "reject"]
@@ -215,7 +217,7 @@ async def test_a_restarted_coordinator_still_waits(tmp_path: Path) -> None:
     assert again._task is None, "a waiting iteration is not resumed by itself"
     assert sample(again, "spar_iteration_awaiting_approval") == 1
     again.decide(1, "promote", "operator:carol", "")
-    assert (await run(again)).state == pb.ITERATION_STATE_SUCCEEDED
+    assert (await run(again)).state == "succeeded"
     await again.close()
 
 

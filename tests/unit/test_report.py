@@ -10,10 +10,10 @@ import pytest
 from report_example import SEARCHES, iteration
 
 from services.coordinator import report
+from services.coordinator.iteration_record import IterationRecord
 from services.coordinator.journal import Journal
 from services.coordinator.state import StateStore
 from spar.errors import NotFound
-from spar.v1 import coordinator_pb2 as pb
 
 
 def test_the_report_weighs_search_tokens_against_the_points_gained() -> None:
@@ -34,7 +34,7 @@ def test_the_report_weighs_search_tokens_against_the_points_gained() -> None:
 
 
 def test_no_gain_means_no_tokens_per_point_and_a_rejected_candidate_is_not_rolled_out() -> None:
-    r = report.from_record(iteration(pb.ITERATION_STATE_REJECTED, after=0.125), SEARCHES)
+    r = report.from_record(iteration("rejected", after=0.125), SEARCHES)
     assert r.gain_points == pytest.approx(-12.5)
     assert r.tokens_per_point is None
     assert not any(a.rolled_out for a in r.adapters)
@@ -59,7 +59,7 @@ def test_the_html_holds_every_figure_inline_and_escapes_text() -> None:
 
 
 def test_an_iteration_without_evaluation_or_search_still_renders() -> None:
-    it = pb.Iteration(number=1, state=pb.ITERATION_STATE_FAILED, error="train: no data")
+    it = IterationRecord(number=1, state="failed", error="train: no data")
     doc = report.render(report.from_record(it))
     assert "No search ran" in doc and "No per-constraint evaluation" in doc
     assert "error: train: no data" in doc and "No adapter was trained" in doc

@@ -1,0 +1,249 @@
+"""An iteration record (:mod:`iteration_record`) as ``spar.v1.Iteration`` and back.
+
+The coordinator's servicer and its watchers send records as wire messages; the loop
+takes the metrics the other services answer with into the record. Records that older
+coordinators wrote in protobuf JSON are read here too (:func:`record_from_protobuf_json`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.coordinator.iteration_record import (
+    STAGES,
+    Counts,
+    CriterionScore,
+    EvalMetrics,
+    IterationRecord,
+    PhaseTokens,
+    SearchCost,
+    Stage,
+    StageTiming,
+    State,
+    WarmupReport,
+)
+from services.coordinator.rollout import Version
+from spar.v1 import common_pb2
+from spar.v1 import coordinator_pb2 as S
+
+STATE_ENUM: dict[State, S.IterationState] = {
+    "running": S.ITERATION_STATE_RUNNING,
+    "succeeded": S.ITERATION_STATE_SUCCEEDED,
+    "rejected": S.ITERATION_STATE_REJECTED,
+    "failed": S.ITERATION_STATE_FAILED,
+    "awaiting_approval": S.ITERATION_STATE_AWAITING_APPROVAL,
+}
+STATES: dict[int, State] = {int(v): k for k, v in STATE_ENUM.items()}
+STAGE_ENUM: dict[Stage, S.IterationStage] = {
+    stage: S.IterationStage.Value(f"ITERATION_STAGE_{stage.upper()}") for stage in (*STAGES, "done")
+}
+STAGE_NAMES: dict[int, Stage] = {int(v): k for k, v in STAGE_ENUM.items()}
+
+
+def _duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d
+
+
+def _version_message(v: Version | None) -> common_pb2.AdapterVersion:
+    if v is None:
+        return common_pb2.AdapterVersion()
+    return common_pb2.AdapterVersion(
+        name=v.name, digest=v.digest, role=v.role, iteration=v.iteration
+    )
+
+
+def _version(m: common_pb2.AdapterVersion, has: bool = True) -> Version | None:
+    if not has or not m.name:
+        return None
+    return Version(m.name, m.digest, m.role, m.iteration)
+
+
+# -- the record's parts from the services' messages -------------------------------------
+
+
+def eval_metrics(m: S.EvalMetrics) -> EvalMetrics:
+    return EvalMetrics(
+        prompt_level_strict=m.prompt_level_strict,
+        prompt_level_loose=m.prompt_level_loose,
+        instruction_level_strict=m.instruction_level_strict,
+        instruction_level_loose=m.instruction_level_loose,
+        prompts=m.prompts,
+        criteria=tuple(CriterionScore(c.id, c.count, c.strict, c.loose) for c in m.criteria),
+    )
+
+
+def _phase(m: common_pb2.PhaseTokens) -> PhaseTokens:
+    return PhaseTokens(m.prompt_tokens, m.completion_tokens, m.requests)
+
+
+def search_cost(m: common_pb2.SearchCost) -> SearchCost:
+    return SearchCost(
+        nodes_expanded=m.nodes_expanded,
+        judge_samples=m.judge_samples,
+        judge=_phase(m.judge),
+        refine=_phase(m.refine),
+        generate=_phase(m.generate),
+        wall_time_s=m.wall_time.ToNanoseconds() / 1e9,
+        unusable={f.name: v for f, v in m.unusable.ListFields()},
+        guardrail_failures={f.name: v for f, v in m.guardrail_failures.ListFields()},
+        judgements=m.judgements,
+        votes_skipped=m.votes_skipped,
+    )
+
+
+def warmup_report(m: S.WarmupReport) -> WarmupReport:
+    return WarmupReport(
+        prompts=m.prompts,
+        samples=m.samples,
+        failing=m.failing,
+        searches=m.searches,
+        searches_refined=m.searches_refined,
+        search_records=m.search_records,
+        repair_records=m.repair_records,
+        mix=dict(m.mix),
+        version=_version(m.version, m.HasField("version")),
+        duration_s=m.duration.ToNanoseconds() / 1e9,
+        skipped=m.skipped,
+        repairs_capped=m.repairs_capped,
+    )
+
+
+# -- the whole record ------------------------------------------------------------------
+
+
+def record_from_message(m: S.Iteration) -> IterationRecord:
+    counts = {f.name: v for f, v in m.counts.ListFields() if f.name != "search_outcomes"}
+    return IterationRecord(
+        number=m.number,
+        state=STATES.get(m.state, "running"),
+        stage=STAGE_NAMES.get(m.stage, "prompts"),
+        counts=Counts(**counts, search_outcomes=dict(m.counts.search_outcomes)),
+        actor_candidate=_version(m.actor_candidate),
+        refiner_candidate=_version(m.refiner_candidate),
+        baseline_eval=eval_metrics(m.baseline_eval) if m.HasField("baseline_eval") else None,
+        candidate_eval=eval_metrics(m.candidate_eval) if m.HasField("candidate_eval") else None,
+        search_cost=search_cost(m.search_cost) if m.HasField("search_cost") else None,
+        timings=[
+            StageTiming(STAGE_NAMES.get(t.stage, "prompts"), t.duration.ToNanoseconds() / 1e9)
+            for t in m.timings
+        ],
+        error=m.error,
+        started_at=m.started_at.ToDatetime(UTC) if m.HasField("started_at") else None,
+        finished_at=m.finished_at.ToDatetime(UTC) if m.HasField("finished_at") else None,
+        decision=m.decision,
+        decided_by=m.decided_by,
+        warmup=warmup_report(m.warmup) if m.HasField("warmup") else None,
+    )
+
+
+def record_from_protobuf_json(doc: dict[str, Any]) -> IterationRecord:
+    """A record as coordinators before spar's iteration schema wrote it."""
+    return record_from_message(json_format.ParseDict(doc, S.Iteration()))
+
+
+def state_name(state: State) -> str:
+    """The state as clients see it (``ITERATION_STATE_SUCCEEDED``)."""
+    return f"ITERATION_STATE_{state.upper()}"
+
+
+def eval_evidence(e: EvalMetrics) -> dict[str, Any]:
+    """Metrics as the audit log keeps them (protobuf JSON of ``EvalMetrics``, as ever)."""
+    doc: dict[str, Any] = json_format.MessageToDict(
+        _eval_message(e), preserving_proto_field_name=True
+    )
+    return doc
+
+
+def _eval_message(e: EvalMetrics) -> S.EvalMetrics:
+    return S.EvalMetrics(
+        prompt_level_strict=e.prompt_level_strict,
+        prompt_level_loose=e.prompt_level_loose,
+        instruction_level_strict=e.instruction_level_strict,
+        instruction_level_loose=e.instruction_level_loose,
+        prompts=e.prompts,
+        criteria=[
+            S.CriterionScore(id=c.id, count=c.count, strict=c.strict, loose=c.loose)
+            for c in e.criteria
+        ],
+    )
+
+
+def _phase_message(p: PhaseTokens) -> common_pb2.PhaseTokens:
+    return common_pb2.PhaseTokens(
+        prompt_tokens=p.prompt_tokens, completion_tokens=p.completion_tokens, requests=p.requests
+    )
+
+
+def search_cost_message(c: SearchCost) -> common_pb2.SearchCost:
+    return common_pb2.SearchCost(
+        nodes_expanded=c.nodes_expanded,
+        judge_samples=c.judge_samples,
+        judge=_phase_message(c.judge),
+        refine=_phase_message(c.refine),
+        generate=_phase_message(c.generate),
+        wall_time=_duration(c.wall_time_s),
+        unusable=common_pb2.UnusableRefinements(**c.unusable),
+        guardrail_failures=common_pb2.GuardrailFailures(**c.guardrail_failures),
+        judgements=c.judgements,
+        votes_skipped=c.votes_skipped,
+    )
+
+
+def warmup_message(w: WarmupReport) -> S.WarmupReport:
+    m = S.WarmupReport(
+        prompts=w.prompts,
+        samples=w.samples,
+        failing=w.failing,
+        searches=w.searches,
+        searches_refined=w.searches_refined,
+        search_records=w.search_records,
+        repair_records=w.repair_records,
+        mix=w.mix,
+        duration=_duration(w.duration_s),
+        skipped=w.skipped,
+        repairs_capped=w.repairs_capped,
+    )
+    if w.version is not None:
+        m.version.CopyFrom(_version_message(w.version))
+    return m
+
+
+def iteration_message(r: IterationRecord) -> S.Iteration:
+    """The record as ``spar.v1.Iteration`` (what clients and watchers get)."""
+    counts = {k: v for k, v in vars(r.counts).items() if k != "search_outcomes"}
+    m = S.Iteration(
+        number=r.number,
+        state=STATE_ENUM[r.state],
+        stage=STAGE_ENUM[r.stage],
+        counts=S.IterationCounts(**counts, search_outcomes=r.counts.search_outcomes),
+        timings=[S.StageTiming(stage=STAGE_ENUM[t.stage], duration=_duration(t.seconds))
+                 for t in r.timings],
+        error=r.error,
+        decision=r.decision,
+        decided_by=r.decided_by,
+    )  # fmt: skip
+    for name, version in (("actor_candidate", r.actor_candidate),
+                          ("refiner_candidate", r.refiner_candidate)):  # fmt: skip
+        if version is not None:
+            getattr(m, name).CopyFrom(_version_message(version))
+    if r.baseline_eval is not None:
+        m.baseline_eval.CopyFrom(_eval_message(r.baseline_eval))
+    if r.candidate_eval is not None:
+        m.candidate_eval.CopyFrom(_eval_message(r.candidate_eval))
+    if r.search_cost is not None:
+        m.search_cost.CopyFrom(search_cost_message(r.search_cost))
+    for name, when in (("started_at", r.started_at), ("finished_at", r.finished_at)):
+        if when is not None:
+            ts = Timestamp()
+            ts.FromDatetime(when)
+            getattr(m, name).CopyFrom(ts)
+    if r.warmup is not None:
+        m.warmup.CopyFrom(warmup_message(r.warmup))
+    return m

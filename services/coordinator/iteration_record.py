@@ -1,0 +1,234 @@
+"""The record of one SPaR iteration, as dataclasses, and its file format.
+
+``<state_dir>/iterations/<number>/iteration.json`` holds :meth:`IterationRecord.to_json`:
+spar's own versioned schema (``"schema": "spar.coordinator.iteration/v1"``), not protobuf
+JSON. Records of older coordinators (protobuf JSON of ``spar.v1.Iteration``) are read
+through :func:`services.coordinator.iteration_messages.record_from_protobuf_json`. The
+wire message ``spar.v1.Iteration`` is made from a record at the edge
+(:mod:`services.coordinator.iteration_messages`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+from services.coordinator.rollout import Version
+
+ITERATION_SCHEMA = "spar.coordinator.iteration/v1"
+"""The ``schema`` field of an iteration record in this format."""
+
+State = Literal["running", "succeeded", "rejected", "failed", "awaiting_approval"]
+Stage = Literal[
+    "prompts", "sample", "judge", "search", "build_data", "train", "evaluate", "rollout",
+    "record", "done",
+]  # fmt: skip
+STATES: tuple[State, ...] = get_args(State)
+STAGES: tuple[Stage, ...] = get_args(Stage)[:-1]
+"""The stages in the order they run (``done`` follows the last)."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Counts:
+    """How much data each stage made or dropped."""
+
+    prompts: int = 0
+    samples: int = 0
+    negatives: int = 0
+    searches: int = 0
+    refined: int = 0
+    dpo_pairs: int = 0
+    sft_records: int = 0
+    search_outcomes: dict[str, int] = field(default_factory=dict)
+    """Searches per outcome (refined, exhausted, ...)."""
+    dpo_pairs_dropped_rewrite: int = 0
+    dpo_pairs_dropped_no_gain: int = 0
+    refine_records: int = 0
+    refine_steps_failed_search: int = 0
+    refine_steps_dropped: int = 0
+    judge_records: int = 0
+    judge_agreed: int = 0
+    judge_relabelled: int = 0
+    judge_verifier_only: int = 0
+    judge_unchecked: int = 0
+    judge_capped: int = 0
+    dpo_pairs_dropped_echo: int = 0
+
+
+@dataclass(frozen=True)
+class CriterionScore:
+    """Pass rate of one criterion (or IFEval instruction id) in an evaluation."""
+
+    id: str
+    count: int
+    strict: float
+    loose: float
+
+
+@dataclass(frozen=True)
+class EvalMetrics:
+    """IFEval's four metrics of one adapter on the held-out prompts."""
+
+    prompt_level_strict: float = 0.0
+    prompt_level_loose: float = 0.0
+    instruction_level_strict: float = 0.0
+    instruction_level_loose: float = 0.0
+    prompts: int = 0
+    criteria: tuple[CriterionScore, ...] = ()
+
+
+@dataclass
+class PhaseTokens:
+    """Tokens and engine requests of one phase of the searches."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+
+
+@dataclass
+class SearchCost:
+    """What the iteration's searches spent, summed."""
+
+    nodes_expanded: int = 0
+    judge_samples: int = 0
+    judge: PhaseTokens = field(default_factory=PhaseTokens)
+    refine: PhaseTokens = field(default_factory=PhaseTokens)
+    generate: PhaseTokens = field(default_factory=PhaseTokens)
+    wall_time_s: float = 0.0
+    unusable: dict[str, int] = field(default_factory=dict)
+    """Refinements dropped, per reason."""
+    guardrail_failures: dict[str, int] = field(default_factory=dict)
+    """Judgements a guardrail failed, per rule."""
+    judgements: int = 0
+    votes_skipped: int = 0
+
+
+@dataclass(frozen=True)
+class WarmupReport:
+    """What the refiner's warm-up before iteration 1 did."""
+
+    prompts: int = 0
+    samples: int = 0
+    failing: int = 0
+    searches: int = 0
+    searches_refined: int = 0
+    search_records: int = 0
+    repair_records: int = 0
+    mix: dict[str, int] = field(default_factory=dict)
+    """Training records per source."""
+    version: Version | None = None
+    """The refiner version it rolled out (None: none)."""
+    duration_s: float = 0.0
+    skipped: str = ""
+    """Why it trained nothing ('' when it did)."""
+    repairs_capped: int = 0
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    stage: Stage
+    seconds: float
+
+
+@dataclass
+class IterationRecord:
+    """One iteration: where it is, what it made, what was decided and why."""
+
+    number: int
+    state: State = "running"
+    stage: Stage = "prompts"
+    """The stage it runs (or stopped in); ``done`` when finished."""
+    counts: Counts = field(default_factory=Counts)
+    actor_candidate: Version | None = None
+    refiner_candidate: Version | None = None
+    baseline_eval: EvalMetrics | None = None
+    """The active actor version's metrics (None: not evaluated)."""
+    candidate_eval: EvalMetrics | None = None
+    search_cost: SearchCost | None = None
+    timings: list[StageTiming] = field(default_factory=list)
+    error: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    decision: str = ""
+    """Why the candidate was promoted or not, with an operator's note."""
+    decided_by: str = ""
+    warmup: WarmupReport | None = None
+
+    def copy(self) -> IterationRecord:
+        return IterationRecord.from_json(self.to_json())
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"schema": ITERATION_SCHEMA}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+                value = dataclasses.asdict(value)
+            elif f.name == "timings":
+                value = [dataclasses.asdict(t) for t in value]
+            doc[f.name] = value
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> IterationRecord:
+        """A record in this schema (a ValueError, TypeError or KeyError when it is not)."""
+        if doc.get("schema") != ITERATION_SCHEMA:
+            raise ValueError(f"schema {str(doc.get('schema'))[:60]!r} is not {ITERATION_SCHEMA}")
+        if doc["state"] not in STATES or doc["stage"] not in (*STAGES, "done"):
+            raise ValueError(f"state {doc['state']!r} or stage {doc['stage']!r} is unknown")
+        cost = doc.get("search_cost")
+        return cls(
+            number=int(doc["number"]),
+            state=doc["state"],
+            stage=doc["stage"],
+            counts=Counts(**doc.get("counts", {})),
+            actor_candidate=_version(doc.get("actor_candidate")),
+            refiner_candidate=_version(doc.get("refiner_candidate")),
+            baseline_eval=_eval(doc.get("baseline_eval")),
+            candidate_eval=_eval(doc.get("candidate_eval")),
+            search_cost=SearchCost(
+                **{k: v for k, v in cost.items() if k not in ("judge", "refine", "generate")},
+                judge=PhaseTokens(**cost["judge"]),
+                refine=PhaseTokens(**cost["refine"]),
+                generate=PhaseTokens(**cost["generate"]),
+            )
+            if cost
+            else None,
+            timings=[StageTiming(t["stage"], float(t["seconds"])) for t in doc.get("timings", [])],
+            error=str(doc.get("error", "")),
+            started_at=_time(doc.get("started_at")),
+            finished_at=_time(doc.get("finished_at")),
+            decision=str(doc.get("decision", "")),
+            decided_by=str(doc.get("decided_by", "")),
+            warmup=_warmup(doc.get("warmup")),
+        )
+
+
+def _version(doc: dict[str, Any] | None) -> Version | None:
+    return Version(**doc) if doc else None
+
+
+def _eval(doc: dict[str, Any] | None) -> EvalMetrics | None:
+    if doc is None:
+        return None
+    criteria = tuple(CriterionScore(**c) for c in doc.get("criteria", []))
+    return EvalMetrics(**{k: v for k, v in doc.items() if k != "criteria"}, criteria=criteria)
+
+
+def _warmup(doc: dict[str, Any] | None) -> WarmupReport | None:
+    if doc is None:
+        return None
+    rest = {k: v for k, v in doc.items() if k != "version"}
+    return WarmupReport(**rest, version=_version(doc.get("version")))
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
