@@ -5,7 +5,8 @@ formats into these dataclasses and back. :class:`RefinerCore` validates a reques
 the server's limits, takes an admission slot, leases the refiner's active adapter version
 for the whole call (so a rollout never switches policy mid-search) and runs the pure
 judge and search logic on the engine. ``Answer`` first asks the actor through the narrow
-:class:`Actor` protocol, which returns engine results.
+:class:`~services.refiner.queries.Actor` protocol, which returns engine results. Requests
+and results are the dataclasses of :mod:`services.refiner.queries`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 from services.refiner import options as opt
 from services.refiner.admission import Admission
@@ -27,10 +27,21 @@ from services.refiner.judge import (
     JudgeKind,
     Judgement,
     OutsideFn,
-    TiePolicy,
 )
 from services.refiner.metrics import RefinerMetrics
 from services.refiner.options import BudgetRequest, SearchOptions
+from services.refiner.queries import (
+    Actor,
+    ActorReply,
+    AnswerOutcome,
+    AnswerQuery,
+    ConstraintResult,
+    JudgeOutcome,
+    JudgeQuery,
+    RefineOutcome,
+    RefineQuery,
+    Sampling,
+)
 from services.refiner.search import SearchConfig, SearchEvent, SearchResult, TreeSearch
 from spar import criteria
 from spar.complaints import complaint
@@ -65,135 +76,6 @@ TimeRemaining = Callable[[], float | None]
 
 def no_deadline() -> float | None:
     return None
-
-
-# -- the actor --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How the actor samples the answer that ``Answer`` refines."""
-
-    n: int = 1
-    """Answers asked for; Answer refines one, so more is an error."""
-    temperature: float = 0.0
-    top_p: float | None = None
-    """None: the actor's default."""
-    max_tokens: int = 0
-    """0: the server's default."""
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
-class ActorReply:
-    """The actor's answer: the engine's result and the adapter version that wrote it."""
-
-    result: GenerationResult
-    adapter: str
-    """The actor's active adapter version ('' for the base model)."""
-
-
-class Actor(Protocol):
-    """The actor service as ``Answer`` needs it (gRPC in production). Errors are
-    :class:`~spar.errors.SparError` subclasses, mapped by type."""
-
-    target: str
-    """Where the actor is, for error messages (``SPAR_REFINER__ACTOR_TARGET``)."""
-
-    async def generate(
-        self, messages: Sequence[Message], sampling: Sampling, timeout_s: float | None
-    ) -> ActorReply: ...
-
-
-# -- requests and results --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConstraintResult:
-    """One program-checked constraint's result on a response."""
-
-    instruction_id: str
-    strict_pass: bool
-    loose_pass: bool
-    error: str
-    complaint: str
-    """What is wrong, in words a refiner acts on ('' when it passed)."""
-
-
-@dataclass(frozen=True)
-class JudgeQuery:
-    """A Judge request: does response follow instruction and its constraints?"""
-
-    instruction: str
-    response: str
-    constraints: list[Constraint] = field(default_factory=list)
-    criteria: list[str] = field(default_factory=list)
-    """Criteria references: ``pack`` or ``pack/criterion``."""
-    kind: JudgeKind | None = None
-    """None: the server's default judge kind."""
-    samples: int = 0
-    """LLM judge samples (0: the server's default)."""
-    tie_policy: TiePolicy | None = None
-
-
-@dataclass(frozen=True)
-class JudgeOutcome:
-    """A judgement, its constraints' results and the judge phase's token usage."""
-
-    judgement: Judgement
-    constraint_results: list[ConstraintResult]
-    usage: PhaseCost
-
-
-@dataclass(frozen=True)
-class RefineQuery:
-    """A Refine request: search for a response that follows instruction."""
-
-    instruction: str
-    response: str
-    constraints: list[Constraint] = field(default_factory=list)
-    criteria: list[str] = field(default_factory=list)
-    kind: JudgeKind | None = None
-    options: SearchOptions = field(default_factory=SearchOptions)
-    budget: BudgetRequest = field(default_factory=BudgetRequest)
-
-
-@dataclass(frozen=True)
-class RefineOutcome:
-    """A finished search, its best response's constraint results and the refiner version
-    it ran on ('' for the base model)."""
-
-    result: SearchResult
-    constraint_results: list[ConstraintResult]
-    refiner_adapter: str
-
-
-@dataclass(frozen=True)
-class AnswerQuery:
-    """An Answer request: the actor answers chat, the refiner refines that answer."""
-
-    chat: list[Message]
-    chat_field: str = "messages"
-    """The request field the chat came from (``prompt`` or ``messages``), for errors."""
-    constraints: list[Constraint] = field(default_factory=list)
-    criteria: list[str] = field(default_factory=list)
-    kind: JudgeKind | None = None
-    options: SearchOptions = field(default_factory=SearchOptions)
-    budget: BudgetRequest = field(default_factory=BudgetRequest)
-    sampling: Sampling = field(default_factory=Sampling)
-
-
-@dataclass(frozen=True)
-class AnswerOutcome:
-    """The refined answer, the actor's original and what each step took."""
-
-    refined: RefineOutcome
-    original: str
-    original_constraint_results: list[ConstraintResult]
-    actor_adapter: str
-    actor_time_s: float
-    total_time_s: float
 
 
 @dataclass(frozen=True)

@@ -17,20 +17,20 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.json_format import MessageToDict
 
-from services.refiner.core import (
+from services.refiner.core import RefinerCore
+from services.refiner.cost import Cost, PhaseCost
+from services.refiner.judge import CheckFn, JudgeKind, TiePolicy, Verdict
+from services.refiner.metrics import RefinerMetrics
+from services.refiner.options import BudgetRequest, SearchOptions
+from services.refiner.queries import (
     ActorReply,
     AnswerQuery,
     ConstraintResult,
     JudgeQuery,
     RefineOutcome,
     RefineQuery,
-    RefinerCore,
     Sampling,
 )
-from services.refiner.cost import Cost, PhaseCost
-from services.refiner.judge import CheckFn, JudgeKind, TiePolicy, Verdict
-from services.refiner.metrics import RefinerMetrics
-from services.refiner.options import BudgetRequest, SearchOptions
 from services.refiner.search import Node, SearchEvent, Selection, Strategy
 from spar.client import AsyncActorClient
 from spar.config import Settings
