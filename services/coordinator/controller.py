@@ -12,14 +12,14 @@ from typing import Any
 
 from services.coordinator import inputs, report
 from services.coordinator.audit import AuditEntry, AuditLog
-from services.coordinator.iteration_messages import STAGE_ENUM, iteration_message
+from services.coordinator.iteration_messages import STAGE_ENUM, iteration_message, version_message
 from services.coordinator.iteration_record import IterationRecord, State
 from services.coordinator.journal import write_json
 from services.coordinator.loop import APPROVAL_FILE, Iteration, Ports
 from services.coordinator.metrics import CoordinatorMetrics
 from services.coordinator.replicas import GrpcReplica, pod_namespace, replica_source
 from services.coordinator.rollout import RolloutFailed, Version, activate_all, rollout
-from services.coordinator.state import ROLES, StateStore, state_root, version_message
+from services.coordinator.state import ROLES, StateStore, state_root
 from spar import criteria
 from spar.adapter_files import check_name
 from spar.client import AsyncActorClient, AsyncRefinerClient, AsyncTrainerClient

@@ -7,11 +7,13 @@ coordinators wrote in protobuf JSON are read here too (:func:`record_from_protob
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.coordinator.iteration_record import (
@@ -51,7 +53,7 @@ def _duration(seconds: float) -> Duration:
     return d
 
 
-def _version_message(v: Version | None) -> common_pb2.AdapterVersion:
+def version_message(v: Version | None) -> common_pb2.AdapterVersion:
     if v is None:
         return common_pb2.AdapterVersion()
     return common_pb2.AdapterVersion(
@@ -68,50 +70,36 @@ def _version(m: common_pb2.AdapterVersion, has: bool = True) -> Version | None:
 # -- the record's parts from the services' messages -------------------------------------
 
 
+def _scalars(m: Message, cls: type[Any]) -> dict[str, Any]:
+    """The fields of dataclass cls that message m has by the same name (scalars)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {f.name: getattr(m, f.name) for f in m.DESCRIPTOR.fields if f.name in names}
+
+
 def eval_metrics(m: S.EvalMetrics) -> EvalMetrics:
-    return EvalMetrics(
-        prompt_level_strict=m.prompt_level_strict,
-        prompt_level_loose=m.prompt_level_loose,
-        instruction_level_strict=m.instruction_level_strict,
-        instruction_level_loose=m.instruction_level_loose,
-        prompts=m.prompts,
-        criteria=tuple(CriterionScore(c.id, c.count, c.strict, c.loose) for c in m.criteria),
-    )
-
-
-def _phase(m: common_pb2.PhaseTokens) -> PhaseTokens:
-    return PhaseTokens(m.prompt_tokens, m.completion_tokens, m.requests)
+    scores = tuple(CriterionScore(**_scalars(c, CriterionScore)) for c in m.criteria)
+    return EvalMetrics(**{**_scalars(m, EvalMetrics), "criteria": scores})
 
 
 def search_cost(m: common_pb2.SearchCost) -> SearchCost:
     return SearchCost(
-        nodes_expanded=m.nodes_expanded,
-        judge_samples=m.judge_samples,
-        judge=_phase(m.judge),
-        refine=_phase(m.refine),
-        generate=_phase(m.generate),
+        **{k: v for k, v in _scalars(m, SearchCost).items() if k not in ("unusable",
+           "guardrail_failures", "judge", "refine", "generate")},
+        judge=PhaseTokens(**_scalars(m.judge, PhaseTokens)),
+        refine=PhaseTokens(**_scalars(m.refine, PhaseTokens)),
+        generate=PhaseTokens(**_scalars(m.generate, PhaseTokens)),
         wall_time_s=m.wall_time.ToNanoseconds() / 1e9,
         unusable={f.name: v for f, v in m.unusable.ListFields()},
         guardrail_failures={f.name: v for f, v in m.guardrail_failures.ListFields()},
-        judgements=m.judgements,
-        votes_skipped=m.votes_skipped,
-    )
+    )  # fmt: skip
 
 
 def warmup_report(m: S.WarmupReport) -> WarmupReport:
     return WarmupReport(
-        prompts=m.prompts,
-        samples=m.samples,
-        failing=m.failing,
-        searches=m.searches,
-        searches_refined=m.searches_refined,
-        search_records=m.search_records,
-        repair_records=m.repair_records,
+        **{k: v for k, v in _scalars(m, WarmupReport).items() if k not in ("mix", "version")},
         mix=dict(m.mix),
         version=_version(m.version, m.HasField("version")),
         duration_s=m.duration.ToNanoseconds() / 1e9,
-        skipped=m.skipped,
-        repairs_capped=m.repairs_capped,
     )
 
 
@@ -162,56 +150,26 @@ def eval_evidence(e: EvalMetrics) -> dict[str, Any]:
 
 
 def _eval_message(e: EvalMetrics) -> S.EvalMetrics:
-    return S.EvalMetrics(
-        prompt_level_strict=e.prompt_level_strict,
-        prompt_level_loose=e.prompt_level_loose,
-        instruction_level_strict=e.instruction_level_strict,
-        instruction_level_loose=e.instruction_level_loose,
-        prompts=e.prompts,
-        criteria=[
-            S.CriterionScore(id=c.id, count=c.count, strict=c.strict, loose=c.loose)
-            for c in e.criteria
-        ],
-    )
-
-
-def _phase_message(p: PhaseTokens) -> common_pb2.PhaseTokens:
-    return common_pb2.PhaseTokens(
-        prompt_tokens=p.prompt_tokens, completion_tokens=p.completion_tokens, requests=p.requests
-    )
+    doc = dataclasses.asdict(e)
+    return S.EvalMetrics(**{**doc, "criteria": [S.CriterionScore(**c) for c in doc["criteria"]]})
 
 
 def search_cost_message(c: SearchCost) -> common_pb2.SearchCost:
+    doc = dataclasses.asdict(c)
+    wall = doc.pop("wall_time_s")
     return common_pb2.SearchCost(
-        nodes_expanded=c.nodes_expanded,
-        judge_samples=c.judge_samples,
-        judge=_phase_message(c.judge),
-        refine=_phase_message(c.refine),
-        generate=_phase_message(c.generate),
-        wall_time=_duration(c.wall_time_s),
+        **{k: v for k, v in doc.items() if k not in ("unusable", "guardrail_failures")},
+        wall_time=_duration(wall),
         unusable=common_pb2.UnusableRefinements(**c.unusable),
         guardrail_failures=common_pb2.GuardrailFailures(**c.guardrail_failures),
-        judgements=c.judgements,
-        votes_skipped=c.votes_skipped,
     )
 
 
 def warmup_message(w: WarmupReport) -> S.WarmupReport:
-    m = S.WarmupReport(
-        prompts=w.prompts,
-        samples=w.samples,
-        failing=w.failing,
-        searches=w.searches,
-        searches_refined=w.searches_refined,
-        search_records=w.search_records,
-        repair_records=w.repair_records,
-        mix=w.mix,
-        duration=_duration(w.duration_s),
-        skipped=w.skipped,
-        repairs_capped=w.repairs_capped,
-    )
+    doc = {k: v for k, v in dataclasses.asdict(w).items() if k not in ("version", "duration_s")}
+    m = S.WarmupReport(**doc, duration=_duration(w.duration_s))
     if w.version is not None:
-        m.version.CopyFrom(_version_message(w.version))
+        m.version.CopyFrom(version_message(w.version))
     return m
 
 
@@ -232,7 +190,7 @@ def iteration_message(r: IterationRecord) -> S.Iteration:
     for name, version in (("actor_candidate", r.actor_candidate),
                           ("refiner_candidate", r.refiner_candidate)):  # fmt: skip
         if version is not None:
-            getattr(m, name).CopyFrom(_version_message(version))
+            getattr(m, name).CopyFrom(version_message(version))
     if r.baseline_eval is not None:
         m.baseline_eval.CopyFrom(_eval_message(r.baseline_eval))
     if r.candidate_eval is not None:

@@ -39,26 +39,45 @@ class Counts:
     """How much data each stage made or dropped."""
 
     prompts: int = 0
+    """Training prompts of the iteration."""
     samples: int = 0
+    """Actor responses sampled for them."""
     negatives: int = 0
+    """Failing responses, each the root of a search."""
     searches: int = 0
     refined: int = 0
+    """Searches that found a passing refinement."""
     dpo_pairs: int = 0
     sft_records: int = 0
+    """Refiner SFT records: refinement and judgement records together."""
     search_outcomes: dict[str, int] = field(default_factory=dict)
-    """Searches per outcome (refined, exhausted, ...)."""
+    """Searches per outcome (already_passing, refined, unchanged, exhausted, budget,
+    deadline)."""
     dpo_pairs_dropped_rewrite: int = 0
+    """Refined pairs dropped: the chosen answer rewrote rather than repaired the rejected
+    one (edit distance over ``dpo_max_edit_distance``)."""
     dpo_pairs_dropped_no_gain: int = 0
+    """Refined pairs dropped: the answer met no more checked constraints than the original."""
     refine_records: int = 0
+    """Refinement steps on paths that ended in a passing node."""
     refine_steps_failed_search: int = 0
+    """Refinement steps not used: of searches that never passed."""
     refine_steps_dropped: int = 0
+    """Refinement steps not used: on a passing path, but losing a checked constraint or
+    breaking a guardrail."""
     judge_records: int = 0
     judge_agreed: int = 0
+    """Judgements with known constraints where the LLM's majority agreed with the verifier."""
     judge_relabelled: int = 0
+    """... where it disagreed (relabelled with the verifier's verdict)."""
     judge_verifier_only: int = 0
+    """... where it did not vote."""
     judge_unchecked: int = 0
+    """Judgements without known constraints, kept by the paper's split-vote rule."""
     judge_capped: int = 0
+    """Judgements left out for balance (one per prompt and target verdict)."""
     dpo_pairs_dropped_echo: int = 0
+    """Refined pairs dropped: the answer repeats a complaint of the critique it fixes."""
 
 
 @dataclass(frozen=True)
@@ -76,11 +95,14 @@ class EvalMetrics:
     """IFEval's four metrics of one adapter on the held-out prompts."""
 
     prompt_level_strict: float = 0.0
+    """Share of prompts whose every instruction holds (strict check)."""
     prompt_level_loose: float = 0.0
     instruction_level_strict: float = 0.0
+    """Share of instructions that hold (strict check)."""
     instruction_level_loose: float = 0.0
     prompts: int = 0
     criteria: tuple[CriterionScore, ...] = ()
+    """Pass rate per criterion (or IFEval instruction id)."""
 
 
 @dataclass
@@ -89,6 +111,7 @@ class PhaseTokens:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    """Generated tokens."""
     requests: int = 0
 
 
@@ -98,16 +121,19 @@ class SearchCost:
 
     nodes_expanded: int = 0
     judge_samples: int = 0
+    """LLM judge samples drawn."""
     judge: PhaseTokens = field(default_factory=PhaseTokens)
     refine: PhaseTokens = field(default_factory=PhaseTokens)
     generate: PhaseTokens = field(default_factory=PhaseTokens)
     wall_time_s: float = 0.0
+    """Seconds the searches took, summed."""
     unusable: dict[str, int] = field(default_factory=dict)
     """Refinements dropped, per reason."""
     guardrail_failures: dict[str, int] = field(default_factory=dict)
     """Judgements a guardrail failed, per rule."""
     judgements: int = 0
     votes_skipped: int = 0
+    """Judgements that drew no LLM votes because a vote could not change them."""
 
 
 @dataclass(frozen=True)
@@ -117,12 +143,15 @@ class WarmupReport:
     prompts: int = 0
     samples: int = 0
     failing: int = 0
+    """Samples that failed a checked constraint and ended by themselves."""
     searches: int = 0
     searches_refined: int = 0
     search_records: int = 0
+    """Training records from the searches."""
     repair_records: int = 0
+    """Training records from exact programmatic repairs."""
     mix: dict[str, int] = field(default_factory=dict)
-    """Training records per source."""
+    """Records by the constraint type they fix (instruction id), both sources together."""
     version: Version | None = None
     """The refiner version it rolled out (None: none)."""
     duration_s: float = 0.0

@@ -9,8 +9,7 @@ from google.protobuf import json_format
 
 from services.coordinator.audit import operator
 from services.coordinator.controller import Coordinator
-from services.coordinator.iteration_messages import iteration_message
-from services.coordinator.state import version_message
+from services.coordinator.iteration_messages import iteration_message, version_message
 from spar.errors import InvalidArgument
 from spar.server import Context
 from spar.v1 import common_pb2

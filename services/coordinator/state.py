@@ -25,7 +25,6 @@ from services.coordinator.journal import read_json, remove_unfinished_writes, wr
 from services.coordinator.rollout import Version
 from spar.config import Settings
 from spar.errors import DataLoss
-from spar.v1 import common_pb2
 
 ROLES = ("actor", "refiner")
 
@@ -54,14 +53,6 @@ def check_versions(doc: Any, path: Path) -> dict[str, Any]:
             "it from a backup, or move it away and roll the versions out again"
         ) from None
     return doc
-
-
-def version_message(v: Version | None) -> common_pb2.AdapterVersion:
-    if v is None:
-        return common_pb2.AdapterVersion()
-    return common_pb2.AdapterVersion(
-        name=v.name, digest=v.digest, role=v.role, iteration=v.iteration
-    )
 
 
 def state_root(settings: Settings) -> Path:

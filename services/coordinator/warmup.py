@@ -38,9 +38,10 @@ from google.protobuf import json_format
 
 from services.coordinator import data, inputs, repairs
 from services.coordinator.audit import POLICY, AuditEntry, AuditLog
+from services.coordinator.iteration_messages import version_message
 from services.coordinator.journal import Journal, read_json, write_json
 from services.coordinator.rollout import RolloutFailed, Version, rollout
-from services.coordinator.state import StateStore, version_message
+from services.coordinator.state import StateStore
 from spar import ifeval
 from spar.config import Settings
 from spar.errors import FailedPrecondition

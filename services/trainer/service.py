@@ -5,6 +5,7 @@ between protobuf and :mod:`services.trainer.jobs`, :mod:`services.trainer.datase
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -245,20 +246,11 @@ def job_message(job: Job, queue_position: int = 0) -> pb.Job:
 
 def progress_fields(job: Job) -> pb.JobProgress:
     """The job's progress, without the job."""
-    p = job.progress
-    msg = pb.JobProgress(
-        job_id=job.id,
-        state=JOB_STATES[job.state],
-        step=p.step,
-        total_steps=p.total_steps,
-        epoch=p.epoch,
-        loss=p.loss,
-        reward_margin=p.reward_margin,
-        reward_accuracy=p.reward_accuracy,
-        tokens_per_second=p.tokens_per_second,
-    )
-    if p.eta_s is not None:
-        msg.eta.CopyFrom(Duration(seconds=p.eta_s))
+    fields = dataclasses.asdict(job.progress)
+    eta_s = fields.pop("eta_s")
+    msg = pb.JobProgress(job_id=job.id, state=JOB_STATES[job.state], **fields)
+    if eta_s is not None:
+        msg.eta.CopyFrom(Duration(seconds=eta_s))
     return msg
 
 
