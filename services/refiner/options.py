@@ -29,14 +29,14 @@ class SearchOptions:
     strategy: Strategy | None = None
     selection: Selection | None = None
     branch: int | None = None
-    """Refinements asked of each expanded node."""
+    """Children generated per expanded node."""
     keep_top: int | None = None
-    """Children of a node that stay in the search (BFS)."""
+    """Children kept per level in BFS."""
     max_depth: int | None = None
     end_gate: float | None = None
-    """A node whose value is above this passes without its own vote (0 disables)."""
+    """The search stops at the first level whose best child has a value above this."""
     judge_samples: int | None = None
-    """Judge samples per node in the search."""
+    """LLM judge samples per node."""
 
 
 @dataclass(frozen=True)
