@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from spar import criteria, ifeval
+from spar.client.enums import FINISH_REASON
 from spar.errors import InvalidArgument
 from spar.ifeval import ConstraintCheck, IfevalScores
 from spar.prompt_sets import PromptRecord
-from spar.v1 import actor_pb2, common_pb2
+from spar.v1 import actor_pb2
 
 #: IFEval's four metrics, named as in ``spar.v1.EvalMetrics``.
 METRICS = (
@@ -43,9 +44,15 @@ DEFAULT_CONCURRENCY = 32
 class Actor(Protocol):
     """What evaluation needs of an actor client (:class:`spar.client.AsyncActorClient`)."""
 
-    async def generate(
-        self, prompt: str = "", *, timeout: float | None = None, **kwargs: Any
-    ) -> actor_pb2.GenerateResponse: ...
+    def generate(
+        self,
+        prompt: str = "",
+        *,
+        temperature: float | None = None,
+        max_tokens: int = 0,
+        adapter: str = "",
+        timeout: float | None = None,
+    ) -> Awaitable[actor_pb2.GenerateResponse]: ...
 
 
 class MetricSet(Protocol):
@@ -264,9 +271,7 @@ async def generate_responses(
         c = reply.completions[0]
         out[i] = Response(
             text=c.text,
-            finish_reason=common_pb2.FinishReason.Name(c.finish_reason).removeprefix(
-                "FINISH_REASON_"
-            ),
+            finish_reason=FINISH_REASON.label(c.finish_reason).upper(),
             completion_tokens=c.completion_tokens,
             adapter=reply.adapter,
         )

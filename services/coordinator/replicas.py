@@ -8,7 +8,7 @@ from typing import Unpack
 
 from services.coordinator.discovery import EndpointSliceReplicas, ReplicaSource, StaticReplicas
 from services.coordinator.rollout import Hosted, Version
-from spar.client import AsyncActorClient
+from spar.client import AsyncAdapterHostClient
 from spar.config import DiscoverySettings
 from spar.security import ClientSecurity
 
@@ -17,11 +17,12 @@ RPC_TIMEOUT_S = 300.0
 
 
 class GrpcReplica:
-    """:class:`services.coordinator.rollout.ReplicaOps` over a replica's AdapterHost."""
+    """:class:`services.coordinator.rollout.ReplicaOps` over a replica's AdapterHost (an
+    actor's or a refiner's: both serve it)."""
 
     def __init__(self, target: str, **security: Unpack[ClientSecurity]) -> None:
         self.target = target
-        self.client = AsyncActorClient(target, timeout=RPC_TIMEOUT_S, **security)
+        self.client = AsyncAdapterHostClient(target, timeout=RPC_TIMEOUT_S, **security)
 
     async def stage(self, version: Version, store_target: str) -> bool:
         reply = await self.client.stage_adapter(

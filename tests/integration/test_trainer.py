@@ -24,9 +24,10 @@ from services.trainer.distributed import alive
 from services.trainer.server import TrainerServer
 from spar.adapter_fetch import fetch_adapter
 from spar.adapter_files import folder_digest, version_name
-from spar.client import AsyncActorClient, AsyncTrainerClient
+from spar.client import AsyncActorClient, AsyncTrainerClient, Call
 from spar.errors import FailedPrecondition, InvalidArgument, NotFound
 from spar.v1 import trainer_pb2 as pb
+from spar.v1.trainer_pb2_grpc import TrainerStub as Stub
 
 #: Small and fast on two shared cores: 4 examples, one batch, two steps, rank 8.
 HP: dict[str, Any] = {
@@ -65,14 +66,12 @@ async def test_bad_datasets_are_rejected(client: AsyncTrainerClient) -> None:
     # A header that is not first, and records of the wrong kind, straight at the stub.
     batch = pb.DatasetBatch(records=[pb.DatasetRecord(sft=pb.SftRecord(prompt="p"))])
     with pytest.raises(InvalidArgument, match="first message of an upload must be the header"):
-        await client._call(
-            client.trainer.UploadDataset, iter([pb.UploadDatasetRequest(batch=batch)]), None
-        )
+        requests = iter([pb.UploadDatasetRequest(batch=batch)])
+        await client.send(Call(Stub, "UploadDataset", requests, pb.UploadDatasetResponse))
     header = pb.UploadDatasetRequest(header=pb.DatasetHeader(kind=pb.JOB_KIND_DPO))
     with pytest.raises(InvalidArgument, match="record 1: a dpo dataset takes dpo records, not sft"):
-        await client._call(
-            client.trainer.UploadDataset, iter([header, pb.UploadDatasetRequest(batch=batch)]), None
-        )
+        requests = iter([header, pb.UploadDatasetRequest(batch=batch)])
+        await client.send(Call(Stub, "UploadDataset", requests, pb.UploadDatasetResponse))
 
 
 async def test_bad_requests_get_clear_statuses(client: AsyncTrainerClient) -> None:
