@@ -62,6 +62,7 @@ from spar.client import (
     CoordinatorClient,
     TrainerClient,
 )
+from spar.client.enums import SEARCH_OUTCOME
 from spar.config import Settings
 from spar.errors import SparError
 from spar.evaluation import METRICS, Response, evaluate_actor, score
@@ -74,7 +75,6 @@ from spar.quality_report import (
     result_line,
     spread,
 )
-from spar.v1 import common_pb2
 from spar.v1 import coordinator_pb2 as pb
 from spar_cli.commands.coordinator import summary
 
@@ -226,10 +226,7 @@ async def refined_eval(
             c.judge.completion_tokens + c.refine.completion_tokens + c.generate.completion_tokens
         )
 
-    outcomes = Counter(
-        common_pb2.SearchOutcome.Name(r.outcome).removeprefix("SEARCH_OUTCOME_").lower()
-        for r in replies
-    )
+    outcomes = Counter(SEARCH_OUTCOME.label(r.outcome) for r in replies)
     return {
         "judge": judge,
         "metrics": report.scores.as_dict(),

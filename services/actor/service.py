@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from spar.adapter_files import BASE, check_name
+from spar.client.enums import FINISH_REASON
 from spar.config import Settings
 from spar.engine.protocol import GenerationRequest, Usage
 from spar.metrics import Metrics
@@ -18,12 +19,6 @@ from spar.sampling import generation_request, messages_from
 from spar.v1 import actor_pb2 as pb
 from spar.v1 import actor_pb2_grpc as pb_grpc
 from spar.v1 import common_pb2
-
-FINISH = {
-    "stop": common_pb2.FINISH_REASON_STOP,
-    "length": common_pb2.FINISH_REASON_LENGTH,
-    "abort": common_pb2.FINISH_REASON_ABORT,
-}
 
 
 def usage_message(u: Usage) -> common_pb2.Usage:
@@ -79,7 +74,7 @@ class ActorService(pb_grpc.ActorServicer):
                 pb.Completion(
                     index=s.index,
                     text=s.text,
-                    finish_reason=FINISH[s.finish_reason],
+                    finish_reason=FINISH_REASON.value(s.finish_reason, "finish reason"),
                     completion_tokens=s.completion_tokens,
                 )
                 for s in result.samples
@@ -105,7 +100,9 @@ class ActorService(pb_grpc.ActorServicer):
                     yield pb.GenerateStreamResponse(
                         index=delta.index,
                         delta=delta.text,
-                        finish_reason=FINISH[delta.finish_reason] if delta.finish_reason else None,
+                        finish_reason=FINISH_REASON.value(delta.finish_reason, "finish reason")
+                        if delta.finish_reason
+                        else None,
                         usage=usage_message(delta.usage) if delta.usage else None,
                         adapter=name,
                         request_id=request.request_id or req.request_id,

@@ -40,6 +40,7 @@ from services.coordinator.promotion import PromotionPolicy, decide
 from services.coordinator.rollout import RolloutFailed, Version, rollout, stage_all
 from services.coordinator.state import StateStore
 from spar import criteria
+from spar.client.enums import SEARCH_OUTCOME, VERDICT
 from spar.config import Settings
 from spar.errors import FailedPrecondition, ResourceExhausted, SparError, Unavailable
 from spar.external_judge import ExternalJudge, Requirement, SelfDecisions
@@ -50,21 +51,6 @@ from spar.v1 import common_pb2, coordinator_pb2, refiner_pb2, trainer_pb2
 log = logging.getLogger(__name__)
 
 S = coordinator_pb2
-VERDICTS = {
-    common_pb2.VERDICT_PASS: "pass",
-    common_pb2.VERDICT_FAIL: "fail",
-    common_pb2.VERDICT_UNDECIDED: "undecided",
-    common_pb2.VERDICT_UNSPECIFIED: "undecided",
-}
-OUTCOMES = {
-    common_pb2.SEARCH_OUTCOME_ALREADY_PASSING: "already_passing",
-    common_pb2.SEARCH_OUTCOME_REFINED: "refined",
-    common_pb2.SEARCH_OUTCOME_EXHAUSTED: "exhausted",
-    common_pb2.SEARCH_OUTCOME_DEADLINE: "deadline",
-    common_pb2.SEARCH_OUTCOME_UNCHANGED: "unchanged",
-    common_pb2.SEARCH_OUTCOME_BUDGET: "budget",
-    common_pb2.SEARCH_OUTCOME_UNSPECIFIED: "exhausted",
-}
 
 Notify = Callable[[IterationRecord, str], None]
 
@@ -318,7 +304,7 @@ class Iteration:
                         "index": i,
                         "prompt": p["prompt"],
                         "response": response,
-                        "verdict": VERDICTS[reply.verdict],
+                        "verdict": VERDICT.get(reply.verdict, "undecided"),
                         "value": reply.value,
                         "yes_votes": reply.yes_votes,
                         "no_votes": reply.no_votes,
@@ -404,7 +390,7 @@ class Iteration:
                         "prompt": p["prompt"],
                         "root": negative["response"],
                         "best_response": reply.best_response,
-                        "outcome": OUTCOMES[reply.outcome],
+                        "outcome": SEARCH_OUTCOME.get(reply.outcome, "exhausted"),
                         "value": reply.value,
                         "edit_distance": reply.edit_distance,
                         "trace": [node_record(n) for n in reply.trace],

@@ -43,6 +43,7 @@ from services.coordinator.journal import Journal, read_json, write_json
 from services.coordinator.rollout import RolloutFailed, Version, rollout
 from services.coordinator.state import StateStore
 from spar import ifeval
+from spar.client.enums import SEARCH_OUTCOME
 from spar.config import Settings
 from spar.errors import FailedPrecondition
 from spar.ifeval import Constraint
@@ -270,7 +271,7 @@ class Warmup:
         return journal.read()
 
     async def _search(self, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from services.coordinator.loop import OUTCOMES, bounded, node_record
+        from services.coordinator.loop import bounded, node_record
 
         journal = self._journal("searches")
         done = journal.read()
@@ -296,7 +297,7 @@ class Warmup:
                         "prompt": case["prompt"],
                         "root": case["response"],
                         "best_response": reply.best_response,
-                        "outcome": OUTCOMES[reply.outcome],
+                        "outcome": SEARCH_OUTCOME.get(reply.outcome, "exhausted"),
                         "failed": case["failed"],
                         "trace": [node_record(n) for n in reply.trace],
                     }

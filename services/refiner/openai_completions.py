@@ -16,23 +16,18 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from spar.client.enums import FINISH_REASON, enum_of
 from spar.v1 import actor_pb2, common_pb2
 from spar.v1 import refiner_pb2 as pb
 
 
 def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
-
-
-def _enum_name(enum: EnumDescriptor, value: int) -> str:
-    prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
-    name = enum.values_by_number[value].name if value in enum.values_by_number else str(value)
-    return name.removeprefix(prefix).lower()
 
 
 def to_json(message: Message) -> dict[str, Any]:
@@ -70,7 +65,7 @@ def _value(field: FieldDescriptor, value: Any) -> Any:
             return MessageToDict(value)
         return to_json(value)
     if field.enum_type is not None:
-        return _enum_name(field.enum_type, value)
+        return enum_of(field.enum_type).label(value)
     return value
 
 
@@ -141,13 +136,6 @@ def answer_completion(
     }
 
 
-FINISH = {
-    common_pb2.FINISH_REASON_STOP: "stop",
-    common_pb2.FINISH_REASON_LENGTH: "length",
-    common_pb2.FINISH_REASON_ABORT: "abort",
-}
-
-
 def actor_usage(usage: common_pb2.Usage) -> dict[str, dict[str, int]]:
     return {
         "generate": {
@@ -182,7 +170,7 @@ def actor_completion(
             {
                 "index": c.index,
                 "message": {"role": "assistant", "content": c.text},
-                "finish_reason": FINISH.get(c.finish_reason, "stop"),
+                "finish_reason": FINISH_REASON.get(c.finish_reason, "stop"),
                 "logprobs": None,
             }
             for c in reply.completions

@@ -35,6 +35,7 @@ from services.refiner import openai_completions as oc
 from services.refiner import openai_protocol as op
 from services.refiner.metrics import HttpMetrics
 from services.refiner.openai_backend import AnswerBackend
+from spar.client.enums import FINISH_REASON
 from spar.config import OpenAISettings, Settings
 from spar.errors import (
     DeadlineExceeded,
@@ -425,7 +426,7 @@ class OpenAIEndpoint:
                         oc.chunk(id, created, model, [oc.delta(item.index, content=item.delta)])
                     )
                 if item.finish_reason:
-                    reason = oc.FINISH.get(item.finish_reason, "stop")
+                    reason = FINISH_REASON.get(item.finish_reason, "stop")
                     held = oc.chunk(
                         id, created, model, [oc.delta(item.index, finish_reason=reason)]
                     )

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import grpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from spar.client.enums import JUDGE_KIND, NODE_SELECTION, SEARCH_STRATEGY
 from spar.v1 import common_pb2
 from spar.v1 import refiner_pb2 as pb
 
@@ -236,17 +237,6 @@ def parse_request(body: Any) -> ChatCompletionRequest:
 
 # -- to spar ----------------------------------------------------------------------------
 
-JUDGES = {
-    "llm": common_pb2.JUDGE_KIND_LLM,
-    "verifier": common_pb2.JUDGE_KIND_VERIFIER,
-    "hybrid": common_pb2.JUDGE_KIND_HYBRID,
-}
-STRATEGIES = {"bfs": common_pb2.SEARCH_STRATEGY_BFS, "dfs": common_pb2.SEARCH_STRATEGY_DFS}
-SELECTIONS = {
-    "greedy": common_pb2.NODE_SELECTION_GREEDY,
-    "proportional": common_pb2.NODE_SELECTION_PROPORTIONAL,
-}
-
 
 def sampling(request: ChatCompletionRequest) -> common_pb2.SamplingParams:
     """max_tokens, temperature, top_p, stop, n and seed as spar's SamplingParams."""
@@ -274,7 +264,7 @@ def answer_request(request: ChatCompletionRequest) -> pb.AnswerRequest:
     out = pb.AnswerRequest(
         messages=request.chat(),
         sampling=sampling(request),
-        judge=JUDGES[options.judge] if options.judge else common_pb2.JUDGE_KIND_UNSPECIFIED,
+        judge=JUDGE_KIND.value(options.judge or "", "judge kind"),
         include_trace=options.include_trace,
     )
     for c in options.constraints:
@@ -296,9 +286,9 @@ def answer_request(request: ChatCompletionRequest) -> pb.AnswerRequest:
         s = options.search
         o = out.options
         if s.strategy:
-            o.strategy = STRATEGIES[s.strategy]
+            o.strategy = SEARCH_STRATEGY.value(s.strategy, "strategy")
         if s.selection:
-            o.selection = SELECTIONS[s.selection]
+            o.selection = NODE_SELECTION.value(s.selection, "selection")
         for name in ("branch", "keep_top", "max_depth", "end_gate", "judge_samples"):
             value = getattr(s, name)
             if value is not None:

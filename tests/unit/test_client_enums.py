@@ -20,7 +20,8 @@ def test_unspecified_and_unknown_values() -> None:
     assert JUDGE_KIND.value("", "judge kind") == common_pb2.JUDGE_KIND_UNSPECIFIED
     with pytest.raises(InvalidArgument, match=r"judge kind 'llama' is unknown; use one of \["):
         JUDGE_KIND.value("llama", "judge kind")
-    assert JUDGE_KIND.name(common_pb2.JUDGE_KIND_UNSPECIFIED, default="llm") == "llm"
+    assert JUDGE_KIND.get(common_pb2.JUDGE_KIND_UNSPECIFIED, "llm") == "llm"
+    assert JUDGE_KIND.get(99) is None
     with pytest.raises(ValueError, match="JudgeKind 0 has no name"):
         JUDGE_KIND.name(common_pb2.JUDGE_KIND_UNSPECIFIED)
     with pytest.raises(ValueError, match="JudgeKind 99"):
