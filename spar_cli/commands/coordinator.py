@@ -34,11 +34,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _stage(it: pb.Iteration) -> str:
-    return str(pb.IterationStage.Name(it.stage)).removeprefix("ITERATION_STAGE_").lower()
+    from spar.client.enums import ITERATION_STAGE
+
+    return ITERATION_STAGE.label(it.stage)
 
 
 def _state(it: pb.Iteration) -> str:
-    return str(pb.IterationState.Name(it.state)).removeprefix("ITERATION_STATE_").lower()
+    from spar.client.enums import ITERATION_STATE
+
+    return ITERATION_STATE.label(it.state)
 
 
 def summary(it: pb.Iteration) -> str:

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from spar.security import ClientSecurity
-from spar.v1 import common_pb2, refiner_pb2
 from spar.v1 import coordinator_pb2 as pb
+from spar.v1 import refiner_pb2
 from spar.word_diff import changed_words, render, word_diff
 
 #: The demo's request: one constraint a small model often breaks, a small search.
@@ -68,8 +68,10 @@ def _constraint_line(answer: refiner_pb2.AnswerResponse) -> str | None:
 
 def cost_line(answer: refiner_pb2.AnswerResponse) -> str:
     """Outcome and cost of one answer, in one line."""
-    outcome = common_pb2.SearchOutcome.Name(answer.outcome).removeprefix("SEARCH_OUTCOME_")
-    verdict = common_pb2.Verdict.Name(answer.verdict).removeprefix("VERDICT_")
+    from spar.client.enums import SEARCH_OUTCOME, VERDICT
+
+    outcome = SEARCH_OUTCOME.label(answer.outcome)
+    verdict = VERDICT.label(answer.verdict)
     cost = answer.cost
     tokens = sum(p.completion_tokens for p in (cost.generate, cost.judge, cost.refine))
     time = f"{_seconds(cost.wall_time):.1f} s"
@@ -78,8 +80,8 @@ def cost_line(answer: refiner_pb2.AnswerResponse) -> str:
             f" (actor {_seconds(cost.actor_time):.1f} s, search {_seconds(cost.search_time):.1f} s)"
         )
     parts = [
-        outcome.lower().replace("_", " "),
-        f"verdict {verdict.lower()}",
+        outcome.replace("_", " "),
+        f"verdict {verdict}",
         f"value {answer.value:.2f}",
         f"{cost.nodes_expanded} nodes",
         f"{tokens:,} generated tokens",
@@ -119,7 +121,9 @@ def _pct(x: float) -> str:
 
 def iteration_lines(it: pb.Iteration) -> list[str]:
     """The iteration's outcome: decision, data, search cost and the before/after table."""
-    state = pb.IterationState.Name(it.state).removeprefix("ITERATION_STATE_").lower()
+    from spar.client.enums import ITERATION_STATE
+
+    state = ITERATION_STATE.label(it.state)
     c, cost = it.counts, it.search_cost
     tokens = cost.judge.completion_tokens + cost.refine.completion_tokens
     lines = [
@@ -181,6 +185,8 @@ def watch(coordinator: Any, it: pb.Iteration) -> pb.Iteration:
     second (a stage can take minutes: the clock shows it is not stuck)."""
     from tqdm import tqdm
 
+    from spar.client.enums import ITERATION_STAGE
+
     stages = len(pb.IterationStage.keys()) - 2  # neither UNSPECIFIED nor DONE
     final = it
     bar = tqdm(
@@ -201,11 +207,11 @@ def watch(coordinator: Any, it: pb.Iteration) -> pb.Iteration:
     try:
         for event in coordinator.watch_iteration(it.number):
             final = event.iteration
-            stage = pb.IterationStage.Name(final.stage).removeprefix("ITERATION_STAGE_")
+            stage = ITERATION_STAGE.label(final.stage)
             bar.n = min(max(final.stage - 1, 0), stages)
             message = event.message.removeprefix(f"iteration {it.number}: ")
-            bar.set_postfix_str(message if message.startswith(stage.lower()) else
-                                f"{stage.lower()}: {message}")  # fmt: skip
+            bar.set_postfix_str(message if message.startswith(stage) else
+                                f"{stage}: {message}")  # fmt: skip
     finally:
         stop.set()
         ticker.join()

@@ -41,10 +41,6 @@ def parse_constraint(text: str) -> tuple[str, dict[str, Any]]:
     return f"{parts[0]}:{parts[1]}", kwargs
 
 
-def _name(enum: Any, value: int, prefix: str) -> str:
-    return str(enum.Name(value)).removeprefix(prefix).lower()
-
-
 def _cost_line(cost: common_pb2.SearchCost) -> str:
     gen = cost.judge.completion_tokens + cost.refine.completion_tokens
     gen += cost.generate.completion_tokens
@@ -86,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_judge(args: argparse.Namespace) -> int:
     from spar.client import RefinerClient
+    from spar.client.enums import JUDGE_KIND, VERDICT
 
     constraints = [parse_constraint(c) for c in args.constraint or []]
     with RefinerClient(args.target, timeout=args.timeout, **security_from(args)) as client:
@@ -101,8 +98,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
     if args.json:
         print_json(reply)
         return 0
-    verdict = _name(common_pb2.Verdict, reply.verdict, "VERDICT_")
-    kind = _name(common_pb2.JudgeKind, reply.kind, "JUDGE_KIND_")
+    verdict = VERDICT.label(reply.verdict)
+    kind = JUDGE_KIND.label(reply.kind)
     print(
         f"verdict: {verdict}  value: {reply.value:.2f}  judge: {kind}  (yes {reply.yes_votes}, "
         f"no {reply.no_votes}, unparseable {reply.unparseable})"
@@ -114,7 +111,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     if reply.critique:
         print(f"critique:\n{reply.critique}")
     for i, s in enumerate(reply.samples):
-        print(f"--- sample {i} ({_name(common_pb2.Verdict, s.verdict, 'VERDICT_')}) ---\n{s.text}")
+        print(f"--- sample {i} ({VERDICT.label(s.verdict)}) ---\n{s.text}")
     return 0
 
 
@@ -208,9 +205,11 @@ def _print_result(
     text: str, verdict: int, value: float, outcome: int, cost: common_pb2.SearchCost,
     nodes: list[Any],
 ) -> None:  # fmt: skip
+    from spar.client.enums import SEARCH_OUTCOME, VERDICT
+
     print(
-        f"outcome: {_name(common_pb2.SearchOutcome, outcome, 'SEARCH_OUTCOME_')}  "
-        f"verdict: {_name(common_pb2.Verdict, verdict, 'VERDICT_')}  value: {value:.2f}"
+        f"outcome: {SEARCH_OUTCOME.label(outcome)}  "
+        f"verdict: {VERDICT.label(verdict)}  value: {value:.2f}"
     )
     print(_cost_line(cost))
     unusable, guardrails = _counts(cost.unusable), _counts(cost.guardrail_failures)

@@ -147,12 +147,12 @@ def _follow(client: Any, job_id: str, *, quiet: bool) -> Any:
 
 
 def _print_job(job: Any, as_json: bool) -> None:
-    from spar.v1 import trainer_pb2
+    from spar.client.enums import JOB_STATE
 
     if as_json:
         print_json(job)
         return
-    state = trainer_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
+    state = JOB_STATE.label(job.state).upper()
     print(f"{job.id}: {state}")
     if job.result.name:
         print(f"adapter: {job.result.name}  (digest {job.result.digest})")
