@@ -17,7 +17,7 @@ builds them from the ``SPAR_TLS__*`` / ``SPAR_AUTH__*`` settings:
     with ActorClient(target, **client_security(Settings())) as actor: ...
 """
 
-from spar.client.actor import ActorClient, AsyncActorClient, generate_request
+from spar.client.actor import ActorClient, AsyncActorClient
 from spar.client.adapter_host import AdapterHostClient, AsyncAdapterHostClient, stage_request
 from spar.client.base import CHANNEL_OPTIONS, AsyncClient, Call, Client, rpc_error
 from spar.client.coordinator import AsyncCoordinatorClient, CoordinatorClient
@@ -26,7 +26,6 @@ from spar.client.refiner import (
     ConstraintSpec,
     RefinerClient,
     constraint_messages,
-    refine_request,
     search_budget,
     search_options,
 )
@@ -56,8 +55,6 @@ __all__ = [
     "TrainerClient",
     "constraint_messages",
     "dataset_record",
-    "generate_request",
-    "refine_request",
     "rpc_error",
     "search_budget",
     "search_options",

@@ -64,26 +64,15 @@ class Call(Generic[R]):
     """False for a watch, which lasts as long as what it watches: no default deadline."""
 
 
-class Client:
-    """Blocking client: a channel, a default deadline, errors as :class:`SparError`."""
+class _Channel:
+    """A channel to one server and the stubs made on it."""
 
-    def __init__(
-        self, target: str, *, timeout: float | None = None, **security: Unpack[ClientSecurity]
-    ) -> None:
+    def __init__(self, target: str, timeout: float | None, channel: Any) -> None:
         self.target = target
         self.timeout = timeout
         """Default deadline of a call in seconds; None: none."""
-        self.channel = open_channel(target, CHANNEL_OPTIONS, **security)
+        self.channel = channel
         self._stubs: dict[type, Any] = {}
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.channel.close()
 
     def _method(self, call: Call[Any]) -> Any:
         if call.stub not in self._stubs:
@@ -94,6 +83,24 @@ class Client:
         if not call.deadline:
             return None
         return call.timeout if call.timeout is not None else self.timeout
+
+
+class Client(_Channel):
+    """Blocking client: a channel, a default deadline, errors as :class:`SparError`."""
+
+    def __init__(
+        self, target: str, *, timeout: float | None = None, **security: Unpack[ClientSecurity]
+    ) -> None:
+        super().__init__(target, timeout, open_channel(target, CHANNEL_OPTIONS, **security))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
 
     def send(self, call: Call[R]) -> R:
         """Makes a unary (or client-stream) call and returns its reply."""
@@ -122,17 +129,13 @@ class Client:
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
-class AsyncClient:
+class AsyncClient(_Channel):
     """asyncio client: a channel, a default deadline, errors as :class:`SparError`."""
 
     def __init__(
         self, target: str, *, timeout: float | None = None, **security: Unpack[ClientSecurity]
     ) -> None:
-        self.target = target
-        self.timeout = timeout
-        """Default deadline of a call in seconds; None: none."""
-        self.channel = open_aio_channel(target, CHANNEL_OPTIONS, **security)
-        self._stubs: dict[type, Any] = {}
+        super().__init__(target, timeout, open_aio_channel(target, CHANNEL_OPTIONS, **security))
 
     async def __aenter__(self) -> Self:
         return self
@@ -142,16 +145,6 @@ class AsyncClient:
 
     async def close(self) -> None:
         await self.channel.close()
-
-    def _method(self, call: Call[Any]) -> Any:
-        if call.stub not in self._stubs:
-            self._stubs[call.stub] = call.stub(self.channel)
-        return getattr(self._stubs[call.stub], call.method)
-
-    def _timeout(self, call: Call[Any]) -> float | None:
-        if not call.deadline:
-            return None
-        return call.timeout if call.timeout is not None else self.timeout
 
     async def send(self, call: Call[R]) -> R:
         """Makes a unary (or client-stream) call and returns its reply."""
@@ -239,3 +232,15 @@ class server_stream(Generic[P, R]):
             return client.open_stream(self.build(client, *args, **kwargs))
 
         return method
+
+
+def streamed(rpc: unary[P, Any], method: str, response: type[R]) -> server_stream[P, R]:
+    """The server-stream twin of a unary RPC that takes the same request and parameters
+    (``GenerateStream`` of ``Generate``)."""
+
+    def build(client: Any, /, *args: P.args, **kwargs: P.kwargs) -> Call[R]:
+        call = rpc.build(client, *args, **kwargs)
+        return Call(call.stub, method, call.request, response, call.timeout, call.deadline)
+
+    build.__doc__ = f"As :meth:`{rpc.build.__name__}`, the reply streamed as it is made."
+    return server_stream(build)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from spar.client.adapter_host import AdapterHostMethods
-from spar.client.base import AsyncClient, Call, Client, server_stream, unary
+from spar.client.base import AsyncClient, Call, Client, streamed, unary
 from spar.client.enums import JUDGE_KIND, NODE_SELECTION, SEARCH_STRATEGY, TIE_POLICY
 from spar.v1 import common_pb2, refiner_pb2_grpc
 from spar.v1 import refiner_pb2 as pb
@@ -76,30 +76,6 @@ def search_budget(
     return b
 
 
-def refine_request(
-    instruction: str,
-    response: str,
-    *,
-    constraints: Sequence[ConstraintSpec] = (),
-    criteria: Sequence[str] = (),
-    judge: str = "",
-    options: common_pb2.SearchOptions | None = None,
-    budget: common_pb2.SearchBudget | None = None,
-    return_tree: bool = False,
-) -> pb.RefineRequest:
-    """A response to improve by tree search until the judge passes it."""
-    return pb.RefineRequest(
-        instruction=instruction,
-        response=response,
-        constraints=constraint_messages(constraints),
-        criteria=list(criteria),
-        judge=JUDGE_KIND.value(judge, "judge kind"),
-        options=options,
-        budget=budget,
-        return_tree=return_tree,
-    )
-
-
 class RefinerMethods(AdapterHostMethods):
     """The refiner's RPCs, written once for the blocking and the asyncio client."""
 
@@ -144,33 +120,21 @@ class RefinerMethods(AdapterHostMethods):
         return_tree: bool = False,
         timeout: float | None = None,
     ) -> Call[pb.RefineResponse]:
-        """The best response the search finds (see :func:`refine_request`)."""
-        request = refine_request(
-            instruction, response, constraints=constraints, criteria=criteria, judge=judge,
-            options=options, budget=budget, return_tree=return_tree,
-        )  # fmt: skip
+        """A response improved by tree search until the judge passes it: the best one
+        the search finds within its budget."""
+        request = pb.RefineRequest(
+            instruction=instruction,
+            response=response,
+            constraints=constraint_messages(constraints),
+            criteria=list(criteria),
+            judge=JUDGE_KIND.value(judge, "judge kind"),
+            options=options,
+            budget=budget,
+            return_tree=return_tree,
+        )
         return Call(Stub, "Refine", request, pb.RefineResponse, timeout)
 
-    @server_stream
-    def refine_stream(
-        self,
-        instruction: str,
-        response: str,
-        *,
-        constraints: Sequence[ConstraintSpec] = (),
-        criteria: Sequence[str] = (),
-        judge: str = "",
-        options: common_pb2.SearchOptions | None = None,
-        budget: common_pb2.SearchBudget | None = None,
-        return_tree: bool = False,
-        timeout: float | None = None,
-    ) -> Call[pb.RefineEvent]:
-        """As :meth:`refine`, with an event per node as the search goes, then the result."""
-        request = refine_request(
-            instruction, response, constraints=constraints, criteria=criteria, judge=judge,
-            options=options, budget=budget, return_tree=return_tree,
-        )  # fmt: skip
-        return Call(Stub, "RefineStream", request, pb.RefineEvent, timeout)
+    refine_stream = streamed(refine, "RefineStream", pb.RefineEvent)
 
     @unary
     def answer(

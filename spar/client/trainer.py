@@ -8,7 +8,7 @@ the record before anything is sent.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from spar.client.base import AsyncClient, Call, Client, server_stream, unary
 from spar.client.enums import DISTRIBUTED_STRATEGY, JOB_KIND
@@ -80,26 +80,34 @@ def upload_requests(
         yield pb.UploadDatasetRequest(batch=pb.DatasetBatch(records=batch))
 
 
+class JobOptions(TypedDict, total=False):
+    """Options of a training job; each one left out takes the trainer's default."""
+
+    role: str
+    """actor or refiner; by default the kind's (dpo: actor, sft: refiner)."""
+    iteration: int
+    """The iteration the job trains for (its version name carries it)."""
+    parent: str
+    """The adapter version to continue training; by default a new LoRA adapter."""
+    base_model: str
+    """The base model the adapter is for; by default the trainer's."""
+    hyperparameters: Mapping[str, Any]
+    """Fields of TrainingHyperparameters; those left out take the trainer's defaults."""
+    idempotency_key: str
+    """Submitting a key again returns its job while that is queued, running or succeeded."""
+    world_size: int
+    """Processes (GPUs) of the job; 0 (the default): all the trainer's GPUs."""
+    strategy: str
+    """How a job spreads over several GPUs: ddp (the default) or fsdp."""
+
+
 def submit_request(
-    kind: str,
-    dataset_digest: str,
-    *,
-    role: str = "",
-    iteration: int = 0,
-    parent: str = "",
-    base_model: str = "",
-    hyperparameters: Mapping[str, Any] | None = None,
-    idempotency_key: str = "",
-    world_size: int = 0,
-    strategy: str = "",
+    kind: str, dataset_digest: str, **options: Unpack[JobOptions]
 ) -> pb.SubmitJobRequest:
-    """A training job over an uploaded dataset. parent: the adapter to continue from;
-    hyperparameters: fields of TrainingHyperparameters (unset ones: the trainer's
-    defaults); world_size: processes (GPUs) of the job, 0 = the trainer's default (all
-    its GPUs); strategy: ddp (default) or fsdp."""
+    """A training job of ``kind`` (dpo or sft) over an uploaded dataset."""
     job_kind = _job_kind(kind)
     hp = pb.TrainingHyperparameters()
-    for key, value in (hyperparameters or {}).items():
+    for key, value in options.get("hyperparameters", {}).items():
         if not hasattr(hp, key):
             raise InvalidArgument(f"unknown hyperparameter {key!r}")
         if key == "target_modules":
@@ -109,14 +117,14 @@ def submit_request(
     return pb.SubmitJobRequest(
         kind=job_kind,
         dataset_digest=dataset_digest,
-        role=role,
-        iteration=iteration,
-        parent_adapter=parent,
-        base_model=base_model,
+        role=options.get("role", ""),
+        iteration=options.get("iteration", 0),
+        parent_adapter=options.get("parent", ""),
+        base_model=options.get("base_model", ""),
         hyperparameters=hp,
-        idempotency_key=idempotency_key,
-        world_size=world_size,
-        strategy=DISTRIBUTED_STRATEGY.value(strategy, "strategy"),
+        idempotency_key=options.get("idempotency_key", ""),
+        world_size=options.get("world_size", 0),
+        strategy=DISTRIBUTED_STRATEGY.value(options.get("strategy", ""), "strategy"),
     )
 
 
@@ -133,25 +141,10 @@ class TrainerMethods:
 
     @unary
     def submit_job(
-        self,
-        kind: str,
-        dataset_digest: str,
-        *,
-        role: str = "",
-        iteration: int = 0,
-        parent: str = "",
-        base_model: str = "",
-        hyperparameters: Mapping[str, Any] | None = None,
-        idempotency_key: str = "",
-        world_size: int = 0,
-        strategy: str = "",
+        self, kind: str, dataset_digest: str, **options: Unpack[JobOptions]
     ) -> Call[pb.Job]:
-        """Queues a training job (see :func:`submit_request`)."""
-        request = submit_request(
-            kind, dataset_digest, role=role, iteration=iteration, parent=parent,
-            base_model=base_model, hyperparameters=hyperparameters,
-            idempotency_key=idempotency_key, world_size=world_size, strategy=strategy,
-        )  # fmt: skip
+        """Queues a training job of ``kind`` (dpo or sft) over an uploaded dataset."""
+        request = submit_request(kind, dataset_digest, **options)
         return Call(Stub, "SubmitJob", request, pb.Job)
 
     @server_stream
