@@ -65,9 +65,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_host(args: argparse.Namespace) -> int:
-    from spar.client import ActorClient
+    from spar.client import AdapterHostClient
 
-    with ActorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+    with AdapterHostClient(args.target, timeout=args.timeout, **security_from(args)) as client:
         reply: Message
         if args.host_command == "list":
             reply = client.list_adapters()
