@@ -9,6 +9,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
+from spar.client.enums import JUDGE_KIND, SEARCH_OUTCOME, SEARCH_STRATEGY, VERDICT
 from spar.errors import InvalidArgument
 from spar.log_setup import configure_logging
 from spar.v1 import common_pb2
@@ -82,7 +83,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_judge(args: argparse.Namespace) -> int:
     from spar.client import RefinerClient
-    from spar.client.enums import JUDGE_KIND, VERDICT
 
     constraints = [parse_constraint(c) for c in args.constraint or []]
     with RefinerClient(args.target, timeout=args.timeout, **security_from(args)) as client:
@@ -205,8 +205,6 @@ def _print_result(
     text: str, verdict: int, value: float, outcome: int, cost: common_pb2.SearchCost,
     nodes: list[Any],
 ) -> None:  # fmt: skip
-    from spar.client.enums import SEARCH_OUTCOME, VERDICT
-
     print(
         f"outcome: {SEARCH_OUTCOME.label(outcome)}  "
         f"verdict: {VERDICT.label(verdict)}  value: {value:.2f}"
@@ -239,7 +237,7 @@ def _add_search_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--judge",
-        choices=["llm", "verifier", "hybrid", "external"],
+        choices=JUDGE_KIND.names,
         help="default: the server's; external: the outside judge (SPAR_EXTERNAL_JUDGE__*)",
     )
 
@@ -286,7 +284,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--response", help="the response to refine (default: ask the actor for one first)"
     )
     _add_search_flags(refine)
-    refine.add_argument("--algorithm", choices=["bfs", "dfs"], help="default: the server's (bfs)")
+    refine.add_argument(
+        "--algorithm", choices=SEARCH_STRATEGY.names, help="default: the server's (bfs)"
+    )
     refine.add_argument("--branch", type=int, default=None, help="children per node (3)")
     refine.add_argument("--depth", type=int, default=None, help="maximum depth (3)")
     refine.add_argument("--budget-nodes", type=int, default=0, help="maximum nodes expanded")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from spar.client.enums import DISTRIBUTED_STRATEGY, JOB_STATE
 from spar.errors import InvalidArgument
 from spar.log_setup import configure_logging
 from spar_cli.commands.flags import (
@@ -147,8 +148,6 @@ def _follow(client: Any, job_id: str, *, quiet: bool) -> Any:
 
 
 def _print_job(job: Any, as_json: bool) -> None:
-    from spar.client.enums import JOB_STATE
-
     if as_json:
         print_json(job)
         return
@@ -234,7 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             help="processes (GPUs) for the job; 0: the trainer's default (all its GPUs)",
         )  # fmt: skip
         p.add_argument(
-            "--strategy", choices=["ddp", "fsdp"], default="",
+            "--strategy", choices=DISTRIBUTED_STRATEGY.names, default="",
             help="how the job spreads over several GPUs (default ddp; fsdp shards the model)",
         )  # fmt: skip
         group = p.add_argument_group("hyperparameters (unset: the trainer's defaults)")
