@@ -11,7 +11,7 @@ client it is read from, is the smallest thing mypy can check for both flavours.
 
 from __future__ import annotations
 
-import functools
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, Unpack, overload
@@ -183,13 +183,37 @@ def _health_check(service: str, timeout: float | None) -> Call[health_pb2.Health
     )
 
 
-class unary(Generic[P, R]):
-    """A unary RPC written once: blocking on a :class:`Client`, awaitable on an
-    :class:`AsyncClient`. Decorates a method that returns the :class:`Call`."""
+class _Rpc(Generic[P, R]):
+    """What :class:`unary` and :class:`server_stream` share: the method that builds the
+    call, bound to a client as a function with the method's own name, doc and signature
+    (less ``self``), so ``help()`` and editors show the real parameters."""
 
     def __init__(self, build: Callable[Concatenate[Any, P], Call[R]]) -> None:
         self.build = build
         self.__doc__ = build.__doc__
+        self.name = build.__name__
+        signature = inspect.signature(build)
+        self.signature = signature.replace(
+            parameters=list(signature.parameters.values())[1:],
+            return_annotation=inspect.Signature.empty,  # the Call, not what the client returns
+        )
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def _bind(self, client: Client | AsyncClient, send: Callable[[Call[R]], Any]) -> Any:
+        def method(*args: Any, **kwargs: Any) -> Any:
+            return send(self.build(client, *args, **kwargs))
+
+        method.__name__ = method.__qualname__ = self.name
+        method.__doc__ = self.__doc__
+        method.__signature__ = self.signature  # type: ignore[attr-defined]
+        return method
+
+
+class unary(_Rpc[P, R]):
+    """A unary RPC written once: blocking on a :class:`Client`, awaitable on an
+    :class:`AsyncClient`. Decorates a method that returns the :class:`Call`."""
 
     @overload
     def __get__(self, client: None, owner: type) -> Self: ...
@@ -198,24 +222,13 @@ class unary(Generic[P, R]):
     @overload
     def __get__(self, client: AsyncClient, owner: type) -> Callable[P, Awaitable[R]]: ...
     def __get__(self, client: Client | AsyncClient | None, owner: type) -> Any:
-        if client is None:
-            return self
-
-        @functools.wraps(self.build)
-        def method(*args: Any, **kwargs: Any) -> Any:
-            return client.send(self.build(client, *args, **kwargs))
-
-        return method
+        return self if client is None else self._bind(client, client.send)
 
 
-class server_stream(Generic[P, R]):
+class server_stream(_Rpc[P, R]):
     """A server-stream RPC written once: an iterator on a :class:`Client`, an async
     iterator on an :class:`AsyncClient`. Decorates a method that returns the
     :class:`Call`; the stream is cancelled when the caller stops reading it."""
-
-    def __init__(self, build: Callable[Concatenate[Any, P], Call[R]]) -> None:
-        self.build = build
-        self.__doc__ = build.__doc__
 
     @overload
     def __get__(self, client: None, owner: type) -> Self: ...
@@ -224,14 +237,7 @@ class server_stream(Generic[P, R]):
     @overload
     def __get__(self, client: AsyncClient, owner: type) -> Callable[P, AsyncIterator[R]]: ...
     def __get__(self, client: Client | AsyncClient | None, owner: type) -> Any:
-        if client is None:
-            return self
-
-        @functools.wraps(self.build)
-        def method(*args: Any, **kwargs: Any) -> Any:
-            return client.open_stream(self.build(client, *args, **kwargs))
-
-        return method
+        return self if client is None else self._bind(client, client.open_stream)
 
 
 def streamed(rpc: unary[P, Any], method: str, response: type[R]) -> server_stream[P, R]:
@@ -242,5 +248,7 @@ def streamed(rpc: unary[P, Any], method: str, response: type[R]) -> server_strea
         call = rpc.build(client, *args, **kwargs)
         return Call(call.stub, method, call.request, response, call.timeout, call.deadline)
 
-    build.__doc__ = f"As :meth:`{rpc.build.__name__}`, the reply streamed as it is made."
-    return server_stream(build)
+    build.__doc__ = f"As :meth:`{rpc.name}`, the reply streamed as it is made."
+    stream = server_stream(build)
+    stream.signature = rpc.signature
+    return stream

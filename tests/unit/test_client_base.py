@@ -3,6 +3,7 @@ a real gRPC server (the standard health service; no engine)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from concurrent import futures
 
@@ -57,8 +58,10 @@ def test_the_blocking_client_returns_replies_and_maps_errors(target: str) -> Non
             client.check("spar.v1.Nothing")
         first = next(iter(client.watch("spar.v1.Actor")))
         assert first.status == Reply.SERVING
+        bound = client.check
     assert HealthMethods.check.__doc__ == "The service's status."
-    assert HealthClient.check.__doc__ == "The service's status."
+    assert (bound.__name__, bound.__doc__) == ("check", "The service's status.")
+    assert list(inspect.signature(bound).parameters) == ["service", "timeout"]
 
 
 async def test_the_asyncio_client_awaits_the_same_definitions(target: str) -> None:
