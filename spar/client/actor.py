@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from spar.client.adapter_host import AdapterHostMethods
-from spar.client.base import AsyncClient, Call, Client, streamed, unary
+from spar.client.base import AsyncClient, Call, Client, streamed, unary, with_given
 from spar.v1 import actor_pb2 as pb
 from spar.v1 import actor_pb2_grpc, common_pb2
 
@@ -34,13 +34,10 @@ class ActorMethods(AdapterHostMethods):
     ) -> Call[pb.GenerateResponse]:
         """``n`` completions of a prompt (or of chat ``messages``, (role, content) pairs);
         sampling left unset takes the server's defaults."""
-        sampling = common_pb2.SamplingParams(n=n, max_tokens=max_tokens, stop=list(stop))
-        if temperature is not None:
-            sampling.temperature = temperature
-        if top_p is not None:
-            sampling.top_p = top_p
-        if seed is not None:
-            sampling.seed = seed
+        sampling = with_given(
+            common_pb2.SamplingParams(n=n, max_tokens=max_tokens, stop=list(stop)),
+            temperature=temperature, top_p=top_p, seed=seed,
+        )  # fmt: skip
         request = pb.GenerateRequest(
             prompt=prompt,
             messages=[common_pb2.ChatMessage(role=r, content=c) for r, c in messages],

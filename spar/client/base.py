@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, Unpack, overload
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from spar.errors import SparError, from_status
@@ -44,6 +45,18 @@ def rpc_error(exc: grpc.RpcError) -> SparError:
             "SPAR_TLS__PLAINTEXT=true or --plaintext, or give the server a certificate)"
         )
     return from_status(code, details or "")
+
+
+M = TypeVar("M", bound=Message)
+
+
+def with_given(message: M, **fields: object) -> M:
+    """The message with those fields set that are not None (an unset optional field
+    takes the server's default, which differs from any value the client could send)."""
+    for name, value in fields.items():
+        if value is not None:
+            setattr(message, name, value)
+    return message
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from spar.client.adapter_host import AdapterHostMethods
-from spar.client.base import AsyncClient, Call, Client, streamed, unary
+from spar.client.base import AsyncClient, Call, Client, streamed, unary, with_given
 from spar.client.enums import JUDGE_KIND, NODE_SELECTION, SEARCH_STRATEGY, TIE_POLICY
 from spar.v1 import common_pb2, refiner_pb2_grpc
 from spar.v1 import refiner_pb2 as pb
@@ -49,21 +49,14 @@ def search_options(
     judge_samples: int | None = None,
 ) -> common_pb2.SearchOptions:
     """The tree search's shape; unset fields take the server's defaults."""
-    o = common_pb2.SearchOptions(
+    options = common_pb2.SearchOptions(
         strategy=SEARCH_STRATEGY.value(strategy, "strategy"),
         selection=NODE_SELECTION.value(selection, "selection"),
     )
-    if branch is not None:
-        o.branch = branch
-    if keep_top is not None:
-        o.keep_top = keep_top
-    if max_depth is not None:
-        o.max_depth = max_depth
-    if end_gate is not None:
-        o.end_gate = end_gate
-    if judge_samples is not None:
-        o.judge_samples = judge_samples
-    return o
+    return with_given(
+        options, branch=branch, keep_top=keep_top, max_depth=max_depth, end_gate=end_gate,
+        judge_samples=judge_samples,
+    )  # fmt: skip
 
 
 def search_budget(
@@ -153,9 +146,9 @@ class RefinerMethods(AdapterHostMethods):
         timeout: float | None = None,
     ) -> Call[pb.AnswerResponse]:
         """The actor's answer to a prompt, refined until the judge passes it."""
-        sampling = common_pb2.SamplingParams(max_tokens=max_tokens)
-        if temperature is not None:
-            sampling.temperature = temperature
+        sampling = with_given(
+            common_pb2.SamplingParams(max_tokens=max_tokens), temperature=temperature
+        )
         request = pb.AnswerRequest(
             prompt=prompt,
             messages=[common_pb2.ChatMessage(role=r, content=c) for r, c in messages],

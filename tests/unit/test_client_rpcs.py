@@ -121,6 +121,7 @@ async def test_actor_and_adapter_host(recorded: tuple[str, Calls]) -> None:
     assert calls[1][1] == generate
     assert (generate.prompt, generate.sampling.n, generate.adapter) == ("hi", 2, "v1")
     assert generate.sampling.temperature == pytest.approx(0.5)
+    assert not generate.sampling.HasField("top_p")  # unset: the server's default
     assert stream.messages[0].content == "hi" and stream.sampling.seed == 7
     assert (stage.version.name, stage.source.store_target) == ("v2", "store:1")
     assert calls[6][1].name == "v2" and calls[8][1].name == "v1"
@@ -162,9 +163,11 @@ async def test_refiner(recorded: tuple[str, Calls]) -> None:
     assert judge.constraints[0].instruction_id == "punctuation:no_comma"
     assert refine.judge == common_pb2.JUDGE_KIND_LLM
     assert refine.options.strategy == common_pb2.SEARCH_STRATEGY_DFS
+    assert refine.options.branch == 2 and not refine.options.HasField("keep_top")
     assert refine.budget.max_nodes == 4 and refine.budget.max_wall_time.ToMilliseconds() == 1500
     assert list(stream.criteria) == ["support/greeting"]
     assert answer.sampling.max_tokens == 9 and answer.include_trace
+    assert not answer.sampling.HasField("temperature")
 
 
 async def test_trainer_and_store(recorded: tuple[str, Calls]) -> None:
