@@ -12,7 +12,7 @@ client it is read from, is the smallest thing mypy can check for both flavours.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, Unpack, overload
 
@@ -123,7 +123,7 @@ class Client(_Channel):
             raise rpc_error(exc) from None
         return reply
 
-    def open_stream(self, call: Call[R]) -> Iterator[R]:
+    def open_stream(self, call: Call[R]) -> Generator[R]:
         """Makes a server-stream call and yields its replies; leaving early cancels it."""
         try:
             stream = self._method(call)(call.request, timeout=self._timeout(call))
@@ -172,7 +172,7 @@ class AsyncClient(_Channel):
             raise rpc_error(exc) from None
         return reply
 
-    async def open_stream(self, call: Call[R]) -> AsyncIterator[R]:
+    async def open_stream(self, call: Call[R]) -> AsyncGenerator[R]:
         """Makes a server-stream call and yields its replies; leaving early cancels it."""
         stream = self._method(call)(call.request, timeout=self._timeout(call))
         try:
@@ -233,7 +233,7 @@ class unary(_Rpc[P, R]):
     @overload
     def __get__(self, client: Client, owner: type) -> Callable[P, R]: ...
     @overload
-    def __get__(self, client: AsyncClient, owner: type) -> Callable[P, Awaitable[R]]: ...
+    def __get__(self, client: AsyncClient, owner: type) -> Callable[P, Coroutine[Any, Any, R]]: ...
     def __get__(self, client: Client | AsyncClient | None, owner: type) -> Any:
         return self if client is None else self._bind(client, client.send)
 
@@ -246,9 +246,9 @@ class server_stream(_Rpc[P, R]):
     @overload
     def __get__(self, client: None, owner: type) -> Self: ...
     @overload
-    def __get__(self, client: Client, owner: type) -> Callable[P, Iterator[R]]: ...
+    def __get__(self, client: Client, owner: type) -> Callable[P, Generator[R]]: ...
     @overload
-    def __get__(self, client: AsyncClient, owner: type) -> Callable[P, AsyncIterator[R]]: ...
+    def __get__(self, client: AsyncClient, owner: type) -> Callable[P, AsyncGenerator[R]]: ...
     def __get__(self, client: Client | AsyncClient | None, owner: type) -> Any:
         return self if client is None else self._bind(client, client.open_stream)
 
