@@ -162,8 +162,11 @@ class WarmupReport:
 
 @dataclass(frozen=True)
 class StageTiming:
+    """How long one stage of the iteration took."""
+
     stage: Stage
     seconds: float
+    """Wall time of the stage, in seconds."""
 
 
 @dataclass
