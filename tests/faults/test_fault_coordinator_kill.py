@@ -106,8 +106,9 @@ async def test_coordinator_killed_mid_rollout_resumes_to_one_version(
                 "after the restart"
             )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        await proc.wait()
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
         for t in actors:  # leave the replicas on the base model for other tests
             async with AsyncActorClient(t) as actor:
                 await actor.activate_adapter("base")
@@ -149,11 +150,18 @@ async def restart_until_consistent(
     version; returns the process, its target and the seconds that took."""
     proc, target = await start_coordinator(env)
     restarted = time.monotonic()
-    async with AsyncCoordinatorClient(target, timeout=60) as client:
-        while True:
-            state = await client.get_state()
-            actives = {a for a, _ in (await hosted(actors)).values()}
-            if actives == {state.actor.name}:
-                return proc, target, time.monotonic() - restarted
-            assert time.monotonic() - restarted < 60, f"replicas on {actives}, desired {state}"
-            await asyncio.sleep(0.2)
+    try:
+        async with AsyncCoordinatorClient(target, timeout=60) as client:
+            while True:
+                state = await client.get_state()
+                actives = {a for a, _ in (await hosted(actors)).values()}
+                if actives == {state.actor.name}:
+                    return proc, target, time.monotonic() - restarted
+                assert time.monotonic() - restarted < 60, f"replicas on {actives}, desired {state}"
+                await asyncio.sleep(0.2)
+    except BaseException:
+        # A coordinator left running would keep reconciling the session's shared actor
+        # replicas under the tests that follow.
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        raise
