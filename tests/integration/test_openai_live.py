@@ -105,7 +105,9 @@ async def test_sync_sdk_refined_answer_counts_every_token(
     ext = reply.model_extra["spar"]
     check_usage(reply.usage, ext)
     # The actor's answer fails "under 3 words", so the refiner searched: its tokens count.
-    assert ext["outcome"] != "already_passing" and ext["nodes_expanded"] == 1
+    # Whether its refinement became a node (or was unusable: cut, identical to the
+    # answer) is sampled; that its generated tokens are counted is not.
+    assert ext["outcome"] != "already_passing" and ext["nodes_expanded"] <= 1
     assert ext["usage_by_phase"]["refine"]["completion_tokens"] > 0
     assert reply.usage.completion_tokens > ext["usage_by_phase"]["generate"]["completion_tokens"]
     after = scrape(refiner_server)
