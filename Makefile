@@ -18,4 +18,4 @@ test: model
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy spar services spar_cli bench
 	.venv/bin/lint-imports
-	.venv/bin/pytest -q
+	.venv/bin/pytest -q --durations=30
