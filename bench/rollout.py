@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from services.coordinator.replicas import GrpcReplica
-from services.coordinator.rollout import Version, rollout
+from services.coordinator.rollout import RolloutReport, Version, rollout
 from services.coordinator.state import StateStore
 from services.trainer.server import TrainerServer
 from spar.client import AsyncActorClient
@@ -186,7 +186,7 @@ async def main(args: argparse.Namespace) -> None:
             replicas = [GrpcReplica(t) for t in targets]
             seed = 100
 
-            async def one_rollout(n: int, timed: bool) -> tuple[float, int, int]:
+            async def one_rollout(n: int, timed: bool) -> tuple[RolloutReport, int, int]:
                 nonlocal seed
                 seed += 1
                 folder = make_lora(model, root / f"lora{seed}", seed=seed)
@@ -198,16 +198,14 @@ async def main(args: argparse.Namespace) -> None:
                 stop = asyncio.Event()
                 traffic = asyncio.create_task(load(targets[:n], args.clients_per_replica, stop))
                 await asyncio.sleep(2 if timed else 0.5)
-                t0 = time.perf_counter()
-                await rollout(state, "actor", version, replicas[:n], store_target)
-                seconds = time.perf_counter() - t0
+                report = await rollout(state, "actor", version, replicas[:n], store_target)
                 await asyncio.sleep(1 if timed else 0.2)
                 stop.set()
                 ok, failed = await traffic
                 for r in replicas[:n]:  # back to base and unload, so every run starts equal
                     await r.activate("base")
                     await r.retire(version.name)
-                return seconds, ok, failed
+                return report, ok, failed
 
             if args.warmup:
                 # A replica's first adapter since its start wraps the model's layers for
@@ -215,25 +213,33 @@ async def main(args: argparse.Namespace) -> None:
                 # cost. Without a warm-up the rollout of n replicas pays it on the replicas
                 # that were not in any earlier, smaller rollout, and the comparison measures
                 # process age rather than fan-out.
-                seconds, ok, failed = await one_rollout(n_max, timed=False)
-                print(f"warm-up rollout to {n_max} replicas: {seconds:.2f} s, "
+                report, ok, failed = await one_rollout(n_max, timed=False)
+                print(f"warm-up rollout to {n_max} replicas: {report.seconds:.2f} s, "
                       f"{ok} requests ok, {failed} failed", flush=True)  # fmt: skip
             for n in args.replicas:
                 runs = [await one_rollout(n, timed=True) for _ in range(args.repeats)]
-                seconds = statistics.median(s for s, _, _ in runs)
-                rows.append((n, seconds, sum(o for _, o, _ in runs), sum(f for *_, f in runs)))
-                print(f"{n} replicas: " + ", ".join(f"{s:.2f}" for s, _, _ in runs) + " s",
+                reports = [r for r, _, _ in runs]
+                phases = {
+                    p: statistics.median(getattr(r, f"{p}_s") for r in reports)
+                    for p in ("stage", "activate", "retire")
+                }
+                seconds = statistics.median(r.seconds for r in reports)
+                ok, failed = sum(o for _, o, _ in runs), sum(f for *_, f in runs)
+                rows.append((n, seconds, ok, failed, phases))
+                print(f"{n} replicas: " + ", ".join(f"{r.seconds:.2f}" for r in reports) + " s",
                       flush=True)  # fmt: skip
             for r in replicas:
                 await r.close()
         await trainer.stop()
 
-    single = next(s for n, s, _, _ in rows if n == 1)
-    print(f"{'replicas':>8s} {'rollout s':>10s} {'ratio':>6s} {'requests ok':>12s} {'failed':>7s}")
-    for n, s, ok, failed in rows:
-        print(f"{n:8d} {s:10.2f} {s / single:6.2f} {ok:12d} {failed:7d}")
-    worst = max(s / single for _, s, _, _ in rows)
-    failures = sum(f for *_, f in rows)
+    single = next(s for n, s, *_ in rows if n == 1)
+    print(f"{'replicas':>8s} {'rollout s':>10s} {'ratio':>6s} {'stage s':>8s} {'activate s':>11s} "
+          f"{'retire s':>9s} {'requests ok':>12s} {'failed':>7s}")  # fmt: skip
+    for n, s, ok, failed, ph in rows:
+        print(f"{n:8d} {s:10.3f} {s / single:6.2f} {ph['stage']:8.3f} {ph['activate']:11.3f} "
+              f"{ph['retire']:9.3f} {ok:12d} {failed:7d}")  # fmt: skip
+    worst = max(s / single for _, s, *_ in rows)
+    failures = sum(f for _, _, _, f, _ in rows)
     mode = "processes" if args.processes else "in-process"
     counts = ",".join(str(n) for n, *_ in rows)
     print(f"RESULT rollout ratio={worst:.2f} failures={failures} single_s={single:.2f} "

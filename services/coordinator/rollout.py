@@ -99,6 +99,13 @@ class RolloutReport:
     staged_now: list[str] = field(default_factory=list)
     retired: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
+    """The whole rollout, retiring included."""
+    stage_s: float = 0.0
+    """Phase 1 on every replica at once: fetch, verify, load."""
+    activate_s: float = 0.0
+    """Phase 2 on every replica at once; when it ends, every replica serves the version."""
+    retire_s: float = 0.0
+    """Unloading the versions no longer kept, on every replica at once."""
 
 
 # -- pure decisions --------------------------------------------------------------------
@@ -177,17 +184,24 @@ async def activate_all(replicas: Sequence[ReplicaOps], name: str, fallback: str)
 
 
 async def retire_old(replicas: Sequence[ReplicaOps], keep: Sequence[str]) -> dict[str, list[str]]:
-    """Unloads versions other than keep (best effort: a failure here is only logged)."""
-    retired: dict[str, list[str]] = {}
-    for replica in replicas:
+    """Unloads versions other than keep on every replica at once (best effort: a failure
+    here is only logged). Concurrent like the two phases, so that a rollout to n replicas
+    does not take n round trips longer than one to a single replica."""
+
+    async def one(replica: ReplicaOps) -> list[str] | None:
         try:
             names = to_retire(await replica.hosted(), keep)
             for name in names:
                 await replica.retire(name)
-            retired[replica.target] = names
+            return names
         except Exception as exc:
             log.warning("retiring old versions on %s failed: %s", replica.target, exc)
-    return retired
+            return None
+
+    outcomes = await asyncio.gather(*(one(r) for r in replicas))
+    return {
+        r.target: names for r, names in zip(replicas, outcomes, strict=True) if names is not None
+    }
 
 
 def previous_name(desired: DesiredVersions, role: str, version: Version) -> str:
@@ -212,19 +226,26 @@ async def rollout(
     active, _ = desired.desired(role)
     previous = previous_name(desired, role, version)
     staged_now = await stage_all(replicas, version, store_target)
+    t_staged = time.perf_counter()
     if not desired.manages(role):
         # The first rollout of a role: record the base model as desired before any replica
         # switches, so a coordinator killed mid-switch reconciles every replica back to
         # one version (reconciliation leaves roles it never managed alone).
         desired.set_desired(role, None, None)
     await activate_all(replicas, version.name, previous)
+    t_active = time.perf_counter()
     if active is None or active.name != version.name:
         desired.set_desired(role, version, active)
+    t_recorded = time.perf_counter()
     retired = await retire_old(replicas, [version.name, previous])
+    t_end = time.perf_counter()
     return RolloutReport(
         version=version.name,
         replicas=[r.target for r in replicas],
         staged_now=staged_now,
         retired=retired,
-        seconds=time.perf_counter() - t0,
+        seconds=t_end - t0,
+        stage_s=t_staged - t0,
+        activate_s=t_active - t_staged,
+        retire_s=t_end - t_recorded,
     )

@@ -140,3 +140,33 @@ async def test_first_rollout_records_base_before_any_switch(tmp_path: Path) -> N
     await rollout(store, "actor", NEW, [Switching("a"), Switching("b")], "store:1")
     assert on_disk_at_switch == [(True, (None, None))] * 2
     assert store.desired("actor")[0] == NEW, "recorded once every replica switched"
+
+
+async def test_retiring_runs_on_every_replica_at_once_and_a_failure_stays_local(
+    tmp_path: Path,
+) -> None:
+    """Retiring once went replica by replica, so a rollout to 4 replicas took 4 round trips
+    more than one to a single replica; each phase now reaches every replica at once."""
+    import asyncio
+
+    in_flight = most = 0
+
+    class SlowReplica(FakeReplica):
+        async def hosted(self) -> Hosted:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            await asyncio.sleep(0.01)
+            in_flight -= 1
+            if self.target == "r3":
+                raise ConnectionError("replica down")
+            return await super().hosted()
+
+    store = serving_old(tmp_path)
+    replicas = [SlowReplica(f"r{i}", loaded={"ancient", "old"}, active="old") for i in range(4)]
+    report = await rollout(store, "actor", NEW, replicas, "store:1")
+    assert most == 4
+    assert report.retired == {f"r{i}": ["ancient"] for i in range(3)}
+    assert replicas[3].loaded == {"ancient", "old", NEW.name}, "r3 keeps what it had"
+    assert report.stage_s >= 0 and report.activate_s >= 0 and report.retire_s >= 0.01
+    assert report.seconds >= report.stage_s + report.activate_s + report.retire_s
