@@ -107,7 +107,9 @@ class FakeApiServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        # A short poll: shutdown() waits for the serving loop's next poll (0.5 s by default).
+        serve = {"poll_interval": 0.05}
+        threading.Thread(target=self.httpd.serve_forever, kwargs=serve, daemon=True).start()
 
 
 @pytest.fixture
