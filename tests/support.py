@@ -1,5 +1,6 @@
 """Helpers shared by tests (not fixtures): real PEFT adapters made on the spot, a trainer
-started over a temporary store, and the small training sets the trainer tests use."""
+started over a temporary store, the small training sets the trainer tests use, and the
+refined answer a refiner replies with."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spar.config import Settings, TrainerSettings
+from spar.v1 import common_pb2, refiner_pb2
 
 if TYPE_CHECKING:
     from services.trainer.server import TrainerServer
@@ -73,3 +75,16 @@ async def started_trainer(
         yield server
     finally:
         await server.stop()
+
+
+def refined_answer(original: str, answer: str, **fields: Any) -> refiner_pb2.AnswerResponse:
+    """The Answer reply of a search that refined ``original`` into ``answer`` (verdict
+    pass, value 1); ``fields`` sets any other field (cost, trace)."""
+    return refiner_pb2.AnswerResponse(
+        original=original,
+        answer=answer,
+        verdict=common_pb2.VERDICT_PASS,
+        value=1.0,
+        outcome=common_pb2.SEARCH_OUTCOME_REFINED,
+        **fields,
+    )

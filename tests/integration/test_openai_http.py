@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+from support import refined_answer
 from test_tls_services import _cert, _key, _pem_key
 
 from services.refiner.openai_http import OpenAIEndpoint
@@ -82,14 +83,8 @@ class ScriptedBackend:
             refine=common_pb2.PhaseTokens(prompt_tokens=50, completion_tokens=20, requests=1),
         )
         cost.wall_time.FromNanoseconds(1_250_000_000)
-        return pb.AnswerResponse(
-            answer="refined: " + " ".join(f"word{i}" for i in range(20)),
-            original="original answer",
-            verdict=common_pb2.VERDICT_PASS,
-            value=1.0,
-            outcome=common_pb2.SEARCH_OUTCOME_REFINED,
-            cost=cost,
-        )
+        answer = "refined: " + " ".join(f"word{i}" for i in range(20))
+        return refined_answer("original answer", answer, cost=cost)
 
     async def generate(
         self,
@@ -172,6 +167,17 @@ def sdk(server: Running) -> openai.OpenAI:
 
 def async_sdk(server: Running, api_key: str = "unused") -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=api_key, max_retries=0)
+
+
+def tls_sdk(server: Running, verify: str | ssl.SSLContext) -> openai.AsyncOpenAI:
+    """The async SDK over HTTPS; verify: the CA file to trust, or a context that also
+    presents a client certificate."""
+    return openai.AsyncOpenAI(
+        base_url=f"https://127.0.0.1:{server.endpoint.port}/v1",
+        api_key="x",
+        max_retries=0,
+        http_client=openai.DefaultAsyncHttpxClient(verify=verify),
+    )
 
 
 SPAR = {
@@ -523,13 +529,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 async def test_tls_and_mutual_tls_use_the_grpc_settings(start: Any, certs: dict[str, str]) -> None:
     tls = TlsSettings(cert_file=certs["cert"], key_file=certs["key"])
     server = await start(endpoint_settings(tls=tls))
-    url = f"https://127.0.0.1:{server.endpoint.port}/v1"
-    async with openai.AsyncOpenAI(
-        base_url=url,
-        api_key="x",
-        max_retries=0,
-        http_client=openai.DefaultAsyncHttpxClient(verify=certs["ca"]),
-    ) as client:
+    async with tls_sdk(server, certs["ca"]) as client:
         assert len((await client.models.list()).data) == 2
     async with httpx.AsyncClient() as plain:
         with pytest.raises(httpx.TransportError):
@@ -537,21 +537,12 @@ async def test_tls_and_mutual_tls_use_the_grpc_settings(start: Any, certs: dict[
 
     mutual = await start(endpoint_settings(tls=TlsSettings(ca_file=certs["ca"], **tls.model_dump(
         include={"cert_file", "key_file"}))))  # fmt: skip
-    url = f"https://127.0.0.1:{mutual.endpoint.port}/v1"
-    async with openai.AsyncOpenAI(
-        base_url=url,
-        api_key="x",
-        max_retries=0,
-        http_client=openai.DefaultAsyncHttpxClient(verify=certs["ca"]),
-    ) as client:
+    async with tls_sdk(mutual, certs["ca"]) as client:
         with pytest.raises(openai.APIConnectionError):
             await client.models.list()
     context = ssl.create_default_context(cafile=certs["ca"])
     context.load_cert_chain(certs["cert"], certs["key"])  # what the chart's pods present
-    with_cert = openai.DefaultAsyncHttpxClient(verify=context)
-    async with openai.AsyncOpenAI(
-        base_url=url, api_key="x", max_retries=0, http_client=with_cert
-    ) as client:
+    async with tls_sdk(mutual, context) as client:
         assert len((await client.models.list()).data) == 2
 
 

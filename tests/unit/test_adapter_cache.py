@@ -4,6 +4,8 @@ corrupted ones deleted, new folders never on old names, one live owner per folde
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -50,106 +52,87 @@ def test_a_copy_matches_by_full_digest_or_else_the_digest_in_its_name() -> None:
     assert not copy_matches("my-adapter", "", digest), "an unverifiable copy is not used"
 
 
-def test_start_removes_leftovers_and_keeps_complete_copies(tmp_path: Path) -> None:
-    root = tmp_path / "adapters" / "actor"
-    root.mkdir(parents=True)
+@contextmanager
+def opened(root: Path) -> Iterator[AdapterCache]:
+    """The cache of root, closed at the end (which releases its folder lock)."""
+    cache = AdapterCache.open(root)
+    try:
+        yield cache
+    finally:
+        cache.close()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A replica's adapter folder."""
+    folder = tmp_path / "adapters" / "actor"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def test_start_removes_leftovers_and_keeps_complete_copies(root: Path) -> None:
     name, _, copy = cached_version(root)
     for leftover in (f".fetch-{name}-cf567fb1", f"{name}.0a1b2c3d.partial"):
         make_adapter(root / leftover)
     (root / "notes.txt").write_text("not ours to delete")
 
-    cache = AdapterCache.open(root)
-    try:
+    with opened(root) as cache:
         assert cache.root == root and cache.removed == 2
         assert sorted(p.name for p in root.iterdir()) == [".lock", copy.name, "notes.txt"]
         assert cache.cached() == [name]
-    finally:
-        cache.close()
 
 
-def test_a_verified_copy_is_claimed_where_it_lies(tmp_path: Path) -> None:
-    root = tmp_path / "actor"
-    root.mkdir()
+def test_a_verified_copy_is_claimed_where_it_lies(root: Path) -> None:
     name, digest, copy = cached_version(root)
-    cache = AdapterCache.open(root)
-    try:
+    with opened(root) as cache:
         claimed = cache.claim(name, digest)
         assert claimed is not None
         assert (claimed.path, claimed.digest, claimed.iteration) == (copy, digest, 1)
         assert cache.claim(name, digest) is None, "a copy is claimed once"
-    finally:
-        cache.close()
 
 
-def test_a_corrupted_copy_is_deleted_not_used(tmp_path: Path) -> None:
-    root = tmp_path / "actor"
-    root.mkdir()
+def test_a_corrupted_copy_is_deleted_not_used(root: Path) -> None:
     name, digest, copy = cached_version(root)
     (copy / "adapter_model.safetensors").write_bytes(b"bit rot")
-    cache = AdapterCache.open(root)
-    try:
+    with opened(root) as cache:
         assert cache.claim(name, digest) is None
         assert not copy.exists()
-        # Without the digest, the one in the name still catches it.
         name2, _, copy2 = cached_version(root, iteration=2)
         (copy2 / "adapter_config.json").write_text("{}")
-        cache.close()
-        cache = AdapterCache.open(root)
+    # Without the digest, the one in the name still catches it.
+    with opened(root) as cache:
         assert cache.claim(name2) is None and not copy2.exists()
-    finally:
-        cache.close()
 
 
-def test_new_folders_never_reuse_an_old_name(tmp_path: Path) -> None:
-    root = tmp_path / "actor"
-    root.mkdir()
+def test_new_folders_never_reuse_an_old_name(root: Path) -> None:
     name, _, old = cached_version(root, tag="1")
-    cache = AdapterCache.open(root)
-    try:
+    with opened(root) as cache:
         fresh = {cache.new_folder(name) for _ in range(50)}
         assert old not in fresh and len(fresh) == 50
         assert all(p.parent == root and copy_of(p.name) == name for p in fresh)
-    finally:
-        cache.close()
 
 
-def test_unclaimed_copies_are_dropped(tmp_path: Path) -> None:
-    root = tmp_path / "actor"
-    root.mkdir()
+def test_unclaimed_copies_are_dropped(root: Path) -> None:
     wanted, digest, keep = cached_version(root, iteration=2)
     stale, _, gone = cached_version(root, iteration=1)
-    cache = AdapterCache.open(root)
-    try:
+    with opened(root) as cache:
         assert cache.claim(wanted, digest) is not None
         assert cache.drop_unclaimed() == [stale]
         assert keep.is_dir() and not gone.exists()
-    finally:
-        cache.close()
 
 
-def test_a_live_owner_keeps_its_folder_and_the_next_replica_gets_another(
-    tmp_path: Path,
-) -> None:
-    root = tmp_path / "actor"
-    root.mkdir()
+def test_a_live_owner_keeps_its_folder_and_the_next_replica_gets_another(root: Path) -> None:
     name, digest, copy = cached_version(root)
-    first = AdapterCache.open(root)
-    fetching = make_adapter(root / f".fetch-{name}-00000000")  # the first one's transfer
-    second = AdapterCache.open(root)
-    try:
-        assert second.root == tmp_path / "actor.2"
-        assert fetching.is_dir(), "another replica's transfer in progress was left alone"
-        assert second.claim(name, digest) is None and copy.is_dir()
-    finally:
-        second.close()
-        first.close()
+    with opened(root):
+        fetching = make_adapter(root / f".fetch-{name}-00000000")  # the first one's transfer
+        with opened(root) as second:
+            assert second.root == root.with_name("actor.2")
+            assert fetching.is_dir(), "another replica's transfer in progress was left alone"
+            assert second.claim(name, digest) is None and copy.is_dir()
     # Once the first replica is gone, its folder is the next one's, with its copies.
-    again = AdapterCache.open(root)
-    try:
+    with opened(root) as again:
         assert again.root == root and not fetching.exists()
         assert again.claim(name, digest) is not None
-    finally:
-        again.close()
 
 
 def test_an_unwritable_folder_is_a_clear_error(tmp_path: Path) -> None:

@@ -103,6 +103,18 @@ async def run(c: Coordinator) -> IterationRecord:
     return it
 
 
+async def first_stop(
+    tmp_path: Path, *, approval: bool, candidate: float = 0.6
+) -> tuple[Coordinator, dict[str, list[FakeReplica]], IterationRecord]:
+    """A coordinator resumed on a trained iteration (candidate: its strict score against
+    the baseline's 0.5), and the iteration where the loop stopped: rolled out, rejected
+    or awaiting approval."""
+    c, fakes = make(tmp_path, approval=approval)
+    trained(c, candidate=candidate)
+    c.start()
+    return c, fakes, await run(c)
+
+
 def sample(c: Coordinator, name: str, **labels: str) -> float:
     """A sample of the coordinator's registry, as Prometheus would scrape it."""
     value = c.metrics_registry.get_sample_value(name, {"service": "coordinator", **labels})
@@ -112,10 +124,7 @@ def sample(c: Coordinator, name: str, **labels: str) -> float:
 async def test_without_approval_mode_the_candidate_rolls_out_and_is_audited(
     tmp_path: Path,
 ) -> None:
-    c, fakes = make(tmp_path, approval=False)
-    trained(c)
-    c.start()
-    it = await run(c)
+    c, fakes, it = await first_stop(tmp_path, approval=False)
     assert it.state == "succeeded" and it.decided_by == "policy"
     assert all(r.active == ACTOR.name for r in fakes["actor"])
     records = c.audit.records()
@@ -134,10 +143,7 @@ async def test_without_approval_mode_the_candidate_rolls_out_and_is_audited(
 
 
 async def test_a_policy_rejection_is_audited_and_nothing_rolls_out(tmp_path: Path) -> None:
-    c, fakes = make(tmp_path, approval=True)
-    trained(c, candidate=0.3)
-    c.start()
-    it = await run(c)
+    c, fakes, it = await first_stop(tmp_path, approval=True, candidate=0.3)
     assert it.state == "rejected", "a worse candidate never waits"
     assert all(r.active == "" for r in fakes["actor"])
     records = c.audit.records()
@@ -146,10 +152,7 @@ async def test_a_policy_rejection_is_audited_and_nothing_rolls_out(tmp_path: Pat
 
 
 async def test_approval_mode_waits_then_promote_rolls_out(tmp_path: Path) -> None:
-    c, fakes = make(tmp_path, approval=True)
-    trained(c)
-    c.start()
-    it = await run(c)
+    c, fakes, it = await first_stop(tmp_path, approval=True)
     assert it.state == "awaiting_approval"
     assert all(r.active == "" for r in fakes["actor"]), "nothing switched while waiting"
     assert sample(c, "spar_iteration_awaiting_approval") == 1
@@ -207,10 +210,7 @@ async def test_a_decision_needs_an_iteration_that_waits(tmp_path: Path) -> None:
 
 
 async def test_a_restarted_coordinator_still_waits(tmp_path: Path) -> None:
-    c, _ = make(tmp_path, approval=True)
-    trained(c)
-    c.start()
-    await run(c)
+    c, _, _ = await first_stop(tmp_path, approval=True)
     await c.close()
     again, _ = make(tmp_path, approval=True)
     again.resume_unfinished()
@@ -222,10 +222,7 @@ async def test_a_restarted_coordinator_still_waits(tmp_path: Path) -> None:
 
 
 async def test_rollbacks_are_audited_with_who_and_replicas(tmp_path: Path) -> None:
-    c, _ = make(tmp_path, approval=False)
-    trained(c)
-    c.start()
-    await run(c)
+    c, _, _ = await first_stop(tmp_path, approval=False)
     version, n = await c.rollback("actor", "base", "operator:dave (ipv4:1.2.3.4:5)", "incident")
     assert version.name == "base" and n == 2
     record = c.audit.records(role="actor")[-1]
@@ -241,10 +238,7 @@ async def test_audit_records_reach_the_rpc_and_the_cli(tmp_path: Path) -> None:
     from services.coordinator.service import audit_message
     from spar_cli.commands.coordinator import audit_lines
 
-    c, _ = make(tmp_path, approval=False)
-    trained(c)
-    c.start()
-    await run(c)
+    c, _, _ = await first_stop(tmp_path, approval=False)
     records, intact, error = c.audit_records(role="actor")
     assert intact and error == ""
     reply = pb.ListAuditResponse(records=[audit_message(r) for r in records], chain_intact=intact)

@@ -53,12 +53,17 @@ def test_a_reopened_log_continues_the_sequence_and_chain(tmp_path: Path) -> None
     assert AuditLog(path).verify() == (True, "")
 
 
-def test_an_edited_record_breaks_the_chain(tmp_path: Path) -> None:
-    path = tmp_path / "audit.jsonl"
+def three_records(path: Path) -> list[str]:
+    """The lines of a new audit log at path with the rollouts of iterations 1 to 3."""
     log = AuditLog(path)
     for i in range(3):
         log.append(entry(iteration=i + 1))
-    lines = path.read_text().splitlines()
+    return path.read_text().splitlines()
+
+
+def test_an_edited_record_breaks_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = three_records(path)
     doc = json.loads(lines[0])
     doc["decided_by"] = "operator:mallory"
     lines[0] = json.dumps(doc, sort_keys=True)
@@ -69,10 +74,7 @@ def test_an_edited_record_breaks_the_chain(tmp_path: Path) -> None:
 
 def test_a_removed_record_breaks_the_chain(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    log = AuditLog(path)
-    for i in range(3):
-        log.append(entry(iteration=i + 1))
-    lines = path.read_text().splitlines()
+    lines = three_records(path)
     path.write_text("\n".join([lines[0], lines[2]]) + "\n")
     assert not AuditLog(path).verify()[0]
 

@@ -3,18 +3,17 @@ and the iteration's before/after table."""
 
 from __future__ import annotations
 
+from support import refined_answer
+
 from spar.v1 import common_pb2, refiner_pb2
 from spar.v1 import coordinator_pb2 as pb
 from spar_cli.commands.demo import answer_lines, cost_line, iteration_lines
 
 
-def refined_answer() -> refiner_pb2.AnswerResponse:
-    a = refiner_pb2.AnswerResponse(
-        original="The sea is vast, deep and blue.\nWaves roll in.",
-        answer="The sea is vast deep and blue.\nWaves roll in.",
-        verdict=common_pb2.VERDICT_PASS,
-        value=1.0,
-        outcome=common_pb2.SEARCH_OUTCOME_REFINED,
+def sea_answer() -> refiner_pb2.AnswerResponse:
+    a = refined_answer(
+        "The sea is vast, deep and blue.\nWaves roll in.",
+        "The sea is vast deep and blue.\nWaves roll in.",
     )
     a.cost.nodes_expanded = 3
     a.cost.generate.completion_tokens = 20
@@ -25,7 +24,7 @@ def refined_answer() -> refiner_pb2.AnswerResponse:
 
 
 def test_a_refined_answer_shows_the_original_the_diff_and_the_cost() -> None:
-    lines = answer_lines(refined_answer())
+    lines = answer_lines(sea_answer())
     text = "\n".join(lines)
     assert lines[0] == "actor:    The sea is vast, deep and blue.\n          Waves roll in."
     assert "refined:  The sea is vast deep and blue." in text
@@ -36,7 +35,7 @@ def test_a_refined_answer_shows_the_original_the_diff_and_the_cost() -> None:
 
 
 def test_an_unchanged_answer_says_so_instead_of_an_empty_diff() -> None:
-    a = refined_answer()
+    a = sea_answer()
     a.answer = a.original
     a.outcome = common_pb2.SEARCH_OUTCOME_DEADLINE
     text = "\n".join(answer_lines(a))
@@ -45,8 +44,8 @@ def test_an_unchanged_answer_says_so_instead_of_an_empty_diff() -> None:
 
 
 def test_colour_is_used_only_when_asked() -> None:
-    assert "\x1b[" not in "\n".join(answer_lines(refined_answer()))
-    assert "\x1b[31m" in "\n".join(answer_lines(refined_answer(), colour=True))
+    assert "\x1b[" not in "\n".join(answer_lines(sea_answer()))
+    assert "\x1b[31m" in "\n".join(answer_lines(sea_answer(), colour=True))
 
 
 def fields_of(message: object) -> set[str]:
@@ -54,7 +53,7 @@ def fields_of(message: object) -> set[str]:
 
 
 def test_newer_cost_fields_are_shown_when_the_refiner_sends_them() -> None:
-    a = refined_answer()
+    a = sea_answer()
     if {"actor_time", "search_time", "unusable"} <= fields_of(a.cost):
         a.cost.actor_time.FromMilliseconds(2_000)
         a.cost.search_time.FromMilliseconds(10_300)
@@ -90,7 +89,7 @@ def test_the_iteration_ends_with_its_before_after_table_and_adapters() -> None:
 
 
 def test_checked_constraints_show_before_and_after_with_the_verifiers_complaint() -> None:
-    a = refined_answer()
+    a = sea_answer()
     a.original_constraint_results.add(
         instruction_id="punctuation:no_comma", strict_pass=False, complaint="1 comma; none allowed"
     )

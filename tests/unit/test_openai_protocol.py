@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
+from support import refined_answer
 
 from services.refiner import openai_completions as oc
 from services.refiner import openai_protocol as op
@@ -156,12 +157,9 @@ def cost() -> common_pb2.SearchCost:
 
 
 def test_usage_counts_every_phase_and_the_extension_breaks_it_down() -> None:
-    reply = pb.AnswerResponse(
-        answer="Rain falls softly.",
-        original="Rain, which is wet, falls.",
-        verdict=common_pb2.VERDICT_PASS,
-        value=1.0,
-        outcome=common_pb2.SEARCH_OUTCOME_REFINED,
+    reply = refined_answer(
+        "Rain, which is wet, falls.",
+        "Rain falls softly.",
         cost=cost(),
         trace=[pb.SearchNode(id=0, parent_id=-1), pb.SearchNode(id=2, parent_id=0, depth=1)],
     )
