@@ -75,10 +75,11 @@ class Tools:
         return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
-def kubernetes_validate(manifest: Path, version: str) -> subprocess.CompletedProcess[str]:
+def kubernetes_validate(*manifests: Path, version: str) -> subprocess.CompletedProcess[str]:
+    """Strict schema validation of the manifests; it fails if any does, and says which."""
     exe = Path(sys.executable).with_name("kubernetes-validate")
     return subprocess.run(
-        [str(exe), "--strict", "--kubernetes-version", version, str(manifest)],
+        [str(exe), "--strict", "--kubernetes-version", version, *map(str, manifests)],
         capture_output=True,
         text=True,
         check=False,

@@ -52,20 +52,26 @@ def test_helm_lint_strict(tools: Tools, values_files: dict[str, list[Path]], whi
     assert "0 chart(s) failed" in result.stdout
 
 
-@pytest.mark.parametrize("k8s", ["1.33.0", "1.34.0", "1.35.0"])
-def test_rendered_manifests_pass_strict_kubernetes_schemas(
-    tools: Tools, values_files: dict[str, list[Path]], tmp_path: Path, k8s: str
-) -> None:
+@pytest.fixture(scope="module")
+def manifests(
+    tools: Tools, values_files: dict[str, list[Path]], tmp_path_factory: pytest.TempPathFactory
+) -> list[Path]:
+    """The chart rendered with each values combination, a file each (named after it)."""
+    folder = tmp_path_factory.mktemp("manifests")
     for which, files in values_files.items():
-        manifest = tmp_path / f"{which}.yaml"
-        manifest.write_text(tools.template(*files).stdout)
-        result = kubernetes_validate(manifest, k8s)
-        assert result.returncode == 0, f"{which} @ {k8s}:\n{result.stdout}{result.stderr}"
-        # Only the Prometheus Operator's custom resources may go unchecked (no schema
-        # offline); their content is checked in test_alerts.py and below.
-        for line in (result.stdout + result.stderr).splitlines():
-            if "Couldn't find schema" in line:
-                assert "monitoring.coreos.com/v1" in line, line
+        (folder / f"{which}.yaml").write_text(tools.template(*files).stdout)
+    return sorted(folder.iterdir())
+
+
+@pytest.mark.parametrize("k8s", ["1.33.0", "1.34.0", "1.35.0"])
+def test_rendered_manifests_pass_strict_kubernetes_schemas(manifests: list[Path], k8s: str) -> None:
+    result = kubernetes_validate(*manifests, version=k8s)
+    assert result.returncode == 0, f"@ {k8s}:\n{result.stdout}{result.stderr}"
+    # Only the Prometheus Operator's custom resources may go unchecked (no schema
+    # offline); their content is checked in test_alerts.py and below.
+    for line in (result.stdout + result.stderr).splitlines():
+        if "Couldn't find schema" in line:
+            assert "monitoring.coreos.com/v1" in line, line
 
 
 def test_strict_validation_catches_a_misspelled_field(tmp_path: Path) -> None:
@@ -75,7 +81,7 @@ def test_strict_validation_catches_a_misspelled_field(tmp_path: Path) -> None:
         "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n"
         "spec: {ports: [{port: 1}], selectr: {a: b}}\n"
     )
-    result = kubernetes_validate(bad, "1.35.0")
+    result = kubernetes_validate(bad, version="1.35.0")
     assert result.returncode != 0
     assert "selectr" in result.stdout + result.stderr
 
@@ -333,7 +339,7 @@ def test_criteria_packs_and_the_outside_judge_reach_refiner_and_coordinator(
     assert not any(k.startswith(("SPAR_CRITERIA", "SPAR_EXTERNAL")) for k in actor_env)
     manifest = tmp_path / "judging-manifest.yaml"
     manifest.write_text(tools.template(values).stdout)
-    result = kubernetes_validate(manifest, "1.35.0")
+    result = kubernetes_validate(manifest, version="1.35.0")
     assert result.returncode == 0, result.stdout + result.stderr
     # Off by default; an existing ConfigMap is used instead of packs.
     assert not find(default_objects, "ConfigMap", f"{FULL}-criteria")

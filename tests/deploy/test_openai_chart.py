@@ -143,7 +143,7 @@ def test_enabled_renders_pass_lint_and_strict_schemas(
     assert lint.returncode == 0, lint.stdout + lint.stderr
     manifest = tmp_path / "openai.yaml"
     manifest.write_text(tools.template(*files, sets=ON).stdout)
-    result = kubernetes_validate(manifest, "1.35.0")
+    result = kubernetes_validate(manifest, version="1.35.0")
     assert result.returncode == 0, result.stdout + result.stderr
     assert find(tools.render(*files, sets=ON), "Deployment")
 
