@@ -1,6 +1,7 @@
 """Helpers shared by tests (not fixtures): real PEFT adapters made on the spot, a trainer
-started over a temporary store, the small training sets the trainer tests use, and the
-refined answer a refiner replies with."""
+started over a temporary store, the small training sets the trainer tests use, the
+refined answer a refiner replies with, and streamed chat completions read with the
+openai SDK."""
 
 from __future__ import annotations
 
@@ -88,3 +89,15 @@ def refined_answer(original: str, answer: str, **fields: Any) -> refiner_pb2.Ans
         outcome=common_pb2.SEARCH_OUTCOME_REFINED,
         **fields,
     )
+
+
+async def streamed(client: Any, **request: Any) -> list[Any]:
+    """Every chunk of a chat completion that the async openai SDK ``client`` streams."""
+    stream = await client.chat.completions.create(stream=True, **request)
+    return [chunk async for chunk in stream]
+
+
+def streamed_answer(chunks: list[Any]) -> str:
+    """The answer that streamed chunks add up to (the first names the assistant's role)."""
+    assert chunks[0].choices[0].delta.role == "assistant"
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from support import refined_answer
+from support import refined_answer, streamed, streamed_answer
 from test_tls_services import _cert, _key, _pem_key
 
 from services.refiner.openai_http import OpenAIEndpoint
@@ -235,17 +235,14 @@ async def test_sync_sdk_gets_a_refined_answer_with_honest_usage(server: Running)
 
 async def test_async_sdk_streams_role_then_content_then_finish_and_usage(server: Running) -> None:
     async with async_sdk(server) as client:
-        stream = await client.chat.completions.create(
+        chunks = await streamed(
+            client,
             model="spar-refined",
             messages=[{"role": "user", "content": "sleep 1.2"}],
-            stream=True,
             stream_options={"include_usage": True},
             extra_body={"spar": SPAR},
         )
-        chunks = [c async for c in stream]
-    assert chunks[0].choices[0].delta.role == "assistant"
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "refined: " + " ".join(f"word{i}" for i in range(20))
+    assert streamed_answer(chunks) == "refined: " + " ".join(f"word{i}" for i in range(20))
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1
     finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert [c.choices[0].finish_reason for c in finish] == ["stop"]
@@ -298,13 +295,9 @@ async def test_keepalive_comments_hold_the_stream_while_the_search_runs(server: 
 
 async def test_actor_model_streams_the_actor_samples(server: Running) -> None:
     async with async_sdk(server) as client:
-        stream = await client.chat.completions.create(
-            model="spar-actor",
-            messages=[{"role": "user", "content": "Count."}],
-            n=2,
-            stream=True,
+        chunks = await streamed(
+            client, model="spar-actor", messages=[{"role": "user", "content": "Count."}], n=2
         )
-        chunks = [c async for c in stream]
         plain = await client.chat.completions.create(
             model="spar-actor", messages=[{"role": "user", "content": "Count."}], n=3, seed=4
         )
@@ -317,13 +310,12 @@ async def test_actor_model_streams_the_actor_samples(server: Running) -> None:
     assert chunks[-1].usage.completion_tokens == 4 and chunks[-1].choices[0].finish_reason
     assert [c for c in chunks if c.usage is not None] == [chunks[-1]]
     async with async_sdk(server) as client:
-        stream = await client.chat.completions.create(
+        with_usage = await streamed(
+            client,
             model="spar-actor",
             messages=[{"role": "user", "content": "Count."}],
-            stream=True,
             stream_options={"include_usage": True},
         )
-        with_usage = [c async for c in stream]
     assert with_usage[-1].choices == [] and with_usage[-1].usage.completion_tokens == 2
     assert [c.message.content for c in plain.choices] == ["plain 0", "plain 1", "plain 2"]
     assert plain.model_extra["spar"]["model_kind"] == "actor"
