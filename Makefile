@@ -17,5 +17,5 @@ test: model
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy spar services spar_cli bench
-	.venv/bin/lint-imports
+	.venv/bin/lint-imports --no-logo
 	.venv/bin/pytest -q --durations=30
