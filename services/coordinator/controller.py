@@ -12,7 +12,7 @@ from typing import Any
 
 from services.coordinator import inputs, report
 from services.coordinator.audit import AuditEntry, AuditLog
-from services.coordinator.iteration_messages import STAGE_ENUM, iteration_message, version_message
+from services.coordinator.iteration_messages import STAGE, iteration_message, version_message
 from services.coordinator.iteration_record import IterationRecord, State
 from services.coordinator.journal import write_json
 from services.coordinator.loop import APPROVAL_FILE, Iteration, Ports
@@ -142,7 +142,9 @@ class Coordinator:
 
     def _notify(self, it: IterationRecord, message: str) -> None:
         self.metrics.iteration_stage.labels(self.metrics.service).set(
-            0 if it.stage == "done" or it.state == "awaiting_approval" else STAGE_ENUM[it.stage]
+            0
+            if it.stage == "done" or it.state == "awaiting_approval"
+            else STAGE.value(it.stage, "stage")
         )
         self._set_awaiting(it)
         snapshot = it.copy()

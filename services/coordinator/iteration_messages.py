@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC
-from typing import Any
+from typing import Any, get_args
 
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
@@ -17,7 +17,6 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.coordinator.iteration_record import (
-    STAGES,
     Counts,
     CriterionScore,
     EvalMetrics,
@@ -30,21 +29,12 @@ from services.coordinator.iteration_record import (
     WarmupReport,
 )
 from services.coordinator.rollout import Version
+from spar.client.enums import ProtoEnum
 from spar.v1 import common_pb2
 from spar.v1 import coordinator_pb2 as S
 
-STATE_ENUM: dict[State, S.IterationState] = {
-    "running": S.ITERATION_STATE_RUNNING,
-    "succeeded": S.ITERATION_STATE_SUCCEEDED,
-    "rejected": S.ITERATION_STATE_REJECTED,
-    "failed": S.ITERATION_STATE_FAILED,
-    "awaiting_approval": S.ITERATION_STATE_AWAITING_APPROVAL,
-}
-STATES: dict[int, State] = {int(v): k for k, v in STATE_ENUM.items()}
-STAGE_ENUM: dict[Stage, S.IterationStage] = {
-    stage: S.IterationStage.Value(f"ITERATION_STAGE_{stage.upper()}") for stage in (*STAGES, "done")
-}
-STAGE_NAMES: dict[int, Stage] = {int(v): k for k, v in STAGE_ENUM.items()}
+STATE: ProtoEnum[S.IterationState, State] = ProtoEnum(S.IterationState, get_args(State))
+STAGE: ProtoEnum[S.IterationStage, Stage] = ProtoEnum(S.IterationStage, get_args(Stage))
 
 
 def _duration(seconds: float) -> Duration:
@@ -110,8 +100,8 @@ def record_from_message(m: S.Iteration) -> IterationRecord:
     counts = {f.name: v for f, v in m.counts.ListFields() if f.name != "search_outcomes"}
     return IterationRecord(
         number=m.number,
-        state=STATES.get(m.state, "running"),
-        stage=STAGE_NAMES.get(m.stage, "prompts"),
+        state=STATE.get(m.state, "running"),
+        stage=STAGE.get(m.stage, "prompts"),
         counts=Counts(**counts, search_outcomes=dict(m.counts.search_outcomes)),
         actor_candidate=_version(m.actor_candidate),
         refiner_candidate=_version(m.refiner_candidate),
@@ -119,7 +109,7 @@ def record_from_message(m: S.Iteration) -> IterationRecord:
         candidate_eval=eval_metrics(m.candidate_eval) if m.HasField("candidate_eval") else None,
         search_cost=search_cost(m.search_cost) if m.HasField("search_cost") else None,
         timings=[
-            StageTiming(STAGE_NAMES.get(t.stage, "prompts"), t.duration.ToNanoseconds() / 1e9)
+            StageTiming(STAGE.get(t.stage, "prompts"), t.duration.ToNanoseconds() / 1e9)
             for t in m.timings
         ],
         error=m.error,
@@ -178,10 +168,10 @@ def iteration_message(r: IterationRecord) -> S.Iteration:
     counts = {k: v for k, v in vars(r.counts).items() if k != "search_outcomes"}
     m = S.Iteration(
         number=r.number,
-        state=STATE_ENUM[r.state],
-        stage=STAGE_ENUM[r.stage],
+        state=STATE.value(r.state, "state"),
+        stage=STAGE.value(r.stage, "stage"),
         counts=S.IterationCounts(**counts, search_outcomes=r.counts.search_outcomes),
-        timings=[S.StageTiming(stage=STAGE_ENUM[t.stage], duration=_duration(t.seconds))
+        timings=[S.StageTiming(stage=STAGE.value(t.stage, "stage"), duration=_duration(t.seconds))
                  for t in r.timings],
         error=r.error,
         decision=r.decision,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Sequence
+from typing import get_args
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -31,10 +32,11 @@ from services.refiner.queries import (
     RefineQuery,
     Sampling,
 )
-from services.refiner.search import Node, SearchEvent, Selection, Strategy
+from services.refiner.search import Node, Outcome, SearchEvent, Selection, Strategy
 from spar.client import AsyncActorClient
+from spar.client.enums import FINISH_REASON, REFINE_EVENT_KIND, ProtoEnum
 from spar.config import Settings
-from spar.engine.protocol import FinishReason, GenerationResult, Message, Sample, Usage
+from spar.engine.protocol import GenerationResult, Message, Sample, Usage
 from spar.errors import InvalidArgument
 from spar.external_judge import ExternalJudge
 from spar.ifeval import Constraint
@@ -45,71 +47,23 @@ from spar.v1 import common_pb2
 from spar.v1 import refiner_pb2 as pb
 from spar.v1 import refiner_pb2_grpc as pb_grpc
 
-VERDICTS: dict[Verdict, common_pb2.Verdict] = {
-    "pass": common_pb2.VERDICT_PASS,
-    "fail": common_pb2.VERDICT_FAIL,
-    "undecided": common_pb2.VERDICT_UNDECIDED,
-}
-OUTCOMES = {
-    "already_passing": common_pb2.SEARCH_OUTCOME_ALREADY_PASSING,
-    "refined": common_pb2.SEARCH_OUTCOME_REFINED,
-    "exhausted": common_pb2.SEARCH_OUTCOME_EXHAUSTED,
-    "deadline": common_pb2.SEARCH_OUTCOME_DEADLINE,
-    "unchanged": common_pb2.SEARCH_OUTCOME_UNCHANGED,
-    "budget": common_pb2.SEARCH_OUTCOME_BUDGET,
-}
-EVENTS = {
-    "expanded": pb.REFINE_EVENT_KIND_NODE_EXPANDED,
-    "judged": pb.REFINE_EVENT_KIND_NODE_JUDGED,
-}
-JUDGE_KINDS: dict[int, JudgeKind] = {
-    common_pb2.JUDGE_KIND_LLM: "llm",
-    common_pb2.JUDGE_KIND_VERIFIER: "verifier",
-    common_pb2.JUDGE_KIND_HYBRID: "hybrid",
-    common_pb2.JUDGE_KIND_EXTERNAL: "external",
-}
-JUDGE_KIND_ENUM: dict[JudgeKind, common_pb2.JudgeKind] = {
-    "llm": common_pb2.JUDGE_KIND_LLM,
-    "verifier": common_pb2.JUDGE_KIND_VERIFIER,
-    "hybrid": common_pb2.JUDGE_KIND_HYBRID,
-    "external": common_pb2.JUDGE_KIND_EXTERNAL,
-}
-STRATEGIES: dict[int, Strategy] = {
-    common_pb2.SEARCH_STRATEGY_BFS: "bfs",
-    common_pb2.SEARCH_STRATEGY_DFS: "dfs",
-}
-SELECTIONS: dict[int, Selection] = {
-    common_pb2.NODE_SELECTION_GREEDY: "greedy",
-    common_pb2.NODE_SELECTION_PROPORTIONAL: "proportional",
-}
-TIE_POLICIES: dict[int, TiePolicy] = {
-    pb.TIE_POLICY_RESAMPLE: "resample",
-    pb.TIE_POLICY_UNDECIDED: "undecided",
-}
-FINISH_REASONS: dict[int, FinishReason] = {
-    common_pb2.FINISH_REASON_STOP: "stop",
-    common_pb2.FINISH_REASON_LENGTH: "length",
-    common_pb2.FINISH_REASON_ABORT: "abort",
-}
+VERDICT: ProtoEnum[common_pb2.Verdict, Verdict] = ProtoEnum(common_pb2.Verdict, get_args(Verdict))
+OUTCOME: ProtoEnum[common_pb2.SearchOutcome, Outcome] = ProtoEnum(
+    common_pb2.SearchOutcome, get_args(Outcome)
+)
+JUDGE_KIND: ProtoEnum[common_pb2.JudgeKind, JudgeKind] = ProtoEnum(
+    common_pb2.JudgeKind, get_args(JudgeKind)
+)
+STRATEGY: ProtoEnum[common_pb2.SearchStrategy, Strategy] = ProtoEnum(
+    common_pb2.SearchStrategy, get_args(Strategy)
+)
+SELECTION: ProtoEnum[common_pb2.NodeSelection, Selection] = ProtoEnum(
+    common_pb2.NodeSelection, get_args(Selection)
+)
+TIE_POLICY: ProtoEnum[pb.TiePolicy, TiePolicy] = ProtoEnum(pb.TiePolicy, get_args(TiePolicy))
 
 
 # -- protobuf → dataclasses ------------------------------------------------------------
-
-
-def judge_kind(value: int) -> JudgeKind | None:
-    if value == common_pb2.JUDGE_KIND_UNSPECIFIED:
-        return None
-    if value not in JUDGE_KINDS:
-        raise InvalidArgument(
-            f"judge kind {value} is unknown; use LLM, VERIFIER, HYBRID or EXTERNAL"
-        )
-    return JUDGE_KINDS[value]
-
-
-def tie_policy(value: int) -> TiePolicy | None:
-    if value and value not in TIE_POLICIES:
-        raise InvalidArgument(f"tie_policy {value} is unknown; use RESAMPLE or UNDECIDED")
-    return TIE_POLICIES.get(value)
 
 
 def constraints(messages: Sequence[common_pb2.VerifiableConstraint]) -> list[Constraint]:
@@ -124,15 +78,9 @@ def constraints(messages: Sequence[common_pb2.VerifiableConstraint]) -> list[Con
 
 
 def search_options(o: common_pb2.SearchOptions) -> SearchOptions:
-    if o.strategy and o.strategy not in STRATEGIES:
-        raise InvalidArgument(f"options.strategy {o.strategy} is unknown; use BFS or DFS")
-    if o.selection and o.selection not in SELECTIONS:
-        raise InvalidArgument(
-            f"options.selection {o.selection} is unknown; use GREEDY or PROPORTIONAL"
-        )
     return SearchOptions(
-        strategy=STRATEGIES.get(o.strategy),
-        selection=SELECTIONS.get(o.selection),
+        strategy=STRATEGY.parse(o.strategy, "options.strategy"),
+        selection=SELECTION.parse(o.selection, "options.selection"),
         branch=o.branch if o.HasField("branch") else None,
         keep_top=o.keep_top if o.HasField("keep_top") else None,
         max_depth=o.max_depth if o.HasField("max_depth") else None,
@@ -175,7 +123,7 @@ def refine_query(r: pb.RefineRequest) -> RefineQuery:
         response=r.response,
         constraints=constraints(r.constraints),
         criteria=list(r.criteria),
-        kind=judge_kind(r.judge),
+        kind=JUDGE_KIND.parse(r.judge, "judge"),
         options=search_options(r.options),
         budget=budget_request(r.budget),
     )
@@ -211,7 +159,7 @@ def cost_message(
         refine=phase_message(cost.refine),
         generate=phase_message(cost.generate),
         wall_time=_duration(wall_time_s),
-        outcome=OUTCOMES.get(outcome, common_pb2.SEARCH_OUTCOME_UNSPECIFIED),
+        outcome=OUTCOME.value(outcome, "outcome"),
         unusable=common_pb2.UnusableRefinements(**cost.unusable),
         guardrail_failures=common_pb2.GuardrailFailures(**cost.guardrail_failures),
         judgements=cost.judgements,
@@ -231,7 +179,7 @@ def node_message(node: Node) -> pb.SearchNode:
         reflection=node.reflection,
         critique=j.critique if j else "",
         value=j.value if j else 0.0,
-        verdict=VERDICTS[j.verdict] if j else common_pb2.VERDICT_UNSPECIFIED,
+        verdict=VERDICT.value(j.verdict if j else "", "verdict"),
         expanded=node.expanded,
         edit_distance=node.edit_distance,
         constraints_met=j.constraints_met if j else 0,
@@ -243,7 +191,9 @@ def node_message(node: Node) -> pb.SearchNode:
 
 def event_message(e: SearchEvent) -> pb.RefineEvent:
     return pb.RefineEvent(
-        kind=EVENTS[e.kind], node=node_message(e.node), cost=cost_message(e.cost, 0.0)
+        kind=REFINE_EVENT_KIND.value(f"node_{e.kind}", "event kind"),
+        node=node_message(e.node),
+        cost=cost_message(e.cost, 0.0),
     )
 
 
@@ -265,11 +215,9 @@ def refine_response(outcome: RefineOutcome, include_tree: bool) -> pb.RefineResp
     best = result.best
     return pb.RefineResponse(
         best_response=best.response,
-        verdict=VERDICTS[best.judgement.verdict]
-        if best.judgement
-        else common_pb2.VERDICT_UNDECIDED,
+        verdict=VERDICT.value(best.judgement.verdict if best.judgement else "undecided", "verdict"),
         value=best.value,
-        outcome=OUTCOMES[result.outcome],
+        outcome=OUTCOME.value(result.outcome, "outcome"),
         cost=cost_message(result.cost, result.wall_time_s, result.outcome),
         trace=[node_message(n) for n in result.trace],
         tree=[node_message(n) for n in result.tree] if include_tree else [],
@@ -308,7 +256,7 @@ class GrpcActor:
             timeout=timeout_s,
         )
         samples = [
-            Sample(c.index, c.text, FINISH_REASONS.get(c.finish_reason, "stop"),
+            Sample(c.index, c.text, FINISH_REASON.get(c.finish_reason, "stop"),
                    c.completion_tokens)
             for c in reply.completions
         ]  # fmt: skip
@@ -354,24 +302,27 @@ class RefinerService(pb_grpc.RefinerServicer):
             response=request.response,
             constraints=constraints(request.constraints),
             criteria=list(request.criteria),
-            kind=judge_kind(request.kind),
+            kind=JUDGE_KIND.parse(request.kind, "kind"),
             samples=request.samples,
-            tie_policy=tie_policy(request.tie_policy),
+            tie_policy=TIE_POLICY.parse(request.tie_policy, "tie_policy"),
         )
         outcome = await self.core.judge(query)
         j = outcome.judgement
         return pb.JudgeResponse(
-            verdict=VERDICTS[j.verdict],
+            verdict=VERDICT.value(j.verdict, "verdict"),
             value=j.value,
             critique=j.critique,
             yes_votes=j.vote.yes,
             no_votes=j.vote.no,
             unparseable=j.vote.unparseable,
-            samples=[pb.JudgeSample(text=s.text, verdict=VERDICTS[s.verdict]) for s in j.samples]
+            samples=[
+                pb.JudgeSample(text=s.text, verdict=VERDICT.value(s.verdict, "verdict"))
+                for s in j.samples
+            ]
             if request.return_all_samples
             else [],
             constraint_results=constraint_messages(outcome.constraint_results),
-            kind=JUDGE_KIND_ENUM[j.kind],
+            kind=JUDGE_KIND.value(j.kind, "judge kind"),
             usage=common_pb2.Usage(
                 prompt_tokens=outcome.usage.prompt_tokens,
                 completion_tokens=outcome.usage.completion_tokens,
@@ -428,7 +379,7 @@ class RefinerService(pb_grpc.RefinerServicer):
             chat_field=chat_field,
             constraints=constraints(request.constraints),
             criteria=list(request.criteria),
-            kind=judge_kind(request.judge),
+            kind=JUDGE_KIND.parse(request.judge, "judge"),
             options=search_options(request.options),
             budget=budget_request(request.budget),
             sampling=sampling(request.sampling),
@@ -439,11 +390,11 @@ class RefinerService(pb_grpc.RefinerServicer):
         return pb.AnswerResponse(
             answer=best.response,
             original=outcome.original,
-            verdict=VERDICTS[best.judgement.verdict]
-            if best.judgement
-            else common_pb2.VERDICT_UNDECIDED,
+            verdict=VERDICT.value(
+                best.judgement.verdict if best.judgement else "undecided", "verdict"
+            ),
             value=best.value,
-            outcome=OUTCOMES[result.outcome],
+            outcome=OUTCOME.value(result.outcome, "outcome"),
             cost=cost_message(
                 result.cost,
                 outcome.total_time_s,

@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import grpc
 from google.protobuf import json_format
@@ -23,28 +23,18 @@ from services.trainer.records import Job, JobState
 from services.trainer.state import TrainerState
 from services.trainer.store import ArtifactStore, Manifest
 from services.trainer.submission import JobRequest
+from spar.client.enums import ProtoEnum
 from spar.config import Settings
 from spar.errors import InvalidArgument
 from spar.v1 import common_pb2
 from spar.v1 import trainer_pb2 as pb
 from spar.v1 import trainer_pb2_grpc as pb_grpc
 
-KINDS: dict[int, Kind] = {pb.JOB_KIND_DPO: "dpo", pb.JOB_KIND_SFT: "sft"}
-STRATEGIES: dict[int, Strategy] = {
-    pb.DISTRIBUTED_STRATEGY_DDP: "ddp",
-    pb.DISTRIBUTED_STRATEGY_FSDP: "fsdp",
-}
-STRATEGY_ENUM: dict[Strategy, pb.DistributedStrategy] = {
-    "ddp": pb.DISTRIBUTED_STRATEGY_DDP,
-    "fsdp": pb.DISTRIBUTED_STRATEGY_FSDP,
-}
-JOB_STATES: dict[JobState, pb.JobState] = {
-    "queued": pb.JOB_STATE_QUEUED,
-    "running": pb.JOB_STATE_RUNNING,
-    "succeeded": pb.JOB_STATE_SUCCEEDED,
-    "failed": pb.JOB_STATE_FAILED,
-    "cancelled": pb.JOB_STATE_CANCELLED,
-}
+KIND: ProtoEnum[pb.JobKind, Kind] = ProtoEnum(pb.JobKind, get_args(Kind))
+STRATEGY: ProtoEnum[pb.DistributedStrategy, Strategy] = ProtoEnum(
+    pb.DistributedStrategy, get_args(Strategy)
+)
+JOB_STATE: ProtoEnum[pb.JobState, JobState] = ProtoEnum(pb.JobState, get_args(JobState))
 
 #: Longest dataset name (a label kept with the dataset; the digest identifies it).
 MAX_DATASET_NAME_CHARS = 200
@@ -97,7 +87,7 @@ class TrainerService(pb_grpc.TrainerServicer):
             if builder is None:
                 if part != "header":
                     raise InvalidArgument("the first message of an upload must be the header")
-                kind = KINDS.get(message.header.kind)
+                kind = KIND.parse(message.header.kind, "header.kind")
                 if kind is None:
                     raise InvalidArgument("header.kind is required: JOB_KIND_DPO or JOB_KIND_SFT")
                 name = message.header.name
@@ -126,7 +116,7 @@ class TrainerService(pb_grpc.TrainerServicer):
             dataset_digest=dataset.digest,
             records=len(dataset.records),
             duplicates_dropped=dataset.duplicates_dropped,
-            kind=message_kind(dataset.kind),
+            kind=KIND.value(dataset.kind, "kind"),
         )
 
     def _job(self, job: Job) -> pb.Job:
@@ -164,13 +154,8 @@ class TrainerService(pb_grpc.TrainerServicer):
 
 def job_request(request: pb.SubmitJobRequest) -> JobRequest:
     """A SubmitJobRequest as the queue checks it; unknown enum values are errors."""
-    strategy = None
-    if request.strategy != pb.DISTRIBUTED_STRATEGY_UNSPECIFIED:
-        strategy = STRATEGIES.get(request.strategy)
-        if strategy is None:
-            raise InvalidArgument(f"strategy={request.strategy} is unknown; use DDP or FSDP")
     return JobRequest(
-        kind=KINDS.get(request.kind),
+        kind=KIND.parse(request.kind, "kind"),
         dataset_digest=request.dataset_digest,
         role=request.role,
         iteration=request.iteration,
@@ -178,7 +163,7 @@ def job_request(request: pb.SubmitJobRequest) -> JobRequest:
         parent_adapter=request.parent_adapter,
         hyperparameters=hyperparameters_given(request.hyperparameters),
         world_size=request.world_size,
-        strategy=strategy,
+        strategy=STRATEGY.parse(request.strategy, "strategy"),
         idempotency_key=request.idempotency_key,
     )
 
@@ -209,10 +194,10 @@ def job_message(job: Job, queue_position: int = 0) -> pb.Job:
     sub = job.submission
     msg = pb.Job(
         id=job.id,
-        kind=message_kind(job.kind),
-        state=JOB_STATES[job.state],
+        kind=KIND.value(job.kind, "kind"),
+        state=JOB_STATE.value(job.state, "state"),
         request=pb.SubmitJobRequest(
-            kind=message_kind(sub.kind),
+            kind=KIND.value(sub.kind, "kind"),
             dataset_digest=sub.dataset_digest,
             role=sub.role,
             iteration=sub.iteration,
@@ -220,9 +205,7 @@ def job_message(job: Job, queue_position: int = 0) -> pb.Job:
             parent_adapter=sub.parent_adapter,
             hyperparameters=hyperparameters_message(sub.hyperparameters),
             world_size=sub.world_size,
-            strategy=STRATEGY_ENUM[sub.strategy]
-            if sub.strategy
-            else pb.DISTRIBUTED_STRATEGY_UNSPECIFIED,
+            strategy=STRATEGY.value(sub.strategy or "", "strategy"),
             idempotency_key=sub.idempotency_key,
         ),
         queue_position=queue_position,
@@ -248,7 +231,7 @@ def progress_fields(job: Job) -> pb.JobProgress:
     """The job's progress, without the job."""
     fields = dataclasses.asdict(job.progress)
     eta_s = fields.pop("eta_s")
-    msg = pb.JobProgress(job_id=job.id, state=JOB_STATES[job.state], **fields)
+    msg = pb.JobProgress(job_id=job.id, state=JOB_STATE.value(job.state, "state"), **fields)
     if eta_s is not None:
         msg.eta.CopyFrom(Duration(seconds=eta_s))
     return msg
@@ -260,10 +243,6 @@ def progress_message(job: Job) -> pb.JobProgress:
     if job.state in ("succeeded", "failed", "cancelled"):
         msg.job.CopyFrom(job_message(job))
     return msg
-
-
-def message_kind(kind: str) -> pb.JobKind:
-    return pb.JOB_KIND_DPO if kind == "dpo" else pb.JOB_KIND_SFT
 
 
 class ArtifactStoreService(pb_grpc.ArtifactStoreServicer):

@@ -64,6 +64,18 @@ class ProtoEnum(Generic[V, N]):
             raise InvalidArgument(f"{what} {name!r} is unknown; use one of {sorted(self.names)}")
         return self._values[name]
 
+    def parse(self, value: int, what: str) -> N | None:
+        """The name of a value a peer sent; None for the unspecified value. ``what`` names
+        the field in the error an unknown number raises (InvalidArgument, with the
+        choices)."""
+        if value == self.unspecified:
+            return None
+        name = self.get(value)
+        if name is None:
+            choices = ", ".join(f"{n.upper()} ({self._values[n]})" for n in self.names)
+            raise InvalidArgument(f"{what} {value} is unknown; use one of {choices}")
+        return name
+
     def name(self, value: int) -> N:
         """The name of a value; a ValueError for the unspecified value or an unknown one."""
         name = self.get(value)
