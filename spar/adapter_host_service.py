@@ -9,9 +9,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from spar.adapter_files import BASE, check_name
 from spar.adapter_registry import HostedVersion
+from spar.config import Settings
 from spar.errors import InvalidArgument
 from spar.request_checks import check_path_text
 from spar.runtime import EngineRuntime
+from spar.server import GrpcServer
 from spar.v1 import adapter_host_pb2 as pb
 from spar.v1 import adapter_host_pb2_grpc as pb_grpc
 from spar.v1 import common_pb2
@@ -107,3 +109,12 @@ class AdapterHostService(pb_grpc.AdapterHostServicer):
                 )
             )
         return out
+
+
+def add_adapter_host(grpc: GrpcServer, runtime: EngineRuntime, settings: Settings) -> None:
+    """Hosts ``spar.v1.AdapterHost`` for a replica's engine on its gRPC server."""
+    service = AdapterHostService(
+        runtime, str(settings.model_path()), settings.limits.max_path_chars
+    )
+    pb_grpc.add_AdapterHostServicer_to_server(service, grpc.server)  # type: ignore[no-untyped-call]
+    grpc.add_services([pb.DESCRIPTOR.services_by_name["AdapterHost"].full_name])

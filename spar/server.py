@@ -14,13 +14,13 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from spar.config import AuthSettings, TlsSettings
+from spar.config import AuthSettings, Role, Settings, TlsSettings
 from spar.errors import SparError
 from spar.metrics import Metrics
 from spar.request_decoding import checked, lenient
@@ -176,6 +176,16 @@ class GrpcServer:
         self._services: list[str] = []
         self._stopping = asyncio.Event()
 
+    @classmethod
+    def for_service(cls, metrics: Metrics, settings: Settings) -> GrpcServer:
+        """The server of a spar service, with the limits, TLS and auth of its settings."""
+        return cls(
+            metrics,
+            max_message_bytes=settings.limits.max_message_bytes,
+            tls=settings.tls,
+            auth=settings.auth,
+        )
+
     def add_services(self, full_names: Sequence[str]) -> None:
         """Registers fully qualified service names for health and reflection."""
         self._services.extend(full_names)
@@ -197,6 +207,13 @@ class GrpcServer:
         await self.set_serving(False)
         await self.server.start()
         return int(bound)
+
+    async def listen(self, settings: Settings, role: Role) -> tuple[str, int, int]:
+        """Starts the role's gRPC port and its metrics endpoint at ``settings.address``
+        (port 0 takes a free one): (host, gRPC port, metrics port)."""
+        host, port, metrics_port = settings.address(role)
+        bound = await self.start(host, port)
+        return host, bound, self.metrics.serve(host, metrics_port)
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -222,3 +239,34 @@ class GrpcServer:
         """Refuses new requests at once; in-flight ones get grace_s to finish."""
         await self.set_serving(False)
         await self.server.stop(grace_s)
+
+
+class EngineReplica(Protocol):
+    """A replica whose engine starts after its gRPC port (the actor's, a refiner's)."""
+
+    grpc: GrpcServer
+
+    async def start(self, *, wait_ready: bool = True) -> asyncio.Task[None] | None: ...
+
+    async def abort(self) -> None:
+        """Closes the listeners at once: the engine did not start."""
+
+    async def stop(self) -> None:
+        """Drains in-flight requests (the settings' grace period) and shuts down."""
+
+
+async def serve_replica(replica: EngineReplica, role: Role, grace_period_s: float) -> None:
+    """Runs a replica until SIGTERM or SIGINT; an engine that fails to start ends it with
+    the engine's error."""
+    replica.grpc.install_signal_handlers()
+    engine_task = await replica.start(wait_ready=False)
+    stop = asyncio.create_task(replica.grpc.wait_for_stop_signal())
+    assert engine_task is not None
+    done, _ = await asyncio.wait({engine_task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if engine_task in done and engine_task.exception() is not None:
+        await replica.abort()
+        raise engine_task.exception()  # type: ignore[misc]
+    await stop
+    log.info("%s stopping: draining in-flight requests (grace %.0f s)", role, grace_period_s)
+    engine_task.cancel()
+    await replica.stop()

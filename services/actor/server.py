@@ -6,19 +6,14 @@ import asyncio
 import logging
 
 from services.actor.service import ActorService
-from spar.adapter_host_service import AdapterHostService
+from spar.adapter_host_service import add_adapter_host
 from spar.config import Settings
 from spar.metrics import Metrics
 from spar.runtime import EngineRuntime, start_engine_runtime
-from spar.server import GrpcServer
-from spar.v1 import actor_pb2, actor_pb2_grpc, adapter_host_pb2, adapter_host_pb2_grpc
+from spar.server import GrpcServer, serve_replica
+from spar.v1 import actor_pb2, actor_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAMES = [
-    actor_pb2.DESCRIPTOR.services_by_name["Actor"].full_name,
-    adapter_host_pb2.DESCRIPTOR.services_by_name["AdapterHost"].full_name,
-]
 
 
 class ActorServer:
@@ -28,30 +23,18 @@ class ActorServer:
         self.settings = settings
         self.metrics = Metrics("actor")
         self.runtime = EngineRuntime("actor")
-        self.grpc = GrpcServer(
-            self.metrics,
-            max_message_bytes=settings.limits.max_message_bytes,
-            tls=settings.tls,
-            auth=settings.auth,
-        )
+        self.grpc = GrpcServer.for_service(self.metrics, settings)
         actor_pb2_grpc.add_ActorServicer_to_server(
             ActorService(self.runtime, settings, self.metrics), self.grpc.server
         )
-        adapter_host_pb2_grpc.add_AdapterHostServicer_to_server(
-            AdapterHostService(
-                self.runtime, str(settings.model_path()), settings.limits.max_path_chars
-            ),
-            self.grpc.server,
-        )
-        self.grpc.add_services(SERVICE_NAMES)
+        self.grpc.add_services([actor_pb2.DESCRIPTOR.services_by_name["Actor"].full_name])
+        add_adapter_host(self.grpc, self.runtime, settings)
         self.port = 0
         self.metrics_port = -1
 
     async def start(self, *, wait_ready: bool = True) -> asyncio.Task[None] | None:
         """Binds the port and starts the engine; returns the engine task if not awaited."""
-        host, port, metrics_port = self.settings.address("actor")
-        self.port = await self.grpc.start(host, port)
-        self.metrics_port = self.metrics.serve(host, metrics_port)
+        host, self.port, self.metrics_port = await self.grpc.listen(self.settings, "actor")
         log.info("actor listening on %s:%d (metrics :%d)", host, self.port, self.metrics_port)
         task = asyncio.create_task(self._start_engine())
         if wait_ready:
@@ -63,22 +46,13 @@ class ActorServer:
         await start_engine_runtime(self.runtime, self.settings, self.metrics)
         await self.grpc.set_serving(True)
 
+    async def abort(self) -> None:
+        await self.grpc.stop(0)
+
     async def stop(self) -> None:
         await self.grpc.stop(self.settings.grace_period_s)
         self.runtime.shutdown()
 
 
 async def serve(settings: Settings) -> None:
-    server = ActorServer(settings)
-    server.grpc.install_signal_handlers()
-    engine_task = await server.start(wait_ready=False)
-    stop = asyncio.create_task(server.grpc.wait_for_stop_signal())
-    assert engine_task is not None
-    done, _ = await asyncio.wait({engine_task, stop}, return_when=asyncio.FIRST_COMPLETED)
-    if engine_task in done and engine_task.exception() is not None:
-        await server.grpc.stop(0)
-        raise engine_task.exception()  # type: ignore[misc]
-    await stop
-    log.info("actor stopping: draining in-flight requests (grace %.0f s)", settings.grace_period_s)
-    engine_task.cancel()
-    await server.stop()
+    await serve_replica(ActorServer(settings), "actor", settings.grace_period_s)

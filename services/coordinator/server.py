@@ -27,12 +27,7 @@ class CoordinatorServer:
         self.settings = settings
         self.metrics = Metrics("coordinator")
         self.coordinator = Coordinator(settings, CoordinatorMetrics(self.metrics))
-        self.grpc = GrpcServer(
-            self.metrics,
-            max_message_bytes=settings.limits.max_message_bytes,
-            tls=settings.tls,
-            auth=settings.auth,
-        )
+        self.grpc = GrpcServer.for_service(self.metrics, settings)
         coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
             CoordinatorService(self.coordinator), self.grpc.server
         )
@@ -42,9 +37,7 @@ class CoordinatorServer:
         self._reconciler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        host, port, metrics_port = self.settings.address("coordinator")
-        self.port = await self.grpc.start(host, port)
-        self.metrics_port = self.metrics.serve(host, metrics_port)
+        host, self.port, self.metrics_port = await self.grpc.listen(self.settings, "coordinator")
         self.coordinator.resume_unfinished()
         self._reconciler = asyncio.create_task(self.coordinator.reconcile_forever())
         await self.grpc.set_serving(True)

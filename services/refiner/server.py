@@ -14,19 +14,14 @@ from services.refiner.openai_backend import ServicerBackend
 from services.refiner.openai_http import OpenAIEndpoint
 from services.refiner.service import RefinerService
 from spar import ifeval
-from spar.adapter_host_service import AdapterHostService
+from spar.adapter_host_service import add_adapter_host
 from spar.config import Settings
 from spar.metrics import Metrics
 from spar.runtime import EngineRuntime, start_engine_runtime
-from spar.server import GrpcServer
-from spar.v1 import adapter_host_pb2, adapter_host_pb2_grpc, refiner_pb2, refiner_pb2_grpc
+from spar.server import GrpcServer, serve_replica
+from spar.v1 import refiner_pb2, refiner_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAMES = [
-    refiner_pb2.DESCRIPTOR.services_by_name["Refiner"].full_name,
-    adapter_host_pb2.DESCRIPTOR.services_by_name["AdapterHost"].full_name,
-]
 
 
 class RefinerServer:
@@ -37,21 +32,11 @@ class RefinerServer:
         self.metrics = Metrics("refiner")
         self.refiner_metrics = RefinerMetrics(self.metrics)
         self.runtime = EngineRuntime("refiner")
-        self.grpc = GrpcServer(
-            self.metrics,
-            max_message_bytes=settings.limits.max_message_bytes,
-            tls=settings.tls,
-            auth=settings.auth,
-        )
+        self.grpc = GrpcServer.for_service(self.metrics, settings)
         self.service = RefinerService(self.runtime, settings, self.refiner_metrics)
         refiner_pb2_grpc.add_RefinerServicer_to_server(self.service, self.grpc.server)  # type: ignore[no-untyped-call]
-        adapter_host_pb2_grpc.add_AdapterHostServicer_to_server(  # type: ignore[no-untyped-call]
-            AdapterHostService(
-                self.runtime, str(settings.model_path()), settings.limits.max_path_chars
-            ),
-            self.grpc.server,
-        )
-        self.grpc.add_services(SERVICE_NAMES)
+        self.grpc.add_services([refiner_pb2.DESCRIPTOR.services_by_name["Refiner"].full_name])
+        add_adapter_host(self.grpc, self.runtime, settings)
         # The OpenAI-compatible HTTP endpoint (SPAR_OPENAI__ENABLED); built here so bad TLS
         # or token settings stop the start before anything listens, as for gRPC.
         self.openai = (
@@ -65,9 +50,7 @@ class RefinerServer:
 
     async def start(self, *, wait_ready: bool = True) -> asyncio.Task[None] | None:
         """Binds the port and starts the engine; returns the engine task if not awaited."""
-        host, port, metrics_port = self.settings.address("refiner")
-        self.port = await self.grpc.start(host, port)
-        self.metrics_port = self.metrics.serve(host, metrics_port)
+        host, self.port, self.metrics_port = await self.grpc.listen(self.settings, "refiner")
         if self.openai is not None:
             self.openai_port = await self.openai.start(host, self.settings.openai.port)
         log.info(
@@ -87,6 +70,11 @@ class RefinerServer:
         await start_engine_runtime(self.runtime, self.settings, self.metrics)
         await self.grpc.set_serving(True)
 
+    async def abort(self) -> None:
+        await self.grpc.stop(0)
+        if self.openai is not None:
+            await self.openai.stop()
+
     async def stop(self) -> None:
         grace = self.settings.grace_period_s
         await asyncio.gather(
@@ -97,20 +85,4 @@ class RefinerServer:
 
 
 async def serve(settings: Settings) -> None:
-    server = RefinerServer(settings)
-    server.grpc.install_signal_handlers()
-    engine_task = await server.start(wait_ready=False)
-    stop = asyncio.create_task(server.grpc.wait_for_stop_signal())
-    assert engine_task is not None
-    done, _ = await asyncio.wait({engine_task, stop}, return_when=asyncio.FIRST_COMPLETED)
-    if engine_task in done and engine_task.exception() is not None:
-        await server.grpc.stop(0)
-        if server.openai is not None:
-            await server.openai.stop()
-        raise engine_task.exception()  # type: ignore[misc]
-    await stop
-    log.info(
-        "refiner stopping: draining in-flight requests (grace %.0f s)", settings.grace_period_s
-    )
-    engine_task.cancel()
-    await server.stop()
+    await serve_replica(RefinerServer(settings), "refiner", settings.grace_period_s)

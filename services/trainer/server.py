@@ -32,12 +32,7 @@ class TrainerServer:
         self.store = ArtifactStore(settings.store_dir())
         self.state = TrainerState(settings.trainer_state_dir())
         self.jobs = JobManager(settings, self.store, self.state, self.trainer_metrics)
-        self.grpc = GrpcServer(
-            self.metrics,
-            max_message_bytes=settings.limits.max_message_bytes,
-            tls=settings.tls,
-            auth=settings.auth,
-        )
+        self.grpc = GrpcServer.for_service(self.metrics, settings)
         trainer_pb2_grpc.add_TrainerServicer_to_server(
             TrainerService(settings, self.state, self.jobs), self.grpc.server
         )
@@ -50,9 +45,7 @@ class TrainerServer:
 
     async def start(self) -> None:
         self.jobs.recover()
-        host, port, metrics_port = self.settings.address("trainer")
-        self.port = await self.grpc.start(host, port)
-        self.metrics_port = self.metrics.serve(host, metrics_port)
+        host, self.port, self.metrics_port = await self.grpc.listen(self.settings, "trainer")
         self.jobs.start()
         await self.grpc.set_serving(True)
         log.info(
