@@ -10,6 +10,7 @@ bearer-token auth on, it refuses ``/spar.*`` calls without an accepted token
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -111,42 +112,37 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self._stream(handler.stream_stream, method), **kwargs
         )
 
+    @contextlib.asynccontextmanager
+    async def _guard(self, method: str, context: Context) -> AsyncIterator[None]:
+        """One handler's run: the token check, the client's deadline, the metrics, and
+        an error turned into its status (the body's exception ends here, as an abort)."""
+        call = _Call(self.metrics, method)
+        error: BaseException | None = None
+        try:
+            self._authenticate(context)
+            async with asyncio.timeout(_deadline(context)):
+                yield
+        except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit) as exc:
+            error = exc
+            raise
+        except Exception as exc:
+            error = exc
+            await call.fail(exc, context)
+        finally:
+            call.finish(context, error)
+
     def _unary(self, fn: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Any]:
         async def behaviour(request: Any, context: Context) -> Any:
-            call = _Call(self.metrics, method)
-            error: BaseException | None = None
-            try:
-                self._authenticate(context)
-                async with asyncio.timeout(_deadline(context)):
-                    return await fn(checked(request), context)
-            except (asyncio.CancelledError, grpc.aio.AbortError) as exc:
-                error = exc
-                raise
-            except Exception as exc:
-                error = exc
-                await call.fail(exc, context)
-            finally:
-                call.finish(context, error)
+            async with self._guard(method, context):
+                return await fn(checked(request), context)
 
         return behaviour
 
     def _stream(self, fn: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., Any]:
         async def behaviour(request: Any, context: Context) -> AsyncIterator[Any]:
-            call = _Call(self.metrics, method)
-            error: BaseException | None = None
-            try:
-                self._authenticate(context)
-                async with asyncio.timeout(_deadline(context)):
-                    async for item in fn(checked(request), context):
-                        yield item
-            except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit) as exc:
-                error = exc
-                raise
-            except Exception as exc:
-                error = exc
-                await call.fail(exc, context)
-            finally:
-                call.finish(context, error)
+            async with self._guard(method, context):
+                async for item in fn(checked(request), context):
+                    yield item
 
         return behaviour
 
