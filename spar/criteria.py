@@ -57,8 +57,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import Counter, Gauge
-
 from spar import ifeval
 from spar.criteria_packs import folder_signature, load_folder
 from spar.criterion_types import (
@@ -339,17 +337,14 @@ def pack_metrics(metrics: Metrics) -> Callable[[bool, int], None]:
     """The criteria families of docs/metrics.md on a server's registry; returns the
     registry's ``on_reload`` callback that keeps them current."""
     service = metrics.service
-    loaded = Gauge(
+    loaded = metrics.gauge(
         "spar_criteria_packs_loaded",
         "Criteria packs in use (SPAR_CRITERIA__DIR; the built-in ifeval pack not counted).",
-        ["service"],
-        registry=metrics.registry,
     )
-    reloads = Counter(
+    reloads = metrics.counter(
         "spar_criteria_reloads",
         "Loads of the criteria folder by result (error: a bad pack; the old ones stay).",
-        ["service", "result"],
-        registry=metrics.registry,
+        ["result"],
     )
     loaded.labels(service).set(0)
     for result in ("ok", "error"):

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client import Counter, Gauge, Histogram
 
 from spar.config import ExternalJudgeSettings
 from spar.errors import FailedPrecondition, InvalidArgument, Unavailable
@@ -186,33 +185,26 @@ class ExternalJudgeMetrics:
     """The outside judge's families (docs/metrics.md) on a server's registry."""
 
     def __init__(self, metrics: Metrics) -> None:
-        r, self.service = metrics.registry, metrics.service
-        self.judgements = Counter(
+        self.service = metrics.service
+        self.judgements = metrics.counter(
             "spar_external_judgements",
             "Judgements sent to the outside judge, by result.",
-            ["service", "result"],
-            registry=r,
+            ["result"],
         )
         for result in RESULTS:
             self.judgements.labels(self.service, result)
-        self.agreement = Counter(
+        self.agreement = metrics.counter(
             "spar_external_judge_agreement",
             "Decisions both judges made, per criterion, by agree/disagree.",
-            ["service", "criterion", "agreement"],
-            registry=r,
+            ["criterion", "agreement"],
         )
-        self.up = Gauge(
-            "spar_external_judge_up",
-            "1 while the outside judge answers (0 after a failed call).",
-            ["service"],
-            registry=r,
+        self.up = metrics.gauge(
+            "spar_external_judge_up", "1 while the outside judge answers (0 after a failed call)."
         )
-        self.latency = Histogram(
+        self.latency = metrics.histogram(
             "spar_external_judge_duration_seconds",
             "Latency of the outside judge's answers.",
-            ["service"],
             buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 40, 80),
-            registry=r,
         )
 
     def result(self, result: str) -> None:

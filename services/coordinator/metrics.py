@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
-
 from spar.metrics import Metrics
 
 ROLLOUT_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -17,53 +15,41 @@ class CoordinatorMetrics:
 
     def __init__(self, metrics: Metrics) -> None:
         self.base = metrics
-        r, self.service = metrics.registry, metrics.service
-        self.rollouts = Counter(
-            "spar_rollouts",
-            "Rollouts by role and result.",
-            ["service", "role", "result"],
-            registry=r,
+        self.service = metrics.service
+        self.rollouts = metrics.counter(
+            "spar_rollouts", "Rollouts by role and result.", ["role", "result"]
         )
-        self.rollout_duration = Histogram(
+        self.rollout_duration = metrics.histogram(
             "spar_rollout_duration_seconds",
             "Stage + activate of a version over all replicas of a role.",
-            ["service", "role"],
+            ["role"],
             buckets=ROLLOUT_BUCKETS,
-            registry=r,
         )
-        self.replica_version = Gauge(
+        self.replica_version = metrics.gauge(
             "spar_replica_active_version_info",
             "1 per replica for the version it serves (base: no adapter).",
-            ["service", "role", "replica", "version"],
-            registry=r,
+            ["role", "replica", "version"],
         )
-        self.iterations = Counter(
-            "spar_iterations",
-            "Finished iterations by final state.",
-            ["service", "state"],
-            registry=r,
+        self.iterations = metrics.counter(
+            "spar_iterations", "Finished iterations by final state.", ["state"]
         )
         # Every final state exists at 0 from the start, so increase() over a window sees
         # the first iteration (a counter series born at 1 has no increase to show).
         for state in FINAL_STATES:
             self.iterations.labels(self.service, state)
-        self.iteration_stage = Gauge(
-            "spar_iteration_stage", "Stage number of the running iteration (0: idle).", ["service"],
-            registry=r,
-        )  # fmt: skip
+        self.iteration_stage = metrics.gauge(
+            "spar_iteration_stage", "Stage number of the running iteration (0: idle)."
+        )
         self.iteration_stage.labels(self.service).set(0)
-        self.awaiting_approval = Gauge(
+        self.awaiting_approval = metrics.gauge(
             "spar_iteration_awaiting_approval",
             "Iteration whose candidate awaits an operator's promote or reject (0: none).",
-            ["service"],
-            registry=r,
         )
         self.awaiting_approval.labels(self.service).set(0)
-        self.audit_records = Counter(
+        self.audit_records = metrics.counter(
             "spar_audit_records",
             "Records appended to the audit log by action and result.",
-            ["service", "action", "result"],
-            registry=r,
+            ["action", "result"],
         )
         self._known: dict[str, set[tuple[str, str, str, str]]] = {}
 

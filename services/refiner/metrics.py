@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import Counter, Gauge, Histogram
-
 from services.refiner.cost import UNUSABLE_REASONS, Cost
 from spar.guardrails import RULES
 from spar.metrics import LATENCY_BUCKETS, Metrics
@@ -25,65 +23,59 @@ class RefinerMetrics:
     def __init__(self, metrics: Metrics) -> None:
         self.base = metrics
         self.service = metrics.service
-        r = metrics.registry
-        self.searches = Counter(
-            "spar_searches", "Finished searches by judge and outcome.",
-            ["service", "judge", "outcome"], registry=r,
-        )  # fmt: skip
-        self.answers = Counter(
-            "spar_answers", "Finished Answer calls by outcome.", ["service", "outcome"], registry=r
+        self.searches = metrics.counter(
+            "spar_searches", "Finished searches by judge and outcome.", ["judge", "outcome"]
         )
-        self.nodes = Counter(
-            "spar_search_nodes", "Search nodes expanded (refinements generated).",
-            ["service", "judge"], registry=r,
-        )  # fmt: skip
-        self.judge_samples = Counter(
-            "spar_search_judge_samples", "LLM judge samples drawn by searches.",
-            ["service", "judge"], registry=r,
-        )  # fmt: skip
-        self.tokens = Counter(
-            "spar_search_tokens", "Tokens of searches and answers by phase and kind.",
-            ["service", "phase", "kind"], registry=r,
-        )  # fmt: skip
-        self.unparseable = Counter(
+        self.answers = metrics.counter(
+            "spar_answers", "Finished Answer calls by outcome.", ["outcome"]
+        )
+        self.nodes = metrics.counter(
+            "spar_search_nodes", "Search nodes expanded (refinements generated).", ["judge"]
+        )
+        self.judge_samples = metrics.counter(
+            "spar_search_judge_samples", "LLM judge samples drawn by searches.", ["judge"]
+        )
+        self.tokens = metrics.counter(
+            "spar_search_tokens",
+            "Tokens of searches and answers by phase and kind.",
+            ["phase", "kind"],
+        )
+        self.unparseable = metrics.counter(
             "spar_search_unparseable",
             "Judge samples or refinements whose answer could not be read.",
-            ["service", "phase"], registry=r,
-        )  # fmt: skip
-        self.unusable = Counter(
+            ["phase"],
+        )
+        self.unusable = metrics.counter(
             "spar_search_unusable_refinements",
             "Refinements that did not become search nodes, by reason.",
-            ["service", "reason"], registry=r,
-        )  # fmt: skip
-        self.guardrails = Counter(
+            ["reason"],
+        )
+        self.guardrails = metrics.counter(
             "spar_search_guardrail_failures",
             "Judged responses that broke an answer guardrail, by rule.",
-            ["service", "rule"], registry=r,
-        )  # fmt: skip
-        self.judgements = Counter(
-            "spar_search_judgements", "Responses judged by searches.", ["service", "judge"],
-            registry=r,
-        )  # fmt: skip
-        self.votes_skipped = Counter(
+            ["rule"],
+        )
+        self.judgements = metrics.counter(
+            "spar_search_judgements", "Responses judged by searches.", ["judge"]
+        )
+        self.votes_skipped = metrics.counter(
             "spar_search_votes_skipped",
             "Judgements that drew no LLM votes because a vote could not change them.",
-            ["service", "judge"], registry=r,
-        )  # fmt: skip
-        self.duration = Histogram(
-            "spar_search_duration_seconds", "Wall time of a search.",
-            ["service", "judge"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.depth = Histogram(
-            "spar_search_depth", "Depth of the best node of a search.",
-            ["service"], buckets=DEPTH_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.in_flight = Gauge(
-            "spar_searches_in_flight", "Searches running.", ["service"], registry=r
+            ["judge"],
         )
-        self.queue = Gauge(
-            "spar_search_queue_length", "Requests waiting for a search slot.", ["service"],
-            registry=r,
-        )  # fmt: skip
+        self.duration = metrics.histogram(
+            "spar_search_duration_seconds",
+            "Wall time of a search.",
+            ["judge"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.depth = metrics.histogram(
+            "spar_search_depth", "Depth of the best node of a search.", buckets=DEPTH_BUCKETS
+        )
+        self.in_flight = metrics.gauge("spar_searches_in_flight", "Searches running.")
+        self.queue = metrics.gauge(
+            "spar_search_queue_length", "Requests waiting for a search slot."
+        )
         self.in_flight.labels(self.service).set(0)
         self.queue.labels(self.service).set(0)
         for phase in ("generate", "judge", "refine"):
@@ -134,16 +126,17 @@ class HttpMetrics:
     def __init__(self, metrics: Metrics, models: Sequence[str]) -> None:
         self.service = metrics.service
         self.models = set(models)
-        r = metrics.registry
-        self.requests = Counter(
-            "spar_http_requests", "OpenAI-compatible HTTP requests by route, model and status.",
-            ["service", "route", "model", "code"], registry=r,
-        )  # fmt: skip
-        self.latency = Histogram(
+        self.requests = metrics.counter(
+            "spar_http_requests",
+            "OpenAI-compatible HTTP requests by route, model and status.",
+            ["route", "model", "code"],
+        )
+        self.latency = metrics.histogram(
             "spar_http_request_duration_seconds",
             "OpenAI-compatible HTTP request latency, to the last byte of the response.",
-            ["service", "route", "model"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            ["route", "model"],
+            buckets=LATENCY_BUCKETS,
+        )
 
     def model_label(self, model: str) -> str:
         return model if model in self.models or model == "" else "other"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
-
 from spar.metrics import Metrics
 
 
@@ -12,38 +10,24 @@ class TrainerMetrics:
     server's :class:`spar.metrics.Metrics`."""
 
     def __init__(self, metrics: Metrics) -> None:
-        r = metrics.registry
         self.service = metrics.service
-        self.jobs = Counter(
-            "spar_train_jobs", "Jobs that reached a final state.", ["service", "kind", "state"],
-            registry=r,
-        )  # fmt: skip
-        self.queue_length = Gauge(
-            "spar_train_queue_length", "Queued jobs.", ["service"], registry=r
+        self.jobs = metrics.counter(
+            "spar_train_jobs", "Jobs that reached a final state.", ["kind", "state"]
         )
-        self.running = Gauge(
-            "spar_train_job_running", "1 while a job runs.", ["service", "kind"], registry=r
+        self.queue_length = metrics.gauge("spar_train_queue_length", "Queued jobs.")
+        self.running = metrics.gauge("spar_train_job_running", "1 while a job runs.", ["kind"])
+        self.step = metrics.gauge("spar_train_step", "Step of the running job.", ["kind"])
+        self.loss = metrics.gauge("spar_train_loss", "Latest training loss.", ["kind"])
+        self.reward_margin = metrics.gauge("spar_train_reward_margin", "Latest DPO reward margin.")
+        self.reward_accuracy = metrics.gauge(
+            "spar_train_reward_accuracy", "Latest DPO reward accuracy."
         )
-        self.step = Gauge(
-            "spar_train_step", "Step of the running job.", ["service", "kind"], registry=r
+        self.tokens_per_second = metrics.gauge(
+            "spar_train_tokens_per_second", "Training throughput.", ["kind"]
         )
-        self.loss = Gauge(
-            "spar_train_loss", "Latest training loss.", ["service", "kind"], registry=r
+        self.published = metrics.counter(
+            "spar_adapters_published", "Versions published to the store.", ["role"]
         )
-        self.reward_margin = Gauge(
-            "spar_train_reward_margin", "Latest DPO reward margin.", ["service"], registry=r
-        )
-        self.reward_accuracy = Gauge(
-            "spar_train_reward_accuracy", "Latest DPO reward accuracy.", ["service"], registry=r
-        )
-        self.tokens_per_second = Gauge(
-            "spar_train_tokens_per_second", "Training throughput.", ["service", "kind"],
-            registry=r,
-        )  # fmt: skip
-        self.published = Counter(
-            "spar_adapters_published", "Versions published to the store.", ["service", "role"],
-            registry=r,
-        )  # fmt: skip
         self.queue_length.labels(self.service).set(0)
         for kind in ("dpo", "sft"):
             self.running.labels(self.service, kind).set(0)
