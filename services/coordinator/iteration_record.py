@@ -10,12 +10,12 @@ wire message ``spar.v1.Iteration`` is made from a record at the edge
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from services.coordinator.rollout import Version
+from spar.dataclass_json import as_json, from_json
 
 ITERATION_SCHEMA = "spar.coordinator.iteration/v1"
 """The ``schema`` field of an iteration record in this format."""
@@ -25,7 +25,6 @@ Stage = Literal[
     "prompts", "sample", "judge", "search", "build_data", "train", "evaluate", "rollout",
     "record", "done",
 ]  # fmt: skip
-STATES: tuple[State, ...] = get_args(State)
 STAGES: tuple[Stage, ...] = get_args(Stage)[:-1]
 """The stages in the order they run (``done`` follows the last)."""
 
@@ -197,70 +196,11 @@ class IterationRecord:
         return IterationRecord.from_json(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"schema": ITERATION_SCHEMA}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, datetime):
-                value = value.isoformat()
-            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-                value = dataclasses.asdict(value)
-            elif f.name == "timings":
-                value = [dataclasses.asdict(t) for t in value]
-            doc[f.name] = value
-        return doc
+        return {"schema": ITERATION_SCHEMA, **as_json(self)}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> IterationRecord:
         """A record in this schema (a ValueError, TypeError or KeyError when it is not)."""
         if doc.get("schema") != ITERATION_SCHEMA:
             raise ValueError(f"schema {str(doc.get('schema'))[:60]!r} is not {ITERATION_SCHEMA}")
-        if doc["state"] not in STATES or doc["stage"] not in (*STAGES, "done"):
-            raise ValueError(f"state {doc['state']!r} or stage {doc['stage']!r} is unknown")
-        cost = doc.get("search_cost")
-        return cls(
-            number=int(doc["number"]),
-            state=doc["state"],
-            stage=doc["stage"],
-            counts=Counts(**doc.get("counts", {})),
-            actor_candidate=_version(doc.get("actor_candidate")),
-            refiner_candidate=_version(doc.get("refiner_candidate")),
-            baseline_eval=_eval(doc.get("baseline_eval")),
-            candidate_eval=_eval(doc.get("candidate_eval")),
-            search_cost=SearchCost(
-                **{k: v for k, v in cost.items() if k not in ("judge", "refine", "generate")},
-                judge=PhaseTokens(**cost["judge"]),
-                refine=PhaseTokens(**cost["refine"]),
-                generate=PhaseTokens(**cost["generate"]),
-            )
-            if cost
-            else None,
-            timings=[StageTiming(t["stage"], float(t["seconds"])) for t in doc.get("timings", [])],
-            error=str(doc.get("error", "")),
-            started_at=_time(doc.get("started_at")),
-            finished_at=_time(doc.get("finished_at")),
-            decision=str(doc.get("decision", "")),
-            decided_by=str(doc.get("decided_by", "")),
-            warmup=_warmup(doc.get("warmup")),
-        )
-
-
-def _version(doc: dict[str, Any] | None) -> Version | None:
-    return Version(**doc) if doc else None
-
-
-def _eval(doc: dict[str, Any] | None) -> EvalMetrics | None:
-    if doc is None:
-        return None
-    criteria = tuple(CriterionScore(**c) for c in doc.get("criteria", []))
-    return EvalMetrics(**{k: v for k, v in doc.items() if k != "criteria"}, criteria=criteria)
-
-
-def _warmup(doc: dict[str, Any] | None) -> WarmupReport | None:
-    if doc is None:
-        return None
-    rest = {k: v for k, v in doc.items() if k != "version"}
-    return WarmupReport(**rest, version=_version(doc.get("version")))
-
-
-def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+        return from_json(cls, {k: v for k, v in doc.items() if k != "schema"})

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from spar.dataclass_json import as_json, from_json
 from spar.errors import InvalidArgument
 
 Kind = Literal["dpo", "sft"]
@@ -50,18 +51,11 @@ class Hyperparameters:
     seed: int
 
     def as_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["target_modules"] = list(self.target_modules)
-        return out
+        return as_json(self)  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hyperparameters:
-        values = dict(data)
-        values["target_modules"] = tuple(values["target_modules"])
-        for key in ("lora_rank", "lora_alpha", "epochs", "batch_size", "max_length", "seed"):
-            values[key] = int(values[key])
-        values["gradient_accumulation_steps"] = int(values["gradient_accumulation_steps"])
-        return cls(**values)
+        return from_json(cls, data)
 
 
 @dataclass(frozen=True)

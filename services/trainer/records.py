@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args
 
 from services.trainer.hyperparameters import Hyperparameters, Kind
 from services.trainer.submission import Submission
+from spar.dataclass_json import as_json, from_json
 
 JOB_SCHEMA = "spar.trainer.job/v1"
 """The ``schema`` field of a job record in this format."""
@@ -80,18 +81,7 @@ class Job:
         return dataclasses.replace(self, progress=dataclasses.replace(self.progress))
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": JOB_SCHEMA,
-            "id": self.id,
-            "state": self.state,
-            "submission": self.submission.to_json(),
-            "created_at": _time(self.created_at),
-            "started_at": _time(self.started_at),
-            "finished_at": _time(self.finished_at),
-            "result": dataclasses.asdict(self.result) if self.result else None,
-            "error": self.error,
-            "progress": dataclasses.asdict(self.progress),
-        }
+        return {"schema": JOB_SCHEMA, **as_json(self)}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Job:
@@ -100,32 +90,7 @@ class Job:
             return job_from_protobuf_json(doc)
         if doc["schema"] != JOB_SCHEMA:
             raise ValueError(f"schema {str(doc['schema'])[:60]!r} is not {JOB_SCHEMA}")
-        state = doc["state"]
-        if state not in JOB_STATES:
-            raise ValueError(f"state {str(state)[:40]!r} is unknown")
-        result = doc.get("result")
-        return cls(
-            id=str(doc["id"]),
-            submission=Submission.from_json(doc["submission"]),
-            state=state,
-            created_at=_parse_time(doc["created_at"]) or datetime.fromtimestamp(0, UTC),
-            started_at=_parse_time(doc.get("started_at")),
-            finished_at=_parse_time(doc.get("finished_at")),
-            result=Published(**result) if result else None,
-            error=str(doc.get("error", "")),
-            progress=Progress(**doc.get("progress", {})),
-        )
-
-
-def _time(t: datetime | None) -> str | None:
-    return t.isoformat() if t is not None else None
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    t = datetime.fromisoformat(text)
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+        return from_json(cls, {k: v for k, v in doc.items() if k != "schema"})
 
 
 # -- older trainers' records (protobuf JSON of spar.v1.Job) -------------------------------
@@ -140,6 +105,13 @@ _HYPERPARAMETER_INTS = (
 def _enum(value: Any, prefix: str) -> str:
     """A protobuf JSON enum value (``JOB_STATE_FAILED``) as spar's name (``failed``)."""
     return str(value).removeprefix(prefix).lower()
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def job_from_protobuf_json(doc: dict[str, Any]) -> Job:

@@ -71,35 +71,6 @@ class Submission:
     def runs_as(self) -> Strategy:
         return self.strategy or "ddp"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "dataset_digest": self.dataset_digest,
-            "role": self.role,
-            "base_model": self.base_model,
-            "hyperparameters": self.hyperparameters.as_dict(),
-            "world_size": self.world_size,
-            "strategy": self.strategy,
-            "iteration": self.iteration,
-            "parent_adapter": self.parent_adapter,
-            "idempotency_key": self.idempotency_key,
-        }
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> Submission:
-        return cls(
-            kind=doc["kind"],
-            dataset_digest=str(doc["dataset_digest"]),
-            role=str(doc["role"]),
-            base_model=str(doc["base_model"]),
-            hyperparameters=Hyperparameters.from_dict(doc["hyperparameters"]),
-            world_size=int(doc["world_size"]),
-            strategy=doc.get("strategy"),
-            iteration=int(doc.get("iteration", 0)),
-            parent_adapter=str(doc.get("parent_adapter", "")),
-            idempotency_key=str(doc.get("idempotency_key", "")),
-        )
-
 
 class SubmissionCheck:
     """Checks job requests against the trainer's settings, datasets, store and devices."""
