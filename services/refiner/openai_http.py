@@ -7,8 +7,8 @@ the Answer use case, called in-process; the actor's model is a plain Generate ca
 the actor. What a request means and what a reply looks like is in
 :mod:`services.refiner.openai_protocol`; this module does HTTP: Starlette on uvicorn,
 bearer tokens and TLS from the same settings as the gRPC port, body limits, errors as
-OpenAI error objects with HTTP codes mapped from gRPC codes, SSE streaming with
-keep-alive comments while a search runs, and request metrics.
+OpenAI error objects with HTTP codes mapped from gRPC codes, streaming responses, and
+request metrics. The events of a stream are made in :mod:`services.refiner.openai_streaming`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from services.refiner import openai_completions as oc
 from services.refiner import openai_protocol as op
 from services.refiner.metrics import HttpMetrics
 from services.refiner.openai_backend import AnswerBackend
-from spar.client.enums import FINISH_REASON
+from services.refiner.openai_streaming import actor_events, cancel, refined_events, sse
 from spar.config import OpenAISettings, Settings
 from spar.errors import (
     DeadlineExceeded,
@@ -45,8 +45,6 @@ from spar.errors import (
 )
 from spar.metrics import Metrics
 from spar.security import BearerAuth, ssl_options, tls_mode
-from spar.v1 import actor_pb2
-from spar.v1 import refiner_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +105,6 @@ def http_error(exc: BaseException, retry_after_s: int) -> HttpError:
 
 
 # -- the app ------------------------------------------------------------------------------
-
-
-def sse(data: dict[str, Any] | str) -> bytes:
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return f"data: {text}\n\n".encode()
-
-
-KEEPALIVE = b": keep-alive\n\n"
 
 
 class OpenAIEndpoint:
@@ -318,7 +308,7 @@ class OpenAIEndpoint:
                 if await request.is_disconnected():
                     raise HttpError(499, "the client went away; the work was cancelled")
         finally:
-            await _cancel(task)
+            await cancel(task)
 
     # -- the refined model --------------------------------------------------------------
 
@@ -336,33 +326,14 @@ class OpenAIEndpoint:
         if task.done() and task.exception() is not None:
             raise cast(BaseException, task.exception())
         include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-        events = self._refined_events(task, parsed.model, trace, include_usage)
-        return self._sse(events, parsed.model, start, cleanup=functools.partial(_cancel, task))
-
-    async def _refined_events(
-        self, task: asyncio.Task[pb.AnswerResponse], model: str, trace: bool, include_usage: bool
-    ) -> AsyncIterator[bytes]:
-        id, created = oc.completion_id(), int(time.time())
-        try:
-            yield sse(oc.chunk(id, created, model, [oc.delta(0, role="assistant", content="")]))
-            while not task.done():
-                await asyncio.wait({task}, timeout=self.config.keepalive_s)
-                if not task.done():
-                    yield KEEPALIVE  # the search still runs; proxies keep the connection
-            reply = task.result()
-            for piece in oc.pieces(reply.answer):
-                yield sse(oc.chunk(id, created, model, [oc.delta(0, content=piece)]))
-            completion = oc.answer_completion(reply, model, trace=trace)
-            tail = {"usage": completion["usage"], "spar": completion["spar"]}
-            finish = [oc.delta(0, finish_reason="stop")]
-            if include_usage:
-                yield sse(oc.chunk(id, created, model, finish))
-                yield sse(oc.chunk(id, created, model, [], **tail))
-            else:
-                yield sse(oc.chunk(id, created, model, finish, **tail))
-            yield sse("[DONE]")
-        finally:
-            await _cancel(task)  # the client went away: stop the search's engine work
+        events = refined_events(
+            task,
+            parsed.model,
+            trace=trace,
+            include_usage=include_usage,
+            keepalive_s=self.config.keepalive_s,
+        )
+        return self._sse(events, parsed.model, start, cleanup=functools.partial(cancel, task))
 
     # -- the actor's model --------------------------------------------------------------
 
@@ -386,66 +357,15 @@ class OpenAIEndpoint:
         except StopAsyncIteration:
             first = None
         include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-        events = self._actor_events(stream, first, parsed, include_usage, start)
+        events = actor_events(
+            stream,
+            first,
+            parsed.model,
+            n=parsed.n or 1,
+            include_usage=include_usage,
+            start=start,
+        )
         return self._sse(events, parsed.model, start, cleanup=cast(Any, stream).aclose)
-
-    async def _actor_events(
-        self,
-        stream: AsyncIterator[actor_pb2.GenerateStreamResponse],
-        first: actor_pb2.GenerateStreamResponse | None,
-        parsed: op.ChatCompletionRequest,
-        include_usage: bool,
-        start: float,
-    ) -> AsyncIterator[bytes]:
-        id, created, model = oc.completion_id(), int(time.time()), parsed.model
-        n = parsed.n or 1
-        try:
-            yield sse(
-                oc.chunk(
-                    id,
-                    created,
-                    model,
-                    [oc.delta(i, role="assistant", content="") for i in range(n)],
-                )
-            )
-
-            async def items() -> AsyncIterator[actor_pb2.GenerateStreamResponse]:
-                if first is not None:
-                    yield first
-                async for item in stream:
-                    yield item
-
-            # The last finish chunk is held back: without include_usage it carries the usage.
-            held: dict[str, Any] | None = None
-            async for item in items():
-                if held is not None and (item.delta or item.finish_reason):
-                    yield sse(held)
-                    held = None
-                if item.delta:
-                    yield sse(
-                        oc.chunk(id, created, model, [oc.delta(item.index, content=item.delta)])
-                    )
-                if item.finish_reason:
-                    reason = FINISH_REASON.get(item.finish_reason, "stop")
-                    held = oc.chunk(
-                        id, created, model, [oc.delta(item.index, finish_reason=reason)]
-                    )
-                if item.HasField("usage"):
-                    extension = oc.actor_extension(
-                        item.adapter, item.usage, time.perf_counter() - start
-                    )
-                    tail = {"usage": oc.usage_of(extension["usage_by_phase"]), "spar": extension}
-                    if include_usage or held is None:
-                        if held is not None:
-                            yield sse(held)
-                        held = oc.chunk(id, created, model, [], **tail)
-                    else:
-                        held.update(tail)
-            if held is not None:
-                yield sse(held)
-            yield sse("[DONE]")
-        finally:
-            await cast(Any, stream).aclose()
 
     # -- SSE ----------------------------------------------------------------------------
 
@@ -484,14 +404,6 @@ class OpenAIEndpoint:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             background=BackgroundTask(cleanup),
         )
-
-
-async def _cancel(task: asyncio.Task[Any]) -> None:
-    """Cancels the task if it still runs and waits until it has stopped."""
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
 
 
 def _no_constant(name: str) -> Any:
