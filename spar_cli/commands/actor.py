@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,12 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from spar.log_setup import configure_logging
 from spar_cli.commands.flags import (
     add_client_flags,
-    add_serve_flags,
+    add_group,
+    add_serve_command,
     print_json,
+    run_service,
     security_from,
     settings_from,
 )
@@ -24,10 +24,7 @@ from spar_cli.commands.flags import (
 def cmd_serve(args: argparse.Namespace) -> int:
     from services.actor.server import serve
 
-    settings = settings_from(args)
-    configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
-    return 0
+    return run_service(serve, settings_from(args))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -88,12 +85,8 @@ def cmd_host(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    actor = sub.add_parser("actor", help="the actor service").add_subparsers(
-        dest="actor_command", required=True
-    )
-    serve = actor.add_parser("serve", help="run an actor replica")
-    add_serve_flags(serve)
-    serve.set_defaults(func=cmd_serve)
+    actor = add_group(sub, "actor", "the actor service")
+    add_serve_command(actor, "run an actor replica", cmd_serve)
 
     gen = sub.add_parser("generate", help="generate with the actor")
     gen.add_argument("prompt")
@@ -107,8 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_client_flags(gen, "actor")
     gen.set_defaults(func=cmd_generate)
 
-    host = sub.add_parser("host", help="adapter versions hosted by an actor or refiner replica")
-    host_sub = host.add_subparsers(dest="host_command", required=True)
+    host_sub = add_group(sub, "host", "adapter versions hosted by an actor or refiner replica")
     for name, help_text in (
         ("list", "list loaded versions"),
         ("stage", "stage a version from a local folder or an artifact store"),

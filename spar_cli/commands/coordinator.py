@@ -4,19 +4,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 from typing import Any
 
 from tqdm import tqdm
 
-from spar.log_setup import configure_logging
 from spar.v1 import coordinator_pb2 as pb
 from spar_cli.commands.flags import (
     EXIT_ERROR,
     add_client_flags,
-    add_serve_flags,
+    add_group,
+    add_serve_command,
     print_json,
+    run_service,
     security_from,
     settings_from,
 )
@@ -27,10 +27,7 @@ STAGES = [s for s in pb.IterationStage.keys() if s != "ITERATION_STAGE_UNSPECIFI
 def cmd_serve(args: argparse.Namespace) -> int:
     from services.coordinator.server import serve
 
-    settings = settings_from(args)
-    configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
-    return 0
+    return run_service(serve, settings_from(args))
 
 
 def _stage(it: pb.Iteration) -> str:
@@ -258,12 +255,8 @@ def _user() -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    coordinator = sub.add_parser("coordinator", help="the coordinator service").add_subparsers(
-        dest="coordinator_command", required=True
-    )
-    serve = coordinator.add_parser("serve", help="run the coordinator")
-    add_serve_flags(serve)
-    serve.set_defaults(func=cmd_serve)
+    coordinator = add_group(sub, "coordinator", "the coordinator service")
+    add_serve_command(coordinator, "run the coordinator", cmd_serve)
 
     iterate = sub.add_parser("iterate", help="run (or resume) one self-play iteration")
     iterate.add_argument("--prompts", help="IFEval-format or plain jsonl prompt file")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spar_cli.commands.flags import EXIT_ERROR, print_json
+from spar_cli.commands.flags import EXIT_ERROR, add_group, print_json
 
 if TYPE_CHECKING:
     from spar.criteria import CriteriaRegistry
@@ -111,9 +111,7 @@ def cmd_try(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    group = sub.add_parser(
-        "criteria", help="criteria packs: validate, list, try, schema"
-    ).add_subparsers(dest="criteria_command", required=True)
+    group = add_group(sub, "criteria", "criteria packs: validate, list, try, schema")
 
     schema = group.add_parser("schema", help="print the JSON schema of a pack file")
     schema.set_defaults(func=cmd_schema)

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeAlias
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from spar.config import DEFAULT_PORTS, Settings
+from spar.log_setup import configure_logging
 from spar.security import ClientSecurity, client_security
 
 EXIT_ERROR = 1
+
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Handler: TypeAlias = Callable[[argparse.Namespace], int]
 
 
 def print_json(obj: Any) -> None:
@@ -43,6 +49,27 @@ def security_from(args: argparse.Namespace) -> ClientSecurity:
 
 def default_target(role: str) -> str:
     return os.environ.get(f"SPAR_{role.upper()}_TARGET", f"127.0.0.1:{DEFAULT_PORTS[role][0]}")
+
+
+def add_group(sub: SubParsers, name: str, help: str) -> SubParsers:
+    """``spar <name> <subcommand>``: a command whose subcommand is required."""
+    return sub.add_parser(name, help=help).add_subparsers(dest=f"{name}_command", required=True)
+
+
+def add_serve_command(group: SubParsers, help: str, func: Handler) -> argparse.ArgumentParser:
+    """``spar <service> serve`` with the address flags; a service adds its own flags to the
+    parser it returns."""
+    serve = group.add_parser("serve", help=help)
+    add_serve_flags(serve)
+    serve.set_defaults(func=func)
+    return serve
+
+
+def run_service(serve: Callable[[Settings], Coroutine[Any, Any, None]], settings: Settings) -> int:
+    """Runs a service's server (its ``serve``) until SIGTERM or SIGINT, with spar's logging."""
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
+    return 0
 
 
 def add_serve_flags(p: argparse.ArgumentParser) -> None:

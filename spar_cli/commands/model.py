@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from spar_cli.commands.flags import EXIT_ERROR, print_json, settings_from
+from spar_cli.commands.flags import EXIT_ERROR, add_group, print_json, settings_from
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -34,9 +34,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    model = sub.add_parser("model", help="the served model").add_subparsers(
-        dest="model_command", required=True
-    )
+    model = add_group(sub, "model", "the served model")
     prep = model.add_parser("prepare", help="download and convert the default model (idempotent)")
     prep.add_argument("--model", help="check this Hugging Face folder instead")
     prep.add_argument("--json", action="store_true", help="print one JSON document")

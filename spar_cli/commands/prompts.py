@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from spar_cli.commands.flags import add_client_flags, print_json, security_from
+from spar_cli.commands.flags import add_client_flags, add_group, print_json, security_from
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -103,8 +103,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from spar.evaluation import DEFAULT_CONCURRENCY, DEFAULT_MAX_TOKENS
 
-    prompts = sub.add_parser("prompts", help="prompt sources: synthesis and checks")
-    prompts_sub = prompts.add_subparsers(dest="prompts_command", required=True)
+    prompts_sub = add_group(sub, "prompts", "prompt sources: synthesis and checks")
     synth = prompts_sub.add_parser(
         "synth", help="synthesize verifiable prompts (IFEval-format jsonl)"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from typing import Any
 
@@ -11,12 +10,13 @@ from google.protobuf.json_format import MessageToDict
 
 from spar.client.enums import JUDGE_KIND, SEARCH_OUTCOME, SEARCH_STRATEGY, VERDICT
 from spar.errors import InvalidArgument
-from spar.log_setup import configure_logging
 from spar.v1 import common_pb2
 from spar_cli.commands.flags import (
     add_client_flags,
-    add_serve_flags,
+    add_group,
+    add_serve_command,
     print_json,
+    run_service,
     security_from,
     settings_from,
 )
@@ -76,9 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.openai_port is not None:
             update["port"] = args.openai_port
         settings.openai = settings.openai.model_copy(update=update)
-    configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
-    return 0
+    return run_service(serve, settings)
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
@@ -243,11 +241,8 @@ def _add_search_flags(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    refiner = sub.add_parser("refiner", help="the refiner service").add_subparsers(
-        dest="refiner_command", required=True
-    )
-    serve = refiner.add_parser("serve", help="run a refiner replica")
-    add_serve_flags(serve)
+    refiner = add_group(sub, "refiner", "the refiner service")
+    serve = add_serve_command(refiner, "run a refiner replica", cmd_serve)
     serve.add_argument(
         "--actor",
         metavar="HOST:PORT",
@@ -265,7 +260,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="PORT",
         help="its port (default 8000, SPAR_OPENAI__PORT; 0: a free port); implies --openai",
     )
-    serve.set_defaults(func=cmd_serve)
 
     judge = sub.add_parser("judge", help="judge a response against its instruction")
     judge.add_argument("prompt", help="the instruction")

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
 
 from spar.client.enums import DISTRIBUTED_STRATEGY, JOB_STATE
 from spar.errors import InvalidArgument
-from spar.log_setup import configure_logging
 from spar_cli.commands.flags import (
     EXIT_ERROR,
     add_client_flags,
-    add_serve_flags,
+    add_group,
+    add_serve_command,
     print_json,
+    run_service,
     security_from,
     settings_from,
 )
@@ -43,9 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.trainer.store_dir = str(Path(args.store).expanduser().resolve())
     if args.state_dir:
         settings.trainer.state_dir = str(Path(args.state_dir).expanduser().resolve())
-    configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
-    return 0
+    return run_service(serve, settings)
 
 
 def read_records(path: str) -> list[dict[str, Any]]:
@@ -204,18 +202,12 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    trainer = sub.add_parser("trainer", help="the trainer service").add_subparsers(
-        dest="trainer_command", required=True
-    )
-    serve = trainer.add_parser("serve", help="run the trainer and its artifact store")
-    add_serve_flags(serve)
+    trainer = add_group(sub, "trainer", "the trainer service")
+    serve = add_serve_command(trainer, "run the trainer and its artifact store", cmd_serve)
     serve.add_argument("--store", help="artifact store folder (SPAR_TRAINER__STORE_DIR)")
     serve.add_argument("--state-dir", help="datasets and job records (SPAR_TRAINER__STATE_DIR)")
-    serve.set_defaults(func=cmd_serve)
 
-    train = sub.add_parser("train", help="train an adapter on the trainer").add_subparsers(
-        dest="train_command", required=True
-    )
+    train = add_group(sub, "train", "train an adapter on the trainer")
     for kind, help_text in (
         ("dpo", "LoRA DPO on {prompt, chosen, rejected} pairs (actor)"),
         ("sft", "LoRA SFT on {prompt, completion} or {messages} records (refiner RFT)"),
@@ -251,8 +243,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         add_client_flags(p, "trainer")
         p.set_defaults(func=cmd_job)
 
-    adapters = sub.add_parser("adapters", help="adapter versions in the artifact store")
-    adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)
+    adapters_sub = add_group(sub, "adapters", "adapter versions in the artifact store")
     p = adapters_sub.add_parser("list", help="list versions, newest first")
     p.add_argument("--role", default="", help="only actor or refiner versions")
     add_client_flags(p, "trainer")
