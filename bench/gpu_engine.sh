@@ -9,6 +9,8 @@
 #   bench/gpu_engine.sh check | engine [ARGS...] | rollout [ARGS...]   # one of them
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/gpu_wheels.sh
+. bench/gpu_wheels.sh
 
 SITE=${SPAR_GPU_SITE:-/tmp/spar-site}
 export PYTHONPATH=$SITE:$PWD
@@ -25,8 +27,7 @@ annotated-types typing-inspection python-dotenv peft==0.21.2"
 install() {
   mkdir -p "$SITE" "$OUT" "$WORK"
   if [ -f "$SITE/.installed" ]; then return; fi
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" .whl/*.whl
+  install_wheels "$SITE"
   python3 -c 'import torch, transformers, peft, grpc
 print("torch", torch.__version__, "transformers", transformers.__version__, "peft",
       peft.__version__, "grpc", grpc.__version__, "gpus", torch.cuda.device_count())'
@@ -55,20 +56,14 @@ materialise('default', Path('$TOKENIZER'), Path('$WORK/default'), 'cuda')"
 
 case ${1:-} in
   prepare)
-    for w in $WHEELS; do
-      python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 -d .whl "$w"
-    done
+    # shellcheck disable=SC2086
+    download_wheels $WHEELS
     mkdir -p "$TOKENIZER"
     src=${SPAR_LOCAL_CACHE:-$HOME/.cache/spar}/models/SmolLM2-135M-Instruct
     for f in config.json generation_config.json tokenizer.json tokenizer_config.json \
       special_tokens_map.json chat_template.jinja; do
       if [ -f "$src/$f" ]; then cp "$src/$f" "$TOKENIZER/"; fi
     done
-    mkdir -p .git/info
-    grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo /.gpu/ >>.git/info/exclude
-    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >>.git/info/exclude
     du -sh .whl "$TOKENIZER"
     ;;
   all)

@@ -24,6 +24,8 @@
 # checkpoint and quality_run from the steps it recorded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/gpu_wheels.sh
+. bench/gpu_wheels.sh
 
 WORK=${SPAR_GPU_WORK:-/root/spar-gpu}
 SITE=$WORK/site
@@ -53,11 +55,8 @@ case ${1:-} in
   prepare)
     # Each device call carries at most 64 MiB: call 1 carries .whl, .gpu/pure,
     # .gpu/nltk_data and .gpu/model/part00; call 2 the two other parts.
-    for w in $WHEELS; do
-      python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 -d .whl "$w"
-    done
+    # shellcheck disable=SC2086
+    download_wheels $WHEELS
     mkdir -p .gpu/pure .gpu/model
     # langdetect has no wheel: the installed pure-Python package travels as a folder.
     cp -r .venv/lib/python3.11/site-packages/langdetect .gpu/pure/
@@ -65,14 +64,11 @@ case ${1:-} in
     wheel=$(ls "${SPAR_LOCAL_CACHE:-$HOME/.cache/spar}"/downloads/$WHEEL)
     echo "$WHEEL_SHA256  $wheel" | sha256sum -c -
     (cd .gpu/model && split -n 3 -d "$wheel" part)
-    grep -qx '/.gpu/' .git/info/exclude || echo /.gpu/ >>.git/info/exclude
-    grep -qx '/.whl/' .git/info/exclude || echo /.whl/ >>.git/info/exclude
     du -sh .whl .gpu/*
     ;;
   install)
     mkdir -p "$SITE"
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target "$SITE" .whl/*.whl
+    install_wheels "$SITE"
     cp -r .gpu/pure/* "$SITE/"
     rm -rf "$NLTK_DATA" && cp -r .gpu/nltk_data "$NLTK_DATA"
     copy_parts
