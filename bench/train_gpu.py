@@ -184,17 +184,22 @@ def measure(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_job_flags(p: argparse.ArgumentParser, *, checkpointing: str) -> None:
+    """The flags of the measured jobs' shape, shared with bench.train_multi_gpu."""
     p.add_argument("--tokenizer", required=True, help="default model folder (config+tokenizer)")
-    p.add_argument("--models", default="default,llama-1b", help="comma-separated")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--batches", default="8", help="pairs per step, comma-separated")
-    p.add_argument("--checkpointing", default="on", help="on, off or on,off")
+    p.add_argument("--checkpointing", default=checkpointing, help="on, off or on,off")
     p.add_argument("--steps", type=int, default=12, help="measured steps after warm-up")
+    p.add_argument("--warmup-steps", type=int, default=3)
     p.add_argument("--length", type=int, default=512)
     p.add_argument("--rank", type=int, default=16)
-    p.add_argument("--warmup-steps", type=int, default=3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_job_flags(p, checkpointing="on")
+    p.add_argument("--models", default="default,llama-1b", help="comma-separated")
+    p.add_argument("--batches", default="8", help="pairs per step, comma-separated")
     p.add_argument("--peak-tflops", type=float, default=989.0)
     args = p.parse_args(argv)
     results: dict[str, dict[str, float]] = {}

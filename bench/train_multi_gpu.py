@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.train_gpu import _param_count, materialise, write_pairs
+from bench.train_gpu import _param_count, add_job_flags, materialise, write_pairs
 from services.trainer.hyperparameters import DEFAULT_TARGET_MODULES
 from services.trainer.training import JobSpec
 from services.trainer.worker import PARENT_PID_ENV
@@ -101,17 +101,11 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--tokenizer", required=True, help="default model folder (config+tokenizer)")
+    add_job_flags(p, checkpointing="off")
     p.add_argument("--model", default="llama-1b", help="an architecture of bench.train_gpu")
-    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--world-sizes", default="1,2", help="comma-separated; the first is the base")
     p.add_argument("--strategies", default="ddp", help="ddp, fsdp or ddp,fsdp (world > 1)")
-    p.add_argument("--checkpointing", default="off", help="on, off or on,off")
     p.add_argument("--batch", type=int, default=8, help="pairs per GPU per step")
-    p.add_argument("--steps", type=int, default=12, help="measured steps after warm-up")
-    p.add_argument("--warmup-steps", type=int, default=3)
-    p.add_argument("--length", type=int, default=512)
-    p.add_argument("--rank", type=int, default=16)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per job")
     args = p.parse_args(argv)
     worlds = [int(w) for w in args.world_sizes.split(",")]
