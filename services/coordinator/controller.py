@@ -15,8 +15,9 @@ from services.coordinator.audit import AuditEntry, AuditLog
 from services.coordinator.iteration_messages import STAGE, iteration_message, version_message
 from services.coordinator.iteration_record import IterationRecord, State
 from services.coordinator.journal import write_json
-from services.coordinator.loop import APPROVAL_FILE, Iteration, Ports
+from services.coordinator.loop import Iteration, Ports
 from services.coordinator.metrics import CoordinatorMetrics
+from services.coordinator.release import APPROVAL_FILE
 from services.coordinator.replicas import GrpcReplica, pod_namespace, replica_source
 from services.coordinator.rollout import RolloutFailed, Version, activate_all, rollout
 from services.coordinator.state import ROLES, StateStore, state_root

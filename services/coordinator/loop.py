@@ -5,7 +5,9 @@ train both → stage + evaluate the candidate → activate (or drop) → record.
 
 Each stage writes its output to the iteration's folder before the iteration record
 moves on; per-item stages (sample, judge, search) append one journal record per item
-as it finishes, so a resumed stage only does the items that are missing.
+as it finishes, so a resumed stage only does the items that are missing
+(:mod:`services.coordinator.stage_items`). Evaluation, the decision and the rollout are
+in :mod:`services.coordinator.release`.
 """
 
 from __future__ import annotations
@@ -13,17 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import json_format
 
 from services.coordinator import data
-from services.coordinator.audit import POLICY, AuditEntry, AuditLog
+from services.coordinator.audit import AuditLog
 from services.coordinator.iteration_messages import (
-    eval_evidence,
-    eval_metrics,
     search_cost,
     state_name,
     warmup_report,
@@ -36,13 +36,22 @@ from services.coordinator.iteration_record import (
     now,
 )
 from services.coordinator.journal import Journal, read_json, write_json
-from services.coordinator.promotion import PromotionPolicy, decide
-from services.coordinator.rollout import RolloutFailed, Version, rollout, stage_all
+from services.coordinator.release import AwaitingApproval, Release
+from services.coordinator.rollout import Version
+from services.coordinator.stage_items import (
+    bounded,
+    prompt_record,
+    sample_record,
+    search_budget,
+    search_record,
+    sum_costs,
+)
 from services.coordinator.state import StateStore
+from services.coordinator.warmup import Warmup
 from spar import criteria
-from spar.client.enums import SEARCH_OUTCOME, VERDICT
+from spar.client.enums import VERDICT
 from spar.config import Settings
-from spar.errors import FailedPrecondition, ResourceExhausted, SparError, Unavailable
+from spar.errors import FailedPrecondition, SparError
 from spar.external_judge import ExternalJudge, Requirement, SelfDecisions
 from spar.ifeval import Constraint
 from spar.refine_templates import Prompts
@@ -50,16 +59,7 @@ from spar.v1 import common_pb2, coordinator_pb2, refiner_pb2, trainer_pb2
 
 log = logging.getLogger(__name__)
 
-S = coordinator_pb2
-
 Notify = Callable[[IterationRecord, str], None]
-
-APPROVAL_FILE = "approval.json"
-"""An operator's decision on a candidate that awaits approval (written by the controller)."""
-
-
-class AwaitingApproval(Exception):
-    """The iteration stops at its rollout until an operator promotes or rejects it."""
 
 
 @dataclass
@@ -82,35 +82,6 @@ class Ports:
     """(records, adapter) → IFEval's four metrics of the actor with that adapter."""
     external: ExternalJudge | None = None
     """The outside judge a sampled share of the judge stage's judgements also goes to."""
-
-
-RETRY_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 30.0, 30.0)
-"""Back-off of a stage's call that a busy or restarting service refused."""
-
-
-async def with_retries(fn: Callable[[Any], Awaitable[None]], item: Any) -> None:
-    """Calls fn(item), retrying RESOURCE_EXHAUSTED and UNAVAILABLE with back-off: the
-    refiner's admission queue and replica restarts are normal in a long batch."""
-    for delay in (*RETRY_DELAYS_S, None):
-        try:
-            await fn(item)
-            return
-        except (ResourceExhausted, Unavailable) as exc:
-            if delay is None:
-                raise
-            log.info("%s; retrying in %.0f s", exc.message, delay)
-            await asyncio.sleep(delay)
-
-
-async def bounded(limit: int, items: Iterable[Any], fn: Callable[[Any], Awaitable[None]]) -> None:
-    """Runs fn over items with at most limit in flight (so the engine batches them)."""
-    sem = asyncio.Semaphore(max(1, limit))
-
-    async def one(item: Any) -> None:
-        async with sem:
-            await with_retries(fn, item)
-
-    await asyncio.gather(*(one(i) for i in items))
 
 
 class Iteration:
@@ -147,6 +118,7 @@ class Iteration:
         self.record = store.load_iteration(number) or IterationRecord(
             number=number, state="running", stage="prompts", started_at=now()
         )
+        self.release = Release(self.record, settings.coordinator, store, ports, self.audit)
 
     def _save(self, message: str) -> None:
         self.store.save_iteration(self.record)
@@ -163,8 +135,8 @@ class Iteration:
             "search": self.search,
             "build_data": self.build_data,
             "train": self.train,
-            "evaluate": self.evaluate,
-            "rollout": self.rollout,
+            "evaluate": self.release.evaluate,
+            "rollout": self.release.rollout,
             "record": self.finish,
         }
         start = STAGES.index(it.stage) if it.stage in STAGES else 0
@@ -201,7 +173,6 @@ class Iteration:
 
     async def warmup(self) -> None:
         """The refiner's warm-up (warmup.py), before iteration 1's first stage."""
-        from services.coordinator.warmup import Warmup  # it uses this module's helpers
 
         def say(message: str) -> None:
             self._save(f"iteration {self.number}: {message}")
@@ -227,15 +198,7 @@ class Iteration:
             records = self.ports.prompts(self.number, self.prompts_path)[: self.c.num_prompts]
             if not records:
                 raise FailedPrecondition("the prompt source gave no prompts")
-            journal.append(
-                {
-                    "key": str(r.key),
-                    "prompt": r.prompt,
-                    "instruction_id_list": list(r.instruction_id_list),
-                    "kwargs": [dict(k) for k in r.kwargs],
-                }
-                for r in records
-            )
+            journal.append(prompt_record(r) for r in records)
         self.record.counts.prompts = len(journal.read())
 
     async def sample(self) -> None:
@@ -251,20 +214,7 @@ class Iteration:
                 top_p=self.c.sample_top_p,
                 max_tokens=self.c.sample_max_tokens,
             )
-            journal.append(
-                [
-                    {
-                        "key": p["key"],
-                        "responses": [c.text for c in reply.completions],
-                        # Whether each sample ended by itself: the warm-up's repairs never
-                        # start from an answer cut at max_tokens.
-                        "cut": [
-                            c.finish_reason == common_pb2.FINISH_REASON_LENGTH
-                            for c in reply.completions
-                        ],
-                    }
-                ]
-            )
+            journal.append([sample_record(p["key"], reply)])
 
         await bounded(self.c.concurrency, todo, one)
         self.record.counts.samples = sum(len(s["responses"]) for s in journal.read().values())
@@ -362,10 +312,7 @@ class Iteration:
         negatives = self._negatives()
         self.record.counts.negatives = len(negatives)
         todo = [(prompts[k], n) for k, n in negatives.items() if k not in done]
-        budget = common_pb2.SearchBudget(
-            max_nodes=self.c.search_max_nodes, max_generated_tokens=self.c.search_max_tokens
-        )
-        budget.max_wall_time.FromNanoseconds(int(self.c.search_max_wall_time_s * 1e9))
+        budget = search_budget(self.c)
         options = common_pb2.SearchOptions(
             strategy=common_pb2.SEARCH_STRATEGY_DFS
             if self.c.strategy == "dfs"
@@ -386,14 +333,9 @@ class Iteration:
             journal.append(
                 [
                     {
-                        "key": p["key"],
-                        "prompt": p["prompt"],
-                        "root": negative["response"],
-                        "best_response": reply.best_response,
-                        "outcome": SEARCH_OUTCOME.get(reply.outcome, "exhausted"),
+                        **search_record(p["key"], p["prompt"], negative["response"], reply),
                         "value": reply.value,
                         "edit_distance": reply.edit_distance,
-                        "trace": [node_record(n) for n in reply.trace],
                         "constraint_results": [
                             {
                                 "instruction_id": c.instruction_id,
@@ -520,171 +462,6 @@ class Iteration:
             if v:
                 setattr(self.record, field, Version(**v))
 
-    async def evaluate(self) -> None:
-        it = self.record
-        if it.actor_candidate is None:
-            it.decision = "no actor candidate this iteration (no DPO pairs)"
-            it.decided_by = POLICY
-            return
-        saved = read_json(self.dir / "eval.json")
-        if saved is None:
-            candidate = Version(it.actor_candidate.name, it.actor_candidate.digest, "actor")
-            replicas = await self.ports.replicas("actor")
-            await stage_all(replicas, candidate, self._store_target())
-            active, _ = self.store.desired("actor")
-            records = self.ports.eval_prompts()
-            baseline = await self.ports.evaluate(records, active.name if active else "base")
-            cand = await self.ports.evaluate(records, candidate.name)
-            saved = {
-                "baseline": json_format.MessageToDict(baseline, preserving_proto_field_name=True),
-                "candidate": json_format.MessageToDict(cand, preserving_proto_field_name=True),
-            }
-            write_json(self.dir / "eval.json", saved)
-        baseline_eval = eval_metrics(json_format.ParseDict(saved["baseline"], S.EvalMetrics()))
-        candidate_eval = eval_metrics(json_format.ParseDict(saved["candidate"], S.EvalMetrics()))
-        it.baseline_eval, it.candidate_eval = baseline_eval, candidate_eval
-        decision = decide(
-            baseline_eval,
-            candidate_eval,
-            PromotionPolicy(self.c.promote_metric, self.c.promote_margin),
-        )
-        it.decision = decision.reason
-        it.decided_by = POLICY
-        if not decision.promote:
-            it.state = "rejected"
-
-    def _store_target(self) -> str:
-        return self.c.store_target or self.c.trainer_target
-
-    def _candidates(self) -> list[tuple[str, Version]]:
-        it = self.record
-        return [
-            (role, Version(c.name, c.digest, role, self.number))
-            for role, c in (("actor", it.actor_candidate), ("refiner", it.refiner_candidate))
-            if c is not None
-        ]
-
-    def _evidence(self) -> dict[str, Any]:
-        it = self.record
-        out = {}
-        for key, metrics in (("baseline", it.baseline_eval), ("candidate", it.candidate_eval)):
-            if metrics is not None:
-                out[key] = eval_evidence(metrics)
-        return out
-
-    def _record(self, key: str, entry: AuditEntry) -> None:
-        """Appends entry to the audit log once per iteration and key (a resumed rollout
-        stage does not repeat the decisions it recorded)."""
-        journal = self._journal("audit")
-        if key in journal.read():
-            return
-        self.audit.append(entry)
-        journal.append([{"key": key}])
-
-    def _entry(self, action: str, role: str, version: Version, **fields: Any) -> AuditEntry:
-        active, _ = self.store.desired(role)
-        return AuditEntry(
-            action=action,
-            role=role,
-            iteration=self.number,
-            version=asdict(version),
-            previous=asdict(active) if active else None,
-            evidence=self._evidence(),
-            reason=self.record.decision,
-            decided_by=self.record.decided_by or POLICY,
-            **fields,
-        )
-
-    def _apply_approval(self) -> bool:
-        """Takes an operator's decision into the record; False while none was made."""
-        it = self.record
-        approval = read_json(self.dir / APPROVAL_FILE)
-        if approval is None:
-            return False
-        it.decided_by = approval["decided_by"]
-        verb = "approved" if approval["decision"] == "promote" else "rejected"
-        note = f"{verb} by {approval['decided_by']}"
-        if approval.get("reason"):
-            note += f": {approval['reason']}"
-        if note not in it.decision:
-            it.decision = f"{it.decision}; {note}" if it.decision else note
-        if approval["decision"] == "reject":
-            it.state = "rejected"
-        return True
-
-    async def rollout(self) -> None:
-        it = self.record
-        candidates = self._candidates()
-        if it.state != "rejected" and candidates:
-            decided = self._apply_approval()
-            if not decided and self.c.require_approval:
-                for role, version in candidates:
-                    self._record(
-                        f"await:{role}",
-                        self._entry("await_approval", role, version, decision="await"),
-                    )
-                raise AwaitingApproval
-        if it.state == "rejected":
-            replicas = await self.ports.replicas("actor")
-            if it.actor_candidate is not None:
-                name = it.actor_candidate.name
-                await asyncio.gather(*(r.retire(name) for r in replicas), return_exceptions=True)
-            for role, version in candidates:
-                self._record(
-                    f"reject:{role}", self._entry("reject", role, version, decision="reject")
-                )
-            return
-        for role, version in candidates:
-            replicas = await self.ports.replicas(role)
-            entry = self._entry(
-                "rollout", role, version, decision="promote", replicas=[r.target for r in replicas]
-            )
-            try:
-                await rollout(self.store, role, version, replicas, self._store_target())
-            except RolloutFailed as exc:
-                self.audit.append(replace(entry, result="failed", error=str(exc)))
-                raise
-            self._record(f"rollout:{role}", entry)
-
     async def finish(self) -> None:
         if self.record.state == "running":
             self.record.state = "succeeded"
-
-
-def node_record(n: refiner_pb2.SearchNode) -> dict[str, Any]:
-    """A search trace node as the searches journal keeps it (what data.py reads)."""
-    return {
-        "response": n.response,
-        "reflection": n.reflection,
-        "critique": n.critique,
-        "value": n.value,
-        "constraints_met": n.constraints_met,
-        "constraints_checked": n.constraints_checked,
-        "hard_fail": n.hard_fail,
-        "guardrails": list(n.guardrails),
-        "edit_distance": n.edit_distance,
-    }
-
-
-def sum_costs(costs: Iterable[Mapping[str, Any]]) -> common_pb2.SearchCost:
-    total = common_pb2.SearchCost()
-    wall = 0.0
-    for doc in costs:
-        c = json_format.ParseDict(doc, common_pb2.SearchCost())
-        total.nodes_expanded += c.nodes_expanded
-        total.judge_samples += c.judge_samples
-        for phase in ("judge", "refine", "generate"):
-            mine, theirs = getattr(total, phase), getattr(c, phase)
-            mine.prompt_tokens += theirs.prompt_tokens
-            mine.completion_tokens += theirs.completion_tokens
-            mine.requests += theirs.requests
-        total.judgements += c.judgements
-        total.votes_skipped += c.votes_skipped
-        for name in common_pb2.UnusableRefinements.DESCRIPTOR.fields_by_name:
-            setattr(total.unusable, name, getattr(total.unusable, name) + getattr(c.unusable, name))
-        for name in common_pb2.GuardrailFailures.DESCRIPTOR.fields_by_name:
-            mine = getattr(total.guardrail_failures, name)
-            setattr(total.guardrail_failures, name, mine + getattr(c.guardrail_failures, name))
-        wall += c.wall_time.ToNanoseconds() / 1e9
-    total.wall_time.FromNanoseconds(int(wall * 1e9))
-    return total

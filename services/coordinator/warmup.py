@@ -41,15 +41,21 @@ from services.coordinator.audit import POLICY, AuditEntry, AuditLog
 from services.coordinator.iteration_messages import version_message
 from services.coordinator.journal import Journal, read_json, write_json
 from services.coordinator.rollout import RolloutFailed, Version, rollout
+from services.coordinator.stage_items import (
+    bounded,
+    prompt_record,
+    sample_record,
+    search_budget,
+    search_record,
+)
 from services.coordinator.state import StateStore
 from spar import ifeval
-from spar.client.enums import SEARCH_OUTCOME
 from spar.config import Settings
 from spar.errors import FailedPrecondition
 from spar.ifeval import Constraint
 from spar.prompt_synthesis import check_split
 from spar.refine_templates import Prompts
-from spar.v1 import common_pb2, coordinator_pb2, trainer_pb2
+from spar.v1 import coordinator_pb2, trainer_pb2
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +192,6 @@ class Warmup:
         finished = self.done()
         if finished is not None:
             return finished
-        from services.coordinator.loop import bounded  # the loop imports this module
-
         t0 = time.perf_counter()
         report = coordinator_pb2.WarmupReport()
         prompts = self._prompts()
@@ -201,18 +205,7 @@ class Warmup:
                 p["prompt"], n=self.c.warmup_samples, temperature=self.c.sample_temperature,
                 top_p=self.c.sample_top_p, max_tokens=self.c.sample_max_tokens,
             )  # fmt: skip
-            samples.append(
-                [
-                    {
-                        "key": p["key"],
-                        "responses": [c.text for c in reply.completions],
-                        "cut": [
-                            c.finish_reason == common_pb2.FINISH_REASON_LENGTH
-                            for c in reply.completions
-                        ],
-                    }
-                ]
-            )
+            samples.append([sample_record(p["key"], reply)])
 
         await bounded(self.c.concurrency, [p for k, p in prompts.items() if k not in done], sample)
         sampled = samples.read()
@@ -262,27 +255,17 @@ class Warmup:
             )  # fmt: skip
             if not self.c.eval_path:
                 check_split(records, held, inputs.SPLIT)
-            journal.append(
-                {"key": str(r.key), "prompt": r.prompt,
-                 "instruction_id_list": list(r.instruction_id_list),
-                 "kwargs": [dict(k) for k in r.kwargs]}
-                for r in records
-            )  # fmt: skip
+            journal.append(prompt_record(r) for r in records)
         return journal.read()
 
     async def _search(self, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from services.coordinator.loop import bounded, node_record
-
         journal = self._journal("searches")
         done = journal.read()
         first: dict[str, dict[str, Any]] = {}
         for case in cases:  # one case per prompt: the searches cover more prompts
             first.setdefault(case["prompt_key"], case)
         todo = [c for k, c in first.items() if k not in done]
-        budget = common_pb2.SearchBudget(
-            max_nodes=self.c.search_max_nodes, max_generated_tokens=self.c.search_max_tokens
-        )
-        budget.max_wall_time.FromNanoseconds(int(self.c.search_max_wall_time_s * 1e9))
+        budget = search_budget(self.c)
         self.say(f"refiner warm-up: {len(first)} verifier-judged searches")
 
         async def one(case: Mapping[str, Any]) -> None:
@@ -290,19 +273,8 @@ class Warmup:
                 case["prompt"], case["response"], constraints=case["constraints"],
                 judge="verifier", budget=budget,
             )  # fmt: skip
-            journal.append(
-                [
-                    {
-                        "key": case["prompt_key"],
-                        "prompt": case["prompt"],
-                        "root": case["response"],
-                        "best_response": reply.best_response,
-                        "outcome": SEARCH_OUTCOME.get(reply.outcome, "exhausted"),
-                        "failed": case["failed"],
-                        "trace": [node_record(n) for n in reply.trace],
-                    }
-                ]
-            )
+            record = search_record(case["prompt_key"], case["prompt"], case["response"], reply)
+            journal.append([{**record, "failed": case["failed"]}])
 
         await bounded(self.c.concurrency, todo, one)
         return list(journal.read().values())
