@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 
-from spar.adapter_files import validate_adapter_dir
 from spar.config import Settings
 from spar.engine.continuous import compaction, sample_key
 from spar.engine.hf_generate import HfGenerateEngine
@@ -38,6 +37,7 @@ from spar.engine.hf_lora import AdapterBank, read_adapter
 from spar.engine.hf_model import LoadedModel, load_model
 from spar.engine.hf_requests import HfEngineBase, Job, Row
 from spar.engine.hf_runner import SlotRunner, kv_bytes_per_token, unsupported_reason
+from spar.engine.inputs import adapter_load_failed, check_adapter_folder
 from spar.engine.protocol import AdapterRef, GenerationRequest
 from spar.errors import FailedPrecondition, InvalidArgument, SparError
 
@@ -306,18 +306,11 @@ class HfEngine(HfEngineBase):
         names an adapter the engine has not loaded loads it, like vLLM."""
         if ref.engine_id in self._bank:
             return
-        try:
-            validate_adapter_dir(ref.path, self._info.max_lora_rank)
-        except SparError as exc:
-            raise FailedPrecondition(
-                f"the engine could not load adapter {ref.name!r}: {exc.message}"
-            ) from exc
+        check_adapter_folder(ref, self._info.max_lora_rank)
         try:
             adapter = read_adapter(ref.path, self._model)
         except Exception as exc:
-            raise FailedPrecondition(
-                f"the engine could not load adapter {ref.name!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise adapter_load_failed(ref, exc) from exc
         self._bank.add(ref.engine_id, adapter)
         with self._cond:
             self._adapters[ref.engine_id] = ref.name

@@ -29,13 +29,13 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from spar.adapter_files import validate_adapter_dir
 from spar.config import Settings
 from spar.engine.batching import batch_key, take_batch
 from spar.engine.hf_model import LoadedModel, load_model
 from spar.engine.hf_requests import HfEngineBase, Job, Row
+from spar.engine.inputs import adapter_load_failed, check_adapter_folder
 from spar.engine.protocol import AdapterRef, GenerationRequest
-from spar.errors import FailedPrecondition, SparError, Unavailable
+from spar.errors import SparError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +178,7 @@ class HfGenerateEngine(HfEngineBase):
         if ref.engine_id in self._adapters:
             return
         name = f"spar-{ref.engine_id}"
-        try:
-            validate_adapter_dir(ref.path, self._info.max_lora_rank)
-        except SparError as exc:
-            raise FailedPrecondition(
-                f"the engine could not load adapter {ref.name!r}: {exc.message}"
-            ) from exc
+        check_adapter_folder(ref, self._info.max_lora_rank)
         try:
             config = LoraConfig.from_pretrained(str(ref.path))
             config.inference_mode = True
@@ -202,9 +197,7 @@ class HfGenerateEngine(HfEngineBase):
                 raise ValueError(f"the weights lack {len(missing)} tensors, e.g. {missing[0]}")
         except Exception as exc:
             self._discard(name)
-            raise FailedPrecondition(
-                f"the engine could not load adapter {ref.name!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise adapter_load_failed(ref, exc) from exc
         with self._cond:
             self._adapters[ref.engine_id] = name
         log.info("loaded adapter %s as %s", ref.name, name)

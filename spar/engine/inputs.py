@@ -1,4 +1,5 @@
-"""What every engine checks the same way: the model folder, prompt rendering, context fit.
+"""What every engine checks the same way: the model folder, an adapter's folder, prompt
+rendering, context fit.
 
 Pure logic over a tokenizer (no engine), so both engines give the same tokens and the
 same errors for the same request.
@@ -9,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from spar.engine.protocol import GenerationRequest
-from spar.errors import FailedPrecondition, InvalidArgument
+from spar.adapter_files import validate_adapter_dir
+from spar.engine.protocol import AdapterRef, GenerationRequest
+from spar.errors import FailedPrecondition, InvalidArgument, SparError
 
 
 def require_model_folder(path: Path) -> Path:
@@ -22,6 +24,24 @@ def require_model_folder(path: Path) -> Path:
             "Hugging Face model folder"
         )
     return path
+
+
+def check_adapter_folder(ref: AdapterRef, max_rank: int) -> None:
+    """The adapter's folder is a peft LoRA of at most ``max_rank`` (FailedPrecondition,
+    naming the adapter, when it is not)."""
+    try:
+        validate_adapter_dir(ref.path, max_rank)
+    except SparError as exc:
+        raise FailedPrecondition(
+            f"the engine could not load adapter {ref.name!r}: {exc.message}"
+        ) from exc
+
+
+def adapter_load_failed(ref: AdapterRef, exc: Exception) -> FailedPrecondition:
+    """The error of an adapter whose weights the engine could not load."""
+    return FailedPrecondition(
+        f"the engine could not load adapter {ref.name!r}: {type(exc).__name__}: {exc}"
+    )
 
 
 def render_prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
