@@ -14,7 +14,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol, TypeAlias
 
 import grpc
@@ -249,6 +249,18 @@ class EngineReplica(Protocol):
 
     async def stop(self) -> None:
         """Drains in-flight requests (the settings' grace period) and shuts down."""
+
+
+async def start_engine_task(
+    start: Coroutine[Any, Any, None], *, wait_ready: bool
+) -> asyncio.Task[None] | None:
+    """A replica's engine start (the port already serves NOT_SERVING): awaited when
+    ``wait_ready``, else its task, for the caller to watch."""
+    task = asyncio.create_task(start)
+    if wait_ready:
+        await task
+        return None
+    return task
 
 
 async def serve_replica(replica: EngineReplica, role: Role, grace_period_s: float) -> None:

@@ -10,7 +10,7 @@ from spar.adapter_host_service import add_adapter_host
 from spar.config import Settings
 from spar.metrics import Metrics
 from spar.runtime import EngineRuntime, start_engine_runtime
-from spar.server import GrpcServer, serve_replica
+from spar.server import GrpcServer, serve_replica, start_engine_task
 from spar.v1 import actor_pb2, actor_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,7 @@ class ActorServer:
         """Binds the port and starts the engine; returns the engine task if not awaited."""
         host, self.port, self.metrics_port = await self.grpc.listen(self.settings, "actor")
         log.info("actor listening on %s:%d (metrics :%d)", host, self.port, self.metrics_port)
-        task = asyncio.create_task(self._start_engine())
-        if wait_ready:
-            await task
-            return None
-        return task
+        return await start_engine_task(self._start_engine(), wait_ready=wait_ready)
 
     async def _start_engine(self) -> None:
         await start_engine_runtime(self.runtime, self.settings, self.metrics)

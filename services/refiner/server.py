@@ -18,7 +18,7 @@ from spar.adapter_host_service import add_adapter_host
 from spar.config import Settings
 from spar.metrics import Metrics
 from spar.runtime import EngineRuntime, start_engine_runtime
-from spar.server import GrpcServer, serve_replica
+from spar.server import GrpcServer, serve_replica, start_engine_task
 from spar.v1 import refiner_pb2, refiner_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,7 @@ class RefinerServer:
             "refiner listening on %s:%d (metrics :%d), actor at %s",
             host, self.port, self.metrics_port, self.settings.refiner.actor_target,
         )  # fmt: skip
-        task = asyncio.create_task(self._start_engine())
-        if wait_ready:
-            await task
-            return None
-        return task
+        return await start_engine_task(self._start_engine(), wait_ready=wait_ready)
 
     async def _start_engine(self) -> None:
         # The IFEval checkers import lm-eval (seconds): do it off the event loop, before
