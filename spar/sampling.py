@@ -33,6 +33,21 @@ def messages_from(prompt: str, messages: Sequence[common_pb2.ChatMessage]) -> li
     return out
 
 
+def check_chat_size(chat: Sequence[Message], limits: Limits, field: str = "the prompt") -> None:
+    """The chat (from the request's ``field``) is within the message and character limits."""
+    if len(chat) > limits.max_messages:
+        raise InvalidArgument(
+            f"{len(chat)} messages exceed the server limit {limits.max_messages} "
+            "(SPAR_LIMITS__MAX_MESSAGES)"
+        )
+    chars = sum(len(m.content) for m in chat)
+    if chars > limits.max_prompt_chars:
+        raise InvalidArgument(
+            f"{field} is {chars} characters; the server limit is {limits.max_prompt_chars} "
+            "(SPAR_LIMITS__MAX_PROMPT_CHARS)"
+        )
+
+
 def generation_request(
     messages: list[Message],
     sampling: common_pb2.SamplingParams,
@@ -42,16 +57,7 @@ def generation_request(
     raw: bool = False,
     request_id: str = "",
 ) -> GenerationRequest:
-    if len(messages) > limits.max_messages:
-        raise InvalidArgument(
-            f"{len(messages)} messages exceed the server limit {limits.max_messages} "
-            "(SPAR_LIMITS__MAX_MESSAGES)"
-        )
-    chars = sum(len(m.content) for m in messages)
-    if chars > limits.max_prompt_chars:
-        raise InvalidArgument(
-            f"the prompt is {chars} characters; the server limit is {limits.max_prompt_chars}"
-        )
+    check_chat_size(messages, limits)
     if raw and len(messages) != 1:
         raise InvalidArgument("raw_prompt works with prompt only, not with messages")
     n = sampling.n or 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from spar.config import Limits
 from spar.engine.protocol import Message
 from spar.errors import InvalidArgument
+from spar.sampling import check_chat_size
 
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
@@ -32,17 +33,7 @@ class Conversation:
 def conversation(chat: Sequence[Message], limits: Limits, field: str = "messages") -> Conversation:
     """Validates the chat (from the request's ``field``, prompt or messages) within the
     request limits."""
-    if len(chat) > limits.max_messages:
-        raise InvalidArgument(
-            f"{len(chat)} messages exceed the server limit {limits.max_messages} "
-            "(SPAR_LIMITS__MAX_MESSAGES)"
-        )
-    chars = sum(len(m.content) for m in chat)
-    if chars > limits.max_prompt_chars:
-        raise InvalidArgument(
-            f"{field} is {chars} characters; the server limit is {limits.max_prompt_chars} "
-            "(SPAR_LIMITS__MAX_PROMPT_CHARS)"
-        )
+    check_chat_size(chat, limits, field)
     last = chat[-1]
     if last.role != "user" or not last.content.strip():
         raise InvalidArgument(
