@@ -100,13 +100,10 @@ class Internal(SparError):
     code = grpc.StatusCode.INTERNAL
 
 
+#: Every status code's error class: the classes above, each the one of its code.
 _BY_CODE: dict[grpc.StatusCode, type[SparError]] = {
-    cls.code: cls
-    for cls in (
-        InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, ResourceExhausted,
-        Unavailable, DeadlineExceeded, Cancelled, Unauthenticated, DataLoss, Internal,
-    )
-}  # fmt: skip
+    cls.code: cls for cls in SparError.__subclasses__()
+}
 
 
 def from_status(code: grpc.StatusCode, message: str) -> SparError:
