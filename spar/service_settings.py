@@ -265,6 +265,10 @@ class CoordinatorSettings(BaseModel):
     reconcile_interval_s: float = 30.0
     """How often every replica is checked against the desired versions (0: never)."""
 
+    def store_address(self) -> str:
+        """The artifact store the replicas fetch adapter versions from."""
+        return self.store_target or self.trainer_target
+
 
 class OpenAISettings(BaseModel):
     """The refiner's OpenAI-compatible HTTP endpoint (``SPAR_OPENAI__*``; docs/openai.md).

@@ -89,7 +89,7 @@ class Coordinator:
 
     @property
     def store_target(self) -> str:
-        return self.c.store_target or self.c.trainer_target
+        return self.c.store_address()
 
     async def close(self) -> None:
         if self._task is not None:

@@ -62,7 +62,7 @@ class Release:
         if saved is None:
             candidate = Version(it.actor_candidate.name, it.actor_candidate.digest, "actor")
             replicas = await self.ports.replicas("actor")
-            await stage_all(replicas, candidate, self._store_target())
+            await stage_all(replicas, candidate, self.c.store_address())
             active, _ = self.store.desired("actor")
             records = self.ports.eval_prompts()
             baseline = await self.ports.evaluate(records, active.name if active else "base")
@@ -88,9 +88,6 @@ class Release:
         it.decided_by = POLICY
         if not decision.promote:
             it.state = "rejected"
-
-    def _store_target(self) -> str:
-        return self.c.store_target or self.c.trainer_target
 
     def _candidates(self) -> list[tuple[str, Version]]:
         it = self.record
@@ -176,7 +173,7 @@ class Release:
                 "rollout", role, version, decision="promote", replicas=[r.target for r in replicas]
             )
             try:
-                await rollout(self.store, role, version, replicas, self._store_target())
+                await rollout(self.store, role, version, replicas, self.c.store_address())
             except RolloutFailed as exc:
                 self.audit.append(replace(entry, result="failed", error=str(exc)))
                 raise

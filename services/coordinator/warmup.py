@@ -321,7 +321,7 @@ class Warmup:
                 report, preserving_proto_field_name=True)},
             replicas=[r.target for r in replicas],
         )  # fmt: skip
-        target = self.c.store_target or self.c.trainer_target
+        target = self.c.store_address()
         try:
             await rollout(self.store, "refiner", version, replicas, target)
         except RolloutFailed as exc:
