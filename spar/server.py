@@ -5,6 +5,10 @@ into a gRPC status, records request metrics, and bounds every handler by the cli
 deadline (so the engine work of an expired request is aborted, not left running). With
 bearer-token auth on, it refuses ``/spar.*`` calls without an accepted token
 (UNAUTHENTICATED, counted like any other status); health and reflection stay open.
+
+Every service builds its :class:`GrpcServer` from its settings (``for_service``) and
+binds its role's ports with ``listen``; the actor and the refiner, whose engines start
+after their ports, run through :func:`serve_replica`.
 """
 
 from __future__ import annotations
