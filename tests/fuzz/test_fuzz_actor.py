@@ -14,13 +14,12 @@ from spar.v1 import actor_pb2, actor_pb2_grpc, adapter_host_pb2, adapter_host_pb
 from tests.fuzz.fuzz_support import (
     FUZZ,
     assert_serving,
-    call_raw,
     call_stream,
     call_unary,
+    malformed_bytes_test,
     names,
     odd_text,
     plain_text,
-    raw_bytes,
     sampling_params,
 )
 
@@ -133,13 +132,7 @@ METHODS = [
 ]
 
 
-@FUZZ
-@given(data=raw_bytes, which=st.integers(0, len(METHODS) - 1))
-async def test_malformed_bytes_get_a_status(
-    channel: grpc.aio.Channel, data: bytes, which: int
-) -> None:
-    method, streaming = METHODS[which]
-    await call_raw("actor", channel, method, data, streaming=streaming)
+test_malformed_bytes_get_a_status = malformed_bytes_test("actor", METHODS)
 
 
 async def test_actor_still_generates_after_fuzzing(channel: grpc.aio.Channel) -> None:

@@ -16,15 +16,14 @@ from spar.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
 from tests.fuzz.fuzz_support import (
     FUZZ,
     assert_serving,
-    call_raw,
     call_stream,
     call_unary,
     constraints,
     enum_values,
     ints_u32,
+    malformed_bytes_test,
     odd_text,
     plain_text,
-    raw_bytes,
     sampling_params,
     search_budget,
     search_options,
@@ -45,18 +44,22 @@ criteria_refs = st.lists(
 )
 
 
-@st.composite
-def judge_requests(draw: st.DrawFn) -> refiner_pb2.JudgeRequest:
-    return refiner_pb2.JudgeRequest(
-        instruction=draw(texts),
-        response=draw(texts),
-        constraints=draw(constraints()),
-        criteria=draw(criteria_refs),
-        kind=draw(enum_values),
-        samples=draw(ints_u32),
-        tie_policy=draw(enum_values),
-        return_all_samples=draw(st.booleans()),
-    )
+#: What a Judge and a Refine request judge: a response to an instruction, by constraints
+#: and criteria.
+JUDGED = {
+    "instruction": texts,
+    "response": texts,
+    "constraints": constraints(),
+    "criteria": criteria_refs,
+}
+judge_requests = st.builds(
+    refiner_pb2.JudgeRequest,
+    **JUDGED,
+    kind=enum_values,
+    samples=ints_u32,
+    tie_policy=enum_values,
+    return_all_samples=st.booleans(),
+)
 
 
 @st.composite
@@ -67,15 +70,15 @@ def refine_requests(draw: st.DrawFn) -> refiner_pb2.RefineRequest:
             response=draw(plain_text),
             budget=common_pb2.SearchBudget(max_generated_tokens=draw(st.integers(1, 8))),
         )
-    return refiner_pb2.RefineRequest(
-        instruction=draw(texts),
-        response=draw(texts),
-        constraints=draw(constraints()),
-        criteria=draw(criteria_refs),
-        judge=draw(enum_values),
-        options=draw(search_options()),
-        budget=draw(search_budget()),
-        return_tree=draw(st.booleans()),
+    return draw(
+        st.builds(
+            refiner_pb2.RefineRequest,
+            **JUDGED,
+            judge=enum_values,
+            options=search_options(),
+            budget=search_budget(),
+            return_tree=st.booleans(),
+        )
     )
 
 
@@ -100,7 +103,7 @@ def answer_requests(draw: st.DrawFn) -> refiner_pb2.AnswerRequest:
 
 
 @FUZZ
-@given(request=judge_requests())
+@given(request=judge_requests)
 async def test_judge_answers_only_documented_codes(
     channel: grpc.aio.Channel, request: refiner_pb2.JudgeRequest
 ) -> None:
@@ -143,13 +146,7 @@ METHODS = [
 ]
 
 
-@FUZZ
-@given(data=raw_bytes, which=st.integers(0, len(METHODS) - 1))
-async def test_malformed_bytes_get_a_status(
-    channel: grpc.aio.Channel, data: bytes, which: int
-) -> None:
-    method, streaming = METHODS[which]
-    await call_raw("refiner", channel, method, data, streaming=streaming)
+test_malformed_bytes_get_a_status = malformed_bytes_test("refiner", METHODS)
 
 
 async def test_refiner_is_serving_after_fuzzing(channel: grpc.aio.Channel) -> None:

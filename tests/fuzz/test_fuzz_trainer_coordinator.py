@@ -4,6 +4,7 @@ live coordinator, both without engines: only documented status codes, SERVING af
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -163,25 +164,21 @@ async def test_trainer_and_store_answer_only_documented_codes(
 ) -> None:
     trainer = trainer_pb2_grpc.TrainerStub(trainer_channel)
     store = trainer_pb2_grpc.ArtifactStoreStub(trainer_channel)
-    if method == "submit":
-        await call_unary("trainer", trainer.SubmitJob, submit, timeout=10)
-    elif method == "get":
-        await call_unary("trainer", trainer.GetJob, trainer_pb2.GetJobRequest(job_id=job_id), 10)
-    elif method == "cancel":
-        req = trainer_pb2.CancelJobRequest(job_id=job_id)
-        await call_unary("trainer", trainer.CancelJob, req, 10)
-    elif method == "watch":
-        req2 = trainer_pb2.WatchJobRequest(job_id=job_id)
-        await call_stream("trainer", trainer.WatchJob, req2, 10)
-    elif method == "list":
-        req3 = trainer_pb2.ListAdaptersRequest(role=name)
-        await call_unary("trainer", store.ListAdapters, req3, 10)
-    elif method == "manifest":
-        req4 = trainer_pb2.GetManifestRequest(name=name)
-        await call_unary("trainer", store.GetManifest, req4, 10)
+    unary: dict[str, tuple[Any, object]] = {
+        "submit": (trainer.SubmitJob, submit),
+        "get": (trainer.GetJob, trainer_pb2.GetJobRequest(job_id=job_id)),
+        "cancel": (trainer.CancelJob, trainer_pb2.CancelJobRequest(job_id=job_id)),
+        "list": (store.ListAdapters, trainer_pb2.ListAdaptersRequest(role=name)),
+        "manifest": (store.GetManifest, trainer_pb2.GetManifestRequest(name=name)),
+    }
+    streaming: dict[str, tuple[Any, object]] = {
+        "watch": (trainer.WatchJob, trainer_pb2.WatchJobRequest(job_id=job_id)),
+        "fetch": (store.FetchAdapter, trainer_pb2.FetchAdapterRequest(name=name)),
+    }
+    if method in unary:
+        await call_unary("trainer", *unary[method], timeout=10)
     else:
-        req5 = trainer_pb2.FetchAdapterRequest(name=name)
-        await call_stream("trainer", store.FetchAdapter, req5, 10)
+        await call_stream("trainer", *streaming[method], timeout=10)
 
 
 @FUZZ
