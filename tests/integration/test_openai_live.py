@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import streamed, streamed_answer
 
 from spar.client import AsyncRefinerClient
 
@@ -121,19 +122,16 @@ async def test_sync_sdk_refined_answer_counts_every_token(
 
 async def test_async_sdk_streams_a_refined_answer(base_url: str) -> None:
     async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
-        stream = await client.chat.completions.create(
+        chunks = await streamed(
+            client,
             model="spar-refined",
             messages=user("Describe the sea."),
             max_tokens=24,
             temperature=0.0,
-            stream=True,
             stream_options={"include_usage": True},
             extra_body={"spar": SEARCH},
         )
-        chunks = [c async for c in stream]
-    assert chunks[0].choices[0].delta.role == "assistant"
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text.strip()
+    assert streamed_answer(chunks).strip()
     assert [
         c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
     ] == ["stop"]
