@@ -12,6 +12,7 @@ import asyncio
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import make_lora
@@ -33,24 +34,27 @@ def req(prompt: str = PROMPT, **kwargs: object) -> GenerationRequest:
     return GenerationRequest(messages=[Message("user", prompt)], **kwargs)  # type: ignore[arg-type]
 
 
+def _running(engine_class: Any, settings: Settings, model_path: Path) -> Iterator[Engine]:
+    """An engine of engine_class on the session's settings with the hf engine kind, shut
+    down at the end of the session."""
+    hf = settings.model_copy(update={"engine": settings.engine.model_copy(update={"kind": "hf"})})
+    engine = engine_class.start(hf, model_path)
+    yield engine
+    engine.shutdown()
+
+
 @pytest.fixture(scope="session")
 def hf_engine(settings: Settings, model_path: Path) -> Iterator[Engine]:
     from spar.engine.hf_engine import HfEngine
 
-    hf = settings.model_copy(update={"engine": settings.engine.model_copy(update={"kind": "hf"})})
-    engine = HfEngine.start(hf, model_path)
-    yield engine
-    engine.shutdown()
+    yield from _running(HfEngine, settings, model_path)
 
 
 @pytest.fixture(scope="session")
 def hf_generate_engine(settings: Settings, model_path: Path) -> Iterator[Engine]:
     from spar.engine.hf_generate import HfGenerateEngine
 
-    hf = settings.model_copy(update={"engine": settings.engine.model_copy(update={"kind": "hf"})})
-    engine = HfGenerateEngine.start(hf, model_path)
-    yield engine
-    engine.shutdown()
+    yield from _running(HfGenerateEngine, settings, model_path)
 
 
 @pytest.fixture(params=["vllm", "hf", "hf-generate"])
