@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
+from types import ModuleType
 
 import grpc
+from google.protobuf.descriptor import MethodDescriptor
 from grpc import StatusCode as Code
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
@@ -277,17 +279,25 @@ async def call_raw(
     return code
 
 
-def malformed_bytes_test(
-    service: str, methods: Sequence[tuple[str, bool]]
-) -> Callable[..., Awaitable[None]]:
-    """A test that sends malformed bytes as the request of one of ``methods`` (full
-    method name, whether its response streams) over the test module's ``channel``."""
+def rpc_methods(*protos: ModuleType) -> list[MethodDescriptor]:
+    """Every method of the services that these generated ``*_pb2`` modules define."""
+    return [m for p in protos for s in p.DESCRIPTOR.services_by_name.values() for m in s.methods]
+
+
+def method_path(method: MethodDescriptor) -> str:
+    """The method's name on the wire: ``/spar.v1.Actor/Generate``."""
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
+def malformed_bytes_test(service: str, *protos: ModuleType) -> Callable[..., Awaitable[None]]:
+    """A test that sends malformed bytes as the request of any method of the services in
+    ``protos`` over the test module's ``channel``."""
 
     @FUZZ
-    @given(data=raw_bytes, which=st.integers(0, len(methods) - 1))
-    async def test(channel: grpc.aio.Channel, data: bytes, which: int) -> None:
-        method, streaming = methods[which]
-        await call_raw(service, channel, method, data, streaming=streaming)
+    @given(data=raw_bytes, method=st.sampled_from(rpc_methods(*protos)))
+    async def test(channel: grpc.aio.Channel, data: bytes, method: MethodDescriptor) -> None:
+        path, streaming = method_path(method), method.server_streaming
+        await call_raw(service, channel, path, data, streaming=streaming)
 
     return test
 

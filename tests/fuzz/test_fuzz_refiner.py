@@ -138,15 +138,7 @@ async def test_answer_answers_only_documented_codes(
         assert reply.outcome != common_pb2.SEARCH_OUTCOME_UNSPECIFIED  # type: ignore[attr-defined]
 
 
-METHODS = [
-    ("/spar.v1.Refiner/Judge", False),
-    ("/spar.v1.Refiner/Refine", False),
-    ("/spar.v1.Refiner/RefineStream", True),
-    ("/spar.v1.Refiner/Answer", False),
-]
-
-
-test_malformed_bytes_get_a_status = malformed_bytes_test("refiner", METHODS)
+test_malformed_bytes_get_a_status = malformed_bytes_test("refiner", refiner_pb2)
 
 
 async def test_refiner_is_serving_after_fuzzing(channel: grpc.aio.Channel) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.descriptor import MethodDescriptor
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,10 +31,12 @@ from tests.fuzz.fuzz_support import (
     enum_values,
     floats64,
     ints_u32,
+    method_path,
     names,
     odd_text,
     plain_text,
     raw_bytes,
+    rpc_methods,
 )
 
 
@@ -231,48 +234,29 @@ async def test_coordinator_answers_only_documented_codes(
         await call_unary("coordinator", stub.Rollback, req3, 10)
 
 
-TRAINER_METHODS = [
-    ("/spar.v1.Trainer/SubmitJob", "unary"),
-    ("/spar.v1.Trainer/WatchJob", "stream"),
-    ("/spar.v1.Trainer/CancelJob", "unary"),
-    ("/spar.v1.Trainer/GetJob", "unary"),
-    ("/spar.v1.Trainer/UploadDataset", "client_stream"),
-    ("/spar.v1.ArtifactStore/ListAdapters", "unary"),
-    ("/spar.v1.ArtifactStore/GetManifest", "unary"),
-    ("/spar.v1.ArtifactStore/FetchAdapter", "stream"),
-    ("/spar.v1.Coordinator/StartIteration", "unary"),
-    ("/spar.v1.Coordinator/WatchIteration", "stream"),
-    ("/spar.v1.Coordinator/GetState", "unary"),
-    ("/spar.v1.Coordinator/Rollback", "unary"),
-    ("/spar.v1.Coordinator/ListAudit", "unary"),
-    ("/spar.v1.Coordinator/Promote", "unary"),
-    ("/spar.v1.Coordinator/Reject", "unary"),
-]
-
-
 @FUZZ
-@given(data=raw_bytes, which=st.integers(0, len(TRAINER_METHODS) - 1))
+@given(data=raw_bytes, method=st.sampled_from(rpc_methods(trainer_pb2, coordinator_pb2)))
 async def test_malformed_bytes_get_a_status(
     trainer_channel: grpc.aio.Channel,
     coordinator_channel: grpc.aio.Channel,
     data: bytes,
-    which: int,
+    method: MethodDescriptor,
 ) -> None:
-    method, shape = TRAINER_METHODS[which]
-    coordinator = method.startswith("/spar.v1.Coordinator")
+    path = method_path(method)
+    coordinator = method.containing_service.name == "Coordinator"
     channel = coordinator_channel if coordinator else trainer_channel
     service = "coordinator" if coordinator else "trainer"
-    if method.endswith("StartIteration") and not data:
+    if method.name == "StartIteration" and not data:
         return  # empty bytes are a valid request that starts an iteration
-    if shape == "client_stream":
+    if method.client_streaming:
         try:
-            await channel.stream_unary(method)(iter([data]), timeout=3.0)
+            await channel.stream_unary(path)(iter([data]), timeout=3.0)
             code = grpc.StatusCode.OK
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
-        check(service, code, f"{method} with {data[:40]!r}")
+        check(service, code, f"{path} with {data[:40]!r}")
         return
-    await call_raw(service, channel, method, data, streaming=shape == "stream")
+    await call_raw(service, channel, path, data, streaming=method.server_streaming)
 
 
 async def test_trainer_and_coordinator_serving_after_fuzzing(
