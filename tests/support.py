@@ -101,3 +101,8 @@ def streamed_answer(chunks: list[Any]) -> str:
     """The answer that streamed chunks add up to (the first names the assistant's role)."""
     assert chunks[0].choices[0].delta.role == "assistant"
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def user(text: str) -> list[dict[str, str]]:
+    """The messages of a chat completion request: one user message."""
+    return [{"role": "user", "content": text}]

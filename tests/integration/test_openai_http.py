@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from support import refined_answer, streamed, streamed_answer
+from support import refined_answer, streamed, streamed_answer, user
 from test_tls_services import _cert, _key, _pem_key
 
 from services.refiner.openai_http import OpenAIEndpoint
@@ -238,7 +238,7 @@ async def test_async_sdk_streams_role_then_content_then_finish_and_usage(server:
         chunks = await streamed(
             client,
             model="spar-refined",
-            messages=[{"role": "user", "content": "sleep 1.2"}],
+            messages=user("sleep 1.2"),
             stream_options={"include_usage": True},
             extra_body={"spar": SPAR},
         )
@@ -259,7 +259,7 @@ async def test_sync_sdk_stream_without_include_usage_puts_usage_on_the_finish_ch
             return list(
                 client.chat.completions.create(
                     model="spar-refined",
-                    messages=[{"role": "user", "content": "Describe rain."}],
+                    messages=user("Describe rain."),
                     stream=True,
                 )
             )
@@ -277,7 +277,7 @@ async def test_keepalive_comments_hold_the_stream_while_the_search_runs(server: 
             "POST",
             f"{server.url}/v1/chat/completions",
             json={"model": "spar-refined", "stream": True,
-                  "messages": [{"role": "user", "content": "sleep 2"}]},
+                  "messages": user("sleep 2")},
         ) as response,
     ):  # fmt: skip
         assert response.status_code == 200
@@ -295,11 +295,9 @@ async def test_keepalive_comments_hold_the_stream_while_the_search_runs(server: 
 
 async def test_actor_model_streams_the_actor_samples(server: Running) -> None:
     async with async_sdk(server) as client:
-        chunks = await streamed(
-            client, model="spar-actor", messages=[{"role": "user", "content": "Count."}], n=2
-        )
+        chunks = await streamed(client, model="spar-actor", messages=user("Count."), n=2)
         plain = await client.chat.completions.create(
-            model="spar-actor", messages=[{"role": "user", "content": "Count."}], n=3, seed=4
+            model="spar-actor", messages=user("Count."), n=3, seed=4
         )
     by_index: dict[int, str] = {}
     for c in chunks:
@@ -313,7 +311,7 @@ async def test_actor_model_streams_the_actor_samples(server: Running) -> None:
         with_usage = await streamed(
             client,
             model="spar-actor",
-            messages=[{"role": "user", "content": "Count."}],
+            messages=user("Count."),
             stream_options={"include_usage": True},
         )
     assert with_usage[-1].choices == [] and with_usage[-1].usage.completion_tokens == 2
@@ -326,7 +324,7 @@ async def test_an_error_after_the_stream_started_reaches_the_sdk(server: Running
     async with async_sdk(server) as client:
         stream = await client.chat.completions.create(
             model="spar-refined",
-            messages=[{"role": "user", "content": "late UNAVAILABLE"}],
+            messages=user("late UNAVAILABLE"),
             stream=True,
         )
         with pytest.raises(openai.APIError, match="scripted UNAVAILABLE"):
@@ -355,7 +353,7 @@ async def test_grpc_codes_become_http_codes_with_openai_error_objects(
             with pytest.raises(sdk_error) as info:
                 await client.chat.completions.create(
                     model="spar-refined",
-                    messages=[{"role": "user", "content": script}],
+                    messages=user(script),
                     stream=stream,
                 )
         response = info.value.response  # type: ignore[attr-defined]
@@ -381,14 +379,14 @@ async def test_a_request_past_its_deadline_is_504(start: Any) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         r = await client.post(
             f"{server.url}/v1/chat/completions",
-            json={"model": "spar-refined", "messages": [{"role": "user", "content": "x"}]},
+            json={"model": "spar-refined", "messages": user("x")},
         )
     assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded"
 
 
 async def test_bad_input_gets_the_right_4xx_and_the_server_stays_up(server: Running) -> None:
     url = f"{server.url}/v1/chat/completions"
-    good = {"model": "spar-refined", "messages": [{"role": "user", "content": "x"}]}
+    good = {"model": "spar-refined", "messages": user("x")}
     async with httpx.AsyncClient(timeout=10) as client:
         cases: list[tuple[dict[str, Any], int, str | None, str]] = [
             ({"content": b"{not json", "headers": {"content-type": "application/json"}},
@@ -401,7 +399,7 @@ async def test_bad_input_gets_the_right_4xx_and_the_server_stays_up(server: Runn
             ({"json": {**good, "model": "gpt-4o"}}, 404, "model", "not served here"),
             ({"json": {**good, "logprobs": True}}, 400, "logprobs", "not supported"),
             ({"json": {**good, "n": 2}}, 400, "n", "one refined answer"),
-            ({"json": {**good, "messages": [{"role": "user", "content": "x" * 9000}]}},
+            ({"json": {**good, "messages": user("x" * 9000)}},
              413, None, "8192 bytes"),
         ]  # fmt: skip
         for kwargs, status, param, message in cases:
@@ -436,7 +434,7 @@ async def curl(*args: str) -> str:
 
 
 async def test_curl_gets_a_refined_answer(server: Running) -> None:
-    body = {"model": "spar-refined", "messages": [{"role": "user", "content": "Describe rain."}],
+    body = {"model": "spar-refined", "messages": user("Describe rain."),
             "spar": SPAR}  # fmt: skip
     out = await curl(
         f"{server.url}/v1/chat/completions", "-H", "Content-Type: application/json",
@@ -448,13 +446,9 @@ async def test_curl_gets_a_refined_answer(server: Running) -> None:
 
 async def test_metrics_count_http_requests_by_route_model_and_code(server: Running) -> None:
     async with async_sdk(server) as client:
-        await client.chat.completions.create(
-            model="spar-refined", messages=[{"role": "user", "content": "x"}]
-        )
+        await client.chat.completions.create(model="spar-refined", messages=user("x"))
         with pytest.raises(openai.NotFoundError):
-            await client.chat.completions.create(
-                model="someone-else", messages=[{"role": "user", "content": "x"}]
-            )
+            await client.chat.completions.create(model="someone-else", messages=user("x"))
         await client.models.list()
     from prometheus_client import generate_latest
 
@@ -490,9 +484,7 @@ async def test_bearer_tokens_guard_the_api_but_not_health(start: Any, tmp_path: 
         r = await client.post(f"{server.url}/v1/chat/completions", content=b"not even json")
         assert r.status_code == 401 and "missing bearer token" in r.json()["error"]["message"]
     async with async_sdk(server, api_key=TOKEN) as client:
-        reply = await client.chat.completions.create(
-            model="spar-refined", messages=[{"role": "user", "content": "x"}]
-        )
+        reply = await client.chat.completions.create(model="spar-refined", messages=user("x"))
         assert reply.choices[0].message.content
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{server.url}/health")).status_code == 200
@@ -565,7 +557,7 @@ async def test_stop_lets_in_flight_requests_finish(start: Any) -> None:
                 f"{server.url}/v1/chat/completions",
                 json={
                     "model": "spar-refined",
-                    "messages": [{"role": "user", "content": "sleep 0.5"}],
+                    "messages": user("sleep 0.5"),
                 },
             )
         )
@@ -584,7 +576,7 @@ async def test_a_client_that_goes_away_cancels_the_search(server: Running) -> No
                 f"{server.url}/v1/chat/completions",
                 json={
                     "model": "spar-refined",
-                    "messages": [{"role": "user", "content": "sleep 30"}],
+                    "messages": user("sleep 30"),
                 },
             )
     for _ in range(50):
@@ -636,7 +628,7 @@ def _bodies() -> st.SearchStrategy[Any]:
     spar_keys = ["constraints", "judge", "budget", "search", "include_trace", "budgett"]
     messages = st.sampled_from(
         [
-            [{"role": "user", "content": "Describe rain."}],
+            user("Describe rain."),
             [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}],
             [{"role": "user", "content": [{"type": "text", "text": "z"}]}],
         ]

@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import streamed, streamed_answer
+from support import streamed, streamed_answer, user
 
 from spar.client import AsyncRefinerClient
 
@@ -52,10 +52,6 @@ OUTCOMES = {"already_passing", "refined", "unchanged", "exhausted", "budget", "d
 @pytest.fixture
 def base_url(refiner_server: Any) -> str:
     return f"http://127.0.0.1:{refiner_server.openai_port}/v1"
-
-
-def user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
 
 
 def scrape(server: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
