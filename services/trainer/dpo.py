@@ -23,25 +23,10 @@ def dpo_config(hp: Hyperparameters, args: dict[str, Any]) -> Any:
     )
 
 
-def build_dpo_trainer(
-    model: Any,
-    tokenizer: Any,
-    records: list[dict[str, Any]],
-    hp: Hyperparameters,
-    args: dict[str, Any],
-    peft_config: Any,
-    callbacks: list[Any],
-) -> Any:
-    """A DPOTrainer over conversational preference pairs. With a parent adapter (no
-    peft_config), TRL keeps a frozen copy of it as the reference policy."""
-    from datasets import Dataset  # type: ignore[import-untyped]
+def dpo_trainer(hp: Hyperparameters, args: dict[str, Any]) -> tuple[Any, Any]:
+    """TRL's DPOTrainer class and its config, over conversational preference pairs. With a
+    parent adapter (no peft_config), TRL keeps a frozen copy of it as the reference
+    policy."""
     from trl.trainer.dpo_trainer import DPOTrainer
 
-    return DPOTrainer(
-        model=model,
-        args=dpo_config(hp, args),
-        train_dataset=Dataset.from_list(records),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=callbacks,
-    )
+    return DPOTrainer, dpo_config(hp, args)

@@ -14,23 +14,8 @@ def sft_config(hp: Hyperparameters, args: dict[str, Any]) -> Any:
     return SFTConfig(**args, completion_only_loss=True)
 
 
-def build_sft_trainer(
-    model: Any,
-    tokenizer: Any,
-    records: list[dict[str, Any]],
-    hp: Hyperparameters,
-    args: dict[str, Any],
-    peft_config: Any,
-    callbacks: list[Any],
-) -> Any:
-    from datasets import Dataset  # type: ignore[import-untyped]
+def sft_trainer(hp: Hyperparameters, args: dict[str, Any]) -> tuple[Any, Any]:
+    """TRL's SFTTrainer class and its config."""
     from trl.trainer.sft_trainer import SFTTrainer
 
-    return SFTTrainer(
-        model=model,
-        args=sft_config(hp, args),
-        train_dataset=Dataset.from_list(records),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=callbacks,
-    )
+    return SFTTrainer, sft_config(hp, args)

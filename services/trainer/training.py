@@ -303,14 +303,21 @@ def run_job(spec: JobSpec, report: Report) -> dict[str, float]:
     peft = None if spec.parent_dir else lora_config(hp)
     args = common_args(hp, device, scratch, spec.gradient_checkpointing)
     args.update(distributed_args(spec, device))
+    from datasets import Dataset  # type: ignore[import-untyped]
+
     if spec.kind == "dpo":
-        from services.trainer.dpo import build_dpo_trainer
-
-        trainer = build_dpo_trainer(model, tokenizer, records, hp, args, peft, callbacks)
+        from services.trainer.dpo import dpo_trainer as method
     else:
-        from services.trainer.sft import build_sft_trainer
-
-        trainer = build_sft_trainer(model, tokenizer, records, hp, args, peft, callbacks)
+        from services.trainer.sft import sft_trainer as method
+    trainer_class, config = method(hp, args)
+    trainer = trainer_class(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(records),
+        processing_class=tokenizer,
+        peft_config=peft,
+        callbacks=callbacks,
+    )
     kept = len(trainer.train_dataset)
     if kept == 0:
         raise ValueError(
