@@ -95,6 +95,20 @@ async def _running_ranks(
     return worker, ranks
 
 
+async def _interruptible_job(
+    client: AsyncTrainerClient, trainer_server: TrainerServer
+) -> tuple[str, int, int, dict[int, int]]:
+    """A DPO job on two ranks, long enough (100 epochs) to be interrupted, once it trains:
+    (job id, adapters published before it, worker pid, rank -> pid)."""
+    data = await client.upload_dataset("dpo", PREFERENCE_PAIRS)
+    published = len(trainer_server.store.list())
+    job = await client.submit_job(
+        "dpo", data.dataset_digest, world_size=2, hyperparameters={**HP, "epochs": 100}
+    )
+    worker, ranks = await _running_ranks(client, trainer_server, job.id, 2)
+    return job.id, published, worker, ranks
+
+
 async def _gone(pids: list[int], within_s: float = 10.0) -> bool:
     deadline = time.monotonic() + within_s
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
@@ -208,14 +222,9 @@ async def test_sft_ranks_with_dropout_train_the_single_process_adapter(
 async def test_a_killed_rank_fails_the_job_and_publishes_nothing(
     client: AsyncTrainerClient, trainer_server: TrainerServer
 ) -> None:
-    data = await client.upload_dataset("dpo", PREFERENCE_PAIRS)
-    published = len(trainer_server.store.list())
-    job = await client.submit_job(
-        "dpo", data.dataset_digest, world_size=2, hyperparameters={**HP, "epochs": 100}
-    )
-    worker, ranks = await _running_ranks(client, trainer_server, job.id, 2)
+    job_id, published, worker, ranks = await _interruptible_job(client, trainer_server)
     os.kill(ranks[1], signal.SIGKILL)
-    failed = await asyncio.wait_for(client.wait_job(job.id), timeout=120)
+    failed = await asyncio.wait_for(client.wait_job(job_id), timeout=120)
 
     assert failed.state == pb.JOB_STATE_FAILED and not failed.result.name
     assert f"rank 1 of 2 (pid {ranks[1]}) was killed by signal SIGKILL" in failed.error
@@ -223,20 +232,15 @@ async def test_a_killed_rank_fails_the_job_and_publishes_nothing(
     assert await _gone([worker, *ranks.values()]), "no rank may outlive the job"
     assert len(trainer_server.store.list()) == published
     assert not list(trainer_server.store.root.glob(".partial-*"))
-    assert not (trainer_server.state.job_dir(job.id) / "output").exists()
+    assert not (trainer_server.state.job_dir(job_id) / "output").exists()
 
 
 @pytest.mark.slow
 async def test_cancel_ends_every_rank(
     client: AsyncTrainerClient, trainer_server: TrainerServer
 ) -> None:
-    data = await client.upload_dataset("dpo", PREFERENCE_PAIRS)
-    published = len(trainer_server.store.list())
-    job = await client.submit_job(
-        "dpo", data.dataset_digest, world_size=2, hyperparameters={**HP, "epochs": 100}
-    )
-    worker, ranks = await _running_ranks(client, trainer_server, job.id, 2)
-    cancelled = await client.cancel_job(job.id)
+    job_id, published, worker, ranks = await _interruptible_job(client, trainer_server)
+    cancelled = await client.cancel_job(job_id)
     assert cancelled.state == pb.JOB_STATE_CANCELLED and not cancelled.result.name
     # The trainer_server waits for the ranks before it answers: they are gone already.
     assert not any(alive(p) for p in [worker, *ranks.values()])
