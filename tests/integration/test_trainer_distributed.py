@@ -127,23 +127,32 @@ async def test_world_size_beyond_the_cpus_is_refused(client: AsyncTrainerClient)
         await client.submit_job("dpo", data.dataset_digest, world_size=1, strategy="fsdp")
 
 
+async def _single_process(
+    client: AsyncTrainerClient, kind: str, records: list[dict[str, str]]
+) -> tuple[str, pb.Job]:
+    """The single-process job, global batch 2 as 1 process x 2 accumulation steps:
+    (dataset digest, the finished job)."""
+    data = await client.upload_dataset(kind, records)
+    job = await client.submit_job(
+        kind,
+        data.dataset_digest,
+        world_size=1,
+        hyperparameters={**HP, "gradient_accumulation_steps": 2},
+    )
+    done = await client.wait_job(job.id)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.error
+    return data.dataset_digest, done
+
+
 @pytest.fixture(scope="module")
 async def single(trainer_server: TrainerServer) -> dict[str, Any]:
-    """The single-process job: global batch 2 as 1 process x 2 accumulation steps."""
+    """The single-process DPO job's dataset and adapter."""
     async with AsyncTrainerClient(f"127.0.0.1:{trainer_server.port}") as c:
-        data = await c.upload_dataset("dpo", PREFERENCE_PAIRS)
-        job = await c.submit_job(
-            "dpo",
-            data.dataset_digest,
-            world_size=1,
-            hyperparameters={**HP, "gradient_accumulation_steps": 2},
-        )
-        done = await c.wait_job(job.id)
-    assert done.state == pb.JOB_STATE_SUCCEEDED, done.error
+        digest, done = await _single_process(c, "dpo", PREFERENCE_PAIRS)
     tensors = _tensors(trainer_server.store.files_dir(done.result.name))
     moved = max(float(t.abs().max()) for k, t in tensors.items() if "lora_B" in k)
     assert moved > 1e-3, "training must have moved the adapter (lora_B starts at zero)"
-    return {"digest": data.dataset_digest, "tensors": tensors}
+    return {"digest": digest, "tensors": tensors}
 
 
 async def _two_ranks(
@@ -204,17 +213,9 @@ async def test_sft_ranks_with_dropout_train_the_single_process_adapter(
 ) -> None:
     """Dropout draws the same masks for the same batch on any world size (one seed per
     micro-batch), and the loss is a mean over the global batch's completion tokens."""
-    data = await client.upload_dataset("sft", JUDGE_RECORDS)
-    job = await client.submit_job(
-        "sft",
-        data.dataset_digest,
-        world_size=1,
-        hyperparameters={**HP, "gradient_accumulation_steps": 2},
-    )
-    done = await client.wait_job(job.id)
-    assert done.state == pb.JOB_STATE_SUCCEEDED, done.error
+    digest, done = await _single_process(client, "sft", JUDGE_RECORDS)
     assert done.request.hyperparameters.lora_dropout == pytest.approx(0.05)
-    _, tensors = await _two_ranks(client, trainer_server, data.dataset_digest, "", kind="sft")
+    _, tensors = await _two_ranks(client, trainer_server, digest, "", kind="sft")
     _assert_same_adapter(tensors, _tensors(trainer_server.store.files_dir(done.result.name)))
 
 
