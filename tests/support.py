@@ -1,11 +1,14 @@
 """Helpers shared by tests (not fixtures): real PEFT adapters made on the spot, a trainer
-started over a temporary store, the small training sets the trainer tests use, the
-refined answer a refiner replies with, and streamed chat completions read with the
-openai SDK."""
+started over a temporary store, a coordinator process, the small training sets the
+trainer tests use, the refined answer a refiner replies with, and streamed chat
+completions read with the openai SDK."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +92,47 @@ def refined_answer(original: str, answer: str, **fields: Any) -> refiner_pb2.Ans
         outcome=common_pb2.SEARCH_OUTCOME_REFINED,
         **fields,
     )
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now, for a server that a test starts later."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def started_coordinator(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
+    """`spar coordinator serve` as its own process with ``env`` (SPAR_PORT names its port),
+    and its target once it answers SERVING (it has a minute)."""
+    from spar.client import AsyncCoordinatorClient
+    from spar.errors import SparError
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "spar_cli", "coordinator", "serve",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    target = f"127.0.0.1:{env['SPAR_PORT']}"
+    async with AsyncCoordinatorClient(target) as client:
+        for _ in range(240):
+            try:
+                if await client.health(timeout=1) == "SERVING":
+                    return proc, target
+            except SparError:
+                pass
+            await asyncio.sleep(0.25)
+    raise AssertionError("the coordinator did not start")
+
+
+async def reset_to_base(targets: Iterable[str]) -> None:
+    """Leaves the session's replicas as the tests that follow expect them: on the base
+    model, with no adapter loaded."""
+    from spar.client import AsyncActorClient
+
+    for target in targets:
+        async with AsyncActorClient(target, timeout=120) as replica:
+            await replica.activate_adapter("base")
+            for a in (await replica.list_adapters()).adapters:
+                await replica.retire_adapter(a.version.name)
 
 
 async def streamed(client: Any, **request: Any) -> list[Any]:

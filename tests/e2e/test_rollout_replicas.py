@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from support import make_lora
+from support import make_lora, reset_to_base
 
 from services.coordinator.rollout import Version
 from services.coordinator.server import CoordinatorServer
@@ -62,11 +62,7 @@ async def coordinator(
     await server.start()
     yield server
     await server.stop()
-    for target in targets:  # leave the replicas on the base model for other tests
-        async with AsyncActorClient(target) as actor:
-            await actor.activate_adapter("base")
-            for a in (await actor.list_adapters()).adapters:
-                await actor.retire_adapter(a.version.name)
+    await reset_to_base(targets)
 
 
 async def steady_load(targets: list[str], stop: asyncio.Event) -> tuple[int, list[str]]:

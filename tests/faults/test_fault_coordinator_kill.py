@@ -12,41 +12,16 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from support import make_lora
+from support import free_port, make_lora, reset_to_base, started_coordinator
 
 from spar.client import AsyncActorClient, AsyncCoordinatorClient
 from spar.errors import SparError
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def start_coordinator(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "spar_cli", "coordinator", "serve",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    target = f"127.0.0.1:{env['SPAR_PORT']}"
-    async with AsyncCoordinatorClient(target) as client:
-        for _ in range(240):
-            try:
-                if await client.health(timeout=1) == "SERVING":
-                    return proc, target
-            except SparError:
-                pass
-            await asyncio.sleep(0.25)
-    raise AssertionError("the coordinator did not start")
 
 
 async def hosted(targets: list[str]) -> dict[str, tuple[str, set[str]]]:
@@ -84,7 +59,7 @@ async def test_coordinator_killed_mid_rollout_resumes_to_one_version(
         "SPAR_COORDINATOR__REFINER__TARGETS": "[]",
         "SPAR_COORDINATOR__RECONCILE_INTERVAL_S": "1",
     }
-    proc, target = await start_coordinator(env)
+    proc, target = await started_coordinator(env)
     try:
         async with AsyncCoordinatorClient(target, timeout=300) as client:
             assert (await client.rollback("actor", v1)).replicas == 2
@@ -109,11 +84,7 @@ async def test_coordinator_killed_mid_rollout_resumes_to_one_version(
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
-        for t in actors:  # leave the replicas on the base model for other tests
-            async with AsyncActorClient(t) as actor:
-                await actor.activate_adapter("base")
-                for a in (await actor.list_adapters()).adapters:
-                    await actor.retire_adapter(a.version.name)
+        await reset_to_base(actors)
     print(f"\nFAULT coordinator-killed (v1={v1}, v2={v2}): " + "; ".join(timings))
 
 
@@ -148,7 +119,7 @@ async def restart_until_consistent(
 ) -> tuple[asyncio.subprocess.Process, str, float]:
     """A new coordinator on the same state; waits until every replica runs its desired
     version; returns the process, its target and the seconds that took."""
-    proc, target = await start_coordinator(env)
+    proc, target = await started_coordinator(env)
     restarted = time.monotonic()
     try:
         async with AsyncCoordinatorClient(target, timeout=60) as client:
