@@ -8,44 +8,18 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
+from support import free_port, reset_to_base, started_coordinator
 
 from services.coordinator.journal import Journal
 from spar.client import AsyncActorClient, AsyncCoordinatorClient
-from spar.errors import SparError
 from spar.v1 import coordinator_pb2 as pb
 
 pytestmark = pytest.mark.slow
 
 PROMPTS = Path(__file__).parent / "iteration_prompts.jsonl"
-
-
-async def start_coordinator(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "spar_cli", "coordinator", "serve",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    target = f"127.0.0.1:{env['SPAR_PORT']}"
-    async with AsyncCoordinatorClient(target) as client:
-        for _ in range(120):
-            try:
-                if await client.health(timeout=1) == "SERVING":
-                    return proc, target
-            except SparError:
-                pass
-            await asyncio.sleep(0.5)
-    raise AssertionError("the coordinator did not start")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
@@ -83,7 +57,7 @@ async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
         "SPAR_COORDINATOR__RECONCILE_INTERVAL_S": "0",
         "SPAR_COORDINATOR__CONCURRENCY": "2",
     }
-    proc, target = await start_coordinator(env)
+    proc, target = await started_coordinator(env)
     async with AsyncCoordinatorClient(target, timeout=600) as client:
         it = await client.start_iteration()
         assert it.number == 1
@@ -96,7 +70,7 @@ async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
     samples = Journal(tmp_path / "state" / "iterations" / "0001" / "samples.jsonl")
     assert len(samples.read()) == 8
 
-    proc, target = await start_coordinator(env)  # resumes by itself
+    proc, target = await started_coordinator(env)  # resumes by itself
     try:
         async with AsyncCoordinatorClient(target, timeout=1800) as client:
             final = None
@@ -140,12 +114,7 @@ async def test_iteration_survives_a_killed_coordinator_and_rolls_out(
         async with AsyncActorClient(t, timeout=120) as actor:
             reply = await actor.generate("Say hi.", max_tokens=4)
             assert reply.adapter == final.actor_candidate.name
-    # Leave every replica of the session on the base model for the tests that follow.
-    for t in [*actors, f"127.0.0.1:{refiner_server.port}"]:  # type: ignore[attr-defined]
-        async with AsyncActorClient(t, timeout=120) as host:
-            await host.activate_adapter("base")
-            for a in (await host.list_adapters()).adapters:
-                await host.retire_adapter(a.version.name)
+    await reset_to_base([*actors, f"127.0.0.1:{refiner_server.port}"])  # type: ignore[attr-defined]
     assert final.HasField("candidate_eval") and final.candidate_eval.prompts == 4
     # Per-constraint pass rates are recorded for both evaluations, and the report draws them.
     assert (
