@@ -214,7 +214,7 @@ async def baseline_side(
     request = GenerationRequest(
         messages=prompts.refine_messages(case.instruction, case.response, critique),
         n=5, temperature=search.refine_temperature, top_p=search.refine_top_p,
-        max_tokens=search.refine_max_tokens, clamp_to_context=True,
+        max_tokens=search.refine_max_tokens, clamp_to_context=True, loop_stop=search.loop_stop,
     )  # fmt: skip
     result = await engine.generate(request)
     original = met(case, case.response)
@@ -330,6 +330,7 @@ async def main_async(args: argparse.Namespace) -> str:
               f"{statistics.mean(len(c.constraints) for c in cases):.2f} judge=hybrid "
               f"k={judge.samples}x{judge.max_tokens} votes={judge.votes} "
               f"refine_style={refiner.refine_style} refine_max_tokens={search.refine_max_tokens} "
+              f"loop_stop={search.loop_stop} "
               f"branch={search.branch} keep_top={search.keep_top} depth={search.max_depth} "
               f"budget={budget.max_nodes} nodes/{budget.max_generated_tokens} tokens/"
               f"{budget.max_wall_time_s:g} s concurrency={args.concurrency} "
@@ -338,14 +339,17 @@ async def main_async(args: argparse.Namespace) -> str:
         base = await bounded(
             args.concurrency * 4, [baseline_side(engine, c, prompts, search) for c in cases]
         )
-        print(f"baseline done in {time.monotonic() - start:.0f} s", flush=True)
+        took = time.monotonic() - start
+        print(f"baseline done in {took:.0f} s, {sum(o.tokens for o in base) / took:.0f} "
+              "generated tokens/s", flush=True)  # fmt: skip
         start = time.monotonic()
         spar = await bounded(
             args.concurrency,
             [spar_side(spar_engine, c, prompts, search, judge, budget) for c in cases],
         )
-        print(f"spar done in {time.monotonic() - start:.0f} s "
-              f"(load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
+        took = time.monotonic() - start
+        print(f"spar done in {took:.0f} s, {sum(o.tokens for o in spar) / took:.0f} generated "
+              f"tokens/s (load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
         always: list[Outcome] = []
         subset = cases[: args.compare_votes]
         if subset:

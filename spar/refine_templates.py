@@ -221,8 +221,9 @@ class Refinement:
 
 def parse_direct_refinement(text: str, finish_reason: FinishReason) -> Refinement | None:
     """A direct-style refinement: the sample is the new response (a leading label line
-    such as "Revised response:" dropped). None when cut at max_tokens or empty."""
-    if finish_reason == "length":
+    such as "Revised response:" dropped). None when cut at max_tokens, stopped in a loop,
+    or empty."""
+    if finish_reason in ("length", "repetition"):
         return None
     body = _LABEL.sub("", text.lstrip(), count=1).strip()
     return Refinement(reflection="", response=body) if body else None
@@ -231,10 +232,11 @@ def parse_direct_refinement(text: str, finish_reason: FinishReason) -> Refinemen
 def parse_refinement(text: str, finish_reason: FinishReason) -> Refinement | None:
     """The reflection and refined output of one refine sample; None when unusable.
 
-    A sample cut off by max_tokens is unusable: its output may be incomplete. A sample
-    without markers that ended by itself is taken whole as the refined output.
+    A sample cut off by max_tokens or stopped in a loop is unusable: its output may be
+    incomplete. A sample without markers that ended by itself is taken whole as the
+    refined output.
     """
-    if finish_reason == "length":
+    if finish_reason in ("length", "repetition"):
         return None
     starts = list(_START.finditer(text))
     outputs = list(_OUTPUT.finditer(text))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from spar.engine.protocol import LoopStop
 
 Role = Literal["actor", "refiner", "trainer", "coordinator"]
 
@@ -55,6 +57,17 @@ class RefinerSettings(BaseModel):
     ``SPAR_LIMITS__DEFAULT_MAX_TOKENS``)."""
     refine_extra_tokens: int = 64
     """Room beyond the response's own max_tokens that an automatic refine_max_tokens adds."""
+    loop_stop_max_pattern: int = Field(default=64, ge=0)
+    """A refinement that ends in a loop is stopped early and not used (``loop``): its
+    last tokens are a run of ``loop_stop_min_pattern`` to this many tokens repeated
+    ``loop_stop_repeats`` times in a row (vLLM's repetition detection). Loops are what
+    the default model most often writes instead of a rewrite, and without the stop each
+    runs to refine_max_tokens. 0 turns the stop off."""
+    loop_stop_min_pattern: int = Field(default=6, ge=1)
+    """The shortest run a loop stop looks for (shorter runs count once their repeats add
+    up to this; a short run like ``| --- |`` in legitimate text is left alone)."""
+    loop_stop_repeats: int = Field(default=3, ge=2)
+    """How many times in a row a run must repeat to stop a refinement (at least 2)."""
     parse_retries: int = 1
     """Extra refine requests for refinements that came back unusable."""
     refine_style: Literal["direct", "paper"] = "direct"
@@ -115,6 +128,24 @@ class RefinerSettings(BaseModel):
     """Searches (Refine, RefineStream, Answer) that run at once."""
     max_queue: int = 16
     """Searches that may wait for a slot; more get RESOURCE_EXHAUSTED."""
+
+    @model_validator(mode="after")
+    def _loop_stop_sizes(self) -> RefinerSettings:
+        if self.loop_stop_max_pattern and self.loop_stop_min_pattern > self.loop_stop_max_pattern:
+            raise ValueError(
+                f"loop_stop_min_pattern={self.loop_stop_min_pattern} exceeds "
+                f"loop_stop_max_pattern={self.loop_stop_max_pattern}; lower the first, or set "
+                "SPAR_REFINER__LOOP_STOP_MAX_PATTERN=0 to turn the loop stop off"
+            )
+        return self
+
+    def loop_stop(self) -> LoopStop | None:
+        """The refinements' loop stop; None when loop_stop_max_pattern is 0."""
+        if not self.loop_stop_max_pattern:
+            return None
+        return LoopStop(
+            self.loop_stop_min_pattern, self.loop_stop_max_pattern, self.loop_stop_repeats
+        )
 
 
 class TrainerSettings(BaseModel):

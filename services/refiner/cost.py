@@ -12,17 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, get_args
 
 from spar.engine.protocol import GenerationRequest, GenerationResult
 
 Phase = Literal["judge", "refine", "generate"]
 UnusableReason = Literal[
-    "cut_at_max_tokens", "empty", "identical_to_parent", "duplicate", "over_context"
+    "cut_at_max_tokens", "empty", "identical_to_parent", "duplicate", "over_context", "loop"
 ]
-UNUSABLE_REASONS: tuple[UnusableReason, ...] = (
-    "cut_at_max_tokens", "empty", "identical_to_parent", "duplicate", "over_context",
-)  # fmt: skip
+UNUSABLE_REASONS: tuple[UnusableReason, ...] = get_args(UnusableReason)
 GenerateFn = Callable[[GenerationRequest], Awaitable[GenerationResult]]
 
 

@@ -15,7 +15,10 @@ When nothing passes, the answer is the original.
   once, and each child's judge request is sent as soon as its parent's refinements
   arrive, so the engine sees the whole level together and batches it. The search
   stops at the first level with a passing child; otherwise it keeps the ``keep_top``
-  best children (or a value-proportional sample) and goes on.
+  best children (or a value-proportional sample) and goes on. A node whose children all
+  came out worse by the program checks (fewer constraints met, or a guardrail broken
+  where it broke none) competes for the next level beside them: refining it again beats
+  refining text further from the goal (a small model's rewrites often are).
 - **DFS**: expands a node, stops if a child passes, else visits the children in rank
   order (or a value-proportional order) depth first.
 
@@ -49,7 +52,7 @@ from typing import Literal, Protocol
 from services.refiner.cost import BudgetExhausted, Cost, Meter, UnusableReason
 from services.refiner.judge import Judge, Judgement
 from spar.edits import normalized_edit_distance
-from spar.engine.protocol import GenerationRequest, Message
+from spar.engine.protocol import GenerationRequest, LoopStop, Message
 from spar.errors import InvalidArgument
 from spar.refine_templates import Prompts
 
@@ -89,6 +92,8 @@ class SearchConfig:
     refine_top_p: float = 1.0
     refine_max_tokens: int = 320
     """Tokens per refinement: room for a complete rewrite of the response."""
+    loop_stop: LoopStop | None = None
+    """Ends a refinement early once it loops (unusable: ``loop``); None: never."""
     parse_retries: int = 1
     """Extra refine requests for refinements that came back unusable."""
     seed: int = 0
@@ -148,6 +153,14 @@ def rank(node: Node) -> tuple[bool, float, float, float, int]:
         return (False, -1.0, -1.0, -node.edit_distance, -node.id)
     llm = j.llm_value if j.llm_value is not None else 0.0
     return (not j.hard_fail, j.constraint_share, llm, -node.edit_distance, -node.id)
+
+
+def _checked(node: Node) -> tuple[bool, float]:
+    """What the program checks say of a judged node: no guardrail broken, share of
+    constraints met."""
+    j = node.judgement
+    assert j is not None
+    return (not j.guardrails, j.constraint_share)
 
 
 def refine_critique(judgement: Judgement) -> str:
@@ -272,6 +285,7 @@ class TreeSearch:
                 max_tokens=c.refine_max_tokens,
                 stop=self.prompts.stop,
                 prefill=self.prompts.prefill,
+                loop_stop=c.loop_stop,
             )
             if self.context is None:
                 return request
@@ -321,6 +335,9 @@ class TreeSearch:
                 for sample in result.samples:
                     if sample.finish_reason == "length":
                         self._unusable("cut_at_max_tokens")
+                        continue
+                    if sample.finish_reason == "repetition":
+                        self._unusable("loop")
                         continue
                     refinement = self.prompts.parse_refinement(sample.text, sample.finish_reason)
                     if refinement is None:
@@ -374,9 +391,19 @@ class TreeSearch:
             levels = await asyncio.gather(*(self._expand(p) for p in frontier))
             children = [c for level in levels for c in level]
             self._found = self._best_passing(children)
-            if self._found is not None or not children:
+            if self._found is not None:
                 return
-            frontier = self._select(children, self.config.keep_top)
+            # A node all of whose children came out worse by the checks stays in the
+            # running: the next level may draw new refinements of it, instead of refining
+            # text that is further from the goal. (One that got no usable child even with
+            # its retries does not: its refine prompt is not working.)
+            stay = [
+                p for p, level in zip(frontier, levels, strict=True)
+                if level and not any(_checked(c) >= _checked(p) for c in level)
+            ]  # fmt: skip
+            if not children:
+                return
+            frontier = self._select(children + stay, self.config.keep_top)
 
     async def _dfs(self, node: Node) -> Node | None:
         if node.depth >= self.config.max_depth:

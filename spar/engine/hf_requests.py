@@ -24,6 +24,7 @@ from spar.engine.batching import find_stop, streamable_length
 from spar.engine.continuous import stop_may_end_with
 from spar.engine.hf_model import LoadedModel, special_ids
 from spar.engine.inputs import fit_max_tokens, render_prompt
+from spar.engine.loops import ends_in_loop
 from spar.engine.protocol import (
     AdapterRef,
     EngineInfo,
@@ -332,8 +333,8 @@ class HfEngineBase:
         return piece
 
     def _step_row(self, row: Row, token: int) -> None:
-        """Takes a row's new token: ends the row at EOS, a stop string or max_tokens,
-        else streams the text that is safe to send."""
+        """Takes a row's new token: ends the row at EOS, a stop string, max_tokens or a
+        loop (vLLM's order of checks), else streams the text that is safe to send."""
         row.tokens.append(token)
         job = row.job
         stops = job.request.stop
@@ -349,6 +350,10 @@ class HfEngineBase:
                 return
         if len(row.tokens) >= job.max_tokens:
             self._finish_row(row, "length", self._decode(row.tokens))
+            return
+        loop_stop = job.request.loop_stop
+        if loop_stop is not None and ends_in_loop(row.tokens, loop_stop):
+            self._finish_row(row, "repetition", self._decode(row.tokens))
             return
         if job.deltas is not None:
             text = self._decode(row.tokens)

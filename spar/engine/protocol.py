@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-FinishReason = Literal["stop", "length", "abort"]
+FinishReason = Literal["stop", "length", "abort", "repetition"]
+"""Why a sample ended: EOS or a stop string, max_tokens, cancelled, or a loop
+(:class:`LoopStop`)."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,28 @@ class Message:
 
     role: str
     content: str
+
+
+@dataclass(frozen=True)
+class LoopStop:
+    """Ends a sample whose generated tokens end in a loop: a run of ``min_pattern`` to
+    ``max_pattern`` tokens repeated ``repeats`` times in a row (finish reason
+    ``repetition``). vLLM's ``repetition_detection``; the hf engines check the same rule
+    (:func:`spar.engine.loops.ends_in_loop`). A pattern shorter than ``min_pattern`` is
+    caught once its repeats add up to a longer one."""
+
+    min_pattern: int = 6
+    max_pattern: int = 64
+    repeats: int = 3
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_pattern <= self.max_pattern:
+            raise ValueError(
+                f"LoopStop needs 1 <= min_pattern ({self.min_pattern}) <= max_pattern "
+                f"({self.max_pattern})"
+            )
+        if self.repeats < 2:
+            raise ValueError(f"LoopStop.repeats={self.repeats} must be at least 2")
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,8 @@ class GenerationRequest:
     prefill: str = ""
     """Text the assistant turn starts with (after the chat template's generation prompt);
     the model continues it. Samples hold only the continuation, not the prefill."""
+    loop_stop: LoopStop | None = None
+    """End a sample early once it loops (finish reason ``repetition``); None: never."""
 
 
 @dataclass(frozen=True)

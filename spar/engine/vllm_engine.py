@@ -36,7 +36,12 @@ from spar.errors import FailedPrecondition, InvalidArgument, SparError, Unavaila
 
 log = logging.getLogger(__name__)
 
-_FINISH: dict[str | None, FinishReason] = {"stop": "stop", "length": "length", "abort": "abort"}
+_FINISH: dict[str | None, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "abort": "abort",
+    "repetition": "repetition",
+}
 
 
 def configure_environment(settings: Settings) -> None:
@@ -237,7 +242,7 @@ class VllmEngine:
     def _prepare(self, request: GenerationRequest, delta: bool) -> tuple[Any, Any, int]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RepetitionDetectionParams, RequestOutputKind
 
         ids = self._render(request)
         max_tokens = fit_max_tokens(len(ids), request, self._info.max_model_len)
@@ -256,6 +261,13 @@ class VllmEngine:
             stop=list(request.stop) or None,
             seed=request.seed,
             output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY,
+            repetition_detection=None
+            if request.loop_stop is None
+            else RepetitionDetectionParams(
+                max_pattern_size=request.loop_stop.max_pattern,
+                min_pattern_size=request.loop_stop.min_pattern,
+                min_count=request.loop_stop.repeats,
+            ),
         )
         return TokensPrompt(prompt_token_ids=ids), params, len(ids)
 

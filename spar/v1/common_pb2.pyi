@@ -17,6 +17,7 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_STOP: _ClassVar[FinishReason]
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
     FINISH_REASON_ABORT: _ClassVar[FinishReason]
+    FINISH_REASON_REPETITION: _ClassVar[FinishReason]
 
 class JudgeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -58,6 +59,7 @@ FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_ABORT: FinishReason
+FINISH_REASON_REPETITION: FinishReason
 JUDGE_KIND_UNSPECIFIED: JudgeKind
 JUDGE_KIND_LLM: JudgeKind
 JUDGE_KIND_VERIFIER: JudgeKind
@@ -164,18 +166,20 @@ class SearchOptions(_message.Message):
     def __init__(self, strategy: _Optional[_Union[SearchStrategy, str]] = ..., selection: _Optional[_Union[NodeSelection, str]] = ..., branch: _Optional[int] = ..., keep_top: _Optional[int] = ..., max_depth: _Optional[int] = ..., end_gate: _Optional[float] = ..., judge_samples: _Optional[int] = ...) -> None: ...
 
 class UnusableRefinements(_message.Message):
-    __slots__ = ("cut_at_max_tokens", "empty", "identical_to_parent", "duplicate", "over_context")
+    __slots__ = ("cut_at_max_tokens", "empty", "identical_to_parent", "duplicate", "over_context", "loop")
     CUT_AT_MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     EMPTY_FIELD_NUMBER: _ClassVar[int]
     IDENTICAL_TO_PARENT_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     OVER_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    LOOP_FIELD_NUMBER: _ClassVar[int]
     cut_at_max_tokens: int
     empty: int
     identical_to_parent: int
     duplicate: int
     over_context: int
-    def __init__(self, cut_at_max_tokens: _Optional[int] = ..., empty: _Optional[int] = ..., identical_to_parent: _Optional[int] = ..., duplicate: _Optional[int] = ..., over_context: _Optional[int] = ...) -> None: ...
+    loop: int
+    def __init__(self, cut_at_max_tokens: _Optional[int] = ..., empty: _Optional[int] = ..., identical_to_parent: _Optional[int] = ..., duplicate: _Optional[int] = ..., over_context: _Optional[int] = ..., loop: _Optional[int] = ...) -> None: ...
 
 class GuardrailFailures(_message.Message):
     __slots__ = ("empty", "repetition", "meta", "off_topic")

@@ -4,6 +4,8 @@ a result (often without improvement) and never raises. Scripted engine, no model
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 from services.refiner.cost import Budget, Meter
 from services.refiner.judge import Judge, JudgeConfig
 from services.refiner.search import SearchConfig, TreeSearch
-from spar.engine.protocol import GenerationRequest, GenerationResult, Sample, Usage
+from spar.engine.protocol import FinishReason, GenerationRequest, GenerationResult, Sample, Usage
 from spar.refine_templates import parse_judgement, parse_refinement
 from tests.fuzz.fuzz_support import CASES, FUZZ
 from tests.unit.refiner_script import PROMPTS
@@ -99,12 +101,13 @@ async def test_cut_off_refinements_are_unusable_not_fatal() -> None:
 
 
 @FUZZ
-@given(text=st.text(max_size=2000), finish=st.sampled_from(["stop", "length", "abort"]))
+@given(text=st.text(max_size=2000), finish=st.sampled_from(get_args(FinishReason)))
 def test_parsers_accept_any_text(text: str, finish: str) -> None:
     CASES["parsers"] += 1
     assert parse_judgement(text) in (True, False, None)
-    r = parse_refinement(text, finish)  # type: ignore[arg-type]
+    r = parse_refinement(text, finish)
     assert r is None or (r.response.strip() and r.response == r.response.strip())
+    assert r is None or finish not in ("length", "repetition")  # an unfinished text is unusable
 
 
 @FUZZ

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from support import make_lora
 
 from spar.config import Settings
-from spar.engine.protocol import AdapterRef, Engine, GenerationRequest, Message
+from spar.engine.protocol import AdapterRef, Engine, GenerationRequest, LoopStop, Message
 from spar.errors import FailedPrecondition, InvalidArgument
 
 #: The engines come from fixtures picked at run time, which the conftest hook cannot see.
@@ -109,6 +110,22 @@ async def test_stop_string_truncates(engine: Engine) -> None:
     assert sample.finish_reason == "stop"
     assert sample.text == full[:cut]
     assert sample.completion_tokens < 10
+
+
+async def test_a_loop_stop_ends_a_looping_sample_early(engine: Engine) -> None:
+    looping = "1 2 3 1 2 3 1 2 3 1 2 3"  # greedy decoding carries the loop on
+    plain = req(looping, raw=True, max_tokens=40)
+    [free] = (await engine.generate(plain)).samples
+    assert free.finish_reason == "length"
+    stop = LoopStop(min_pattern=2, max_pattern=8, repeats=3)
+    result = await engine.generate(replace(plain, loop_stop=stop))
+    [sample] = result.samples
+    assert sample.finish_reason == "repetition"
+    assert stop.min_pattern * stop.repeats <= sample.completion_tokens < 40
+    assert free.text.startswith(sample.text)  # the same text, ended where the loop closed
+    # Without a loop in it, the stop changes nothing.
+    [other] = (await engine.generate(replace(req(max_tokens=5), loop_stop=stop))).samples
+    assert other.finish_reason == "length"
 
 
 async def test_raw_prompt_skips_the_chat_template(engine: Engine) -> None:

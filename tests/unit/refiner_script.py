@@ -4,7 +4,8 @@ Prompts use tiny templates so the script can read them: the judge prompt is
 ``JUDGE|<instruction>|<response>``; a paper-style refine request is the judge conversation
 plus a ``REFINE`` turn, a direct one is ``REFINE|<instruction>|<response>|<critique>``. A
 refinement of ``p`` is named ``p.k`` (k counts per parent), so tree shapes are readable in
-assertions. A scripted refinement starting with ``<cut>`` comes back cut at max_tokens.
+assertions. A scripted refinement starting with ``<cut>`` comes back cut at max_tokens, one
+starting with ``<loop>`` stopped in a loop (finish reason ``repetition``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from spar.engine.protocol import GenerationRequest, GenerationResult, Sample, Usage
+from spar.engine.protocol import (
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    Sample,
+    Usage,
+)
 from spar.refine_templates import Prompts
 
 PROMPTS = Prompts(judge="JUDGE|{instruction}|{response}|{notes}", refine="REFINE", style="paper")
@@ -40,6 +47,7 @@ class Call:
     max_tokens: int
     started: float
     in_flight_at_start: int
+    request: GenerationRequest
 
 
 @dataclass
@@ -69,7 +77,9 @@ class Script:
         kind = "refine" if direct or len(request.messages) > 1 else "judge"
         loop = asyncio.get_running_loop()
         self.calls.append(
-            Call(kind, response, request.n, request.max_tokens, loop.time(), self.in_flight)
+            Call(
+                kind, response, request.n, request.max_tokens, loop.time(), self.in_flight, request
+            )
         )
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -94,10 +104,11 @@ class Script:
                 else:
                     text = f"fix it\nFinal Refined Output: [[start]] {response}.{k} "
             tokens = min(self.tokens_per_sample, request.max_tokens)
-            cut = text.startswith("<cut>")
-            samples.append(
-                Sample(i, text.removeprefix("<cut>"), "length" if cut else "stop", tokens)
-            )
+            reason: FinishReason = "stop"
+            for marker, why in (("<cut>", "length"), ("<loop>", "repetition")):
+                if text.startswith(marker):
+                    text, reason = text.removeprefix(marker), why
+            samples.append(Sample(i, text, reason, tokens))
         used = sum(s.completion_tokens for s in samples)
         self.generated += used
         return GenerationResult(samples, Usage(prompt_tokens=len(first), completion_tokens=used))

@@ -20,3 +20,23 @@ def test_defaults_per_service() -> None:
     s = Settings()
     assert s.address("refiner")[1:] == (50052, 9402)
     assert Settings(metrics_port=-1).address("actor")[2] == -1
+
+
+def test_refinement_loop_stop_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.refiner import options
+    from spar.engine.protocol import LoopStop
+
+    refiner = Settings().refiner
+    assert refiner.loop_stop() == LoopStop(6, 64, 3)
+    assert options.search_config(options.SearchOptions(), refiner, "").loop_stop == LoopStop(
+        6, 64, 3
+    )
+    monkeypatch.setenv("SPAR_REFINER__LOOP_STOP_MAX_PATTERN", "0")
+    assert Settings().refiner.loop_stop() is None
+    monkeypatch.setenv("SPAR_REFINER__LOOP_STOP_MAX_PATTERN", "4")
+    with pytest.raises(ValueError, match="loop_stop_min_pattern=6 exceeds loop_stop_max_pattern=4"):
+        Settings()
+    monkeypatch.setenv("SPAR_REFINER__LOOP_STOP_MAX_PATTERN", "64")
+    monkeypatch.setenv("SPAR_REFINER__LOOP_STOP_REPEATS", "1")
+    with pytest.raises(ValueError, match="loop_stop_repeats"):
+        Settings()

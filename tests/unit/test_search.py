@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -18,7 +19,7 @@ from services.refiner.search import (
     TreeSearch,
     rank,
 )
-from spar.engine.protocol import GenerationRequest
+from spar.engine.protocol import GenerationRequest, LoopStop
 from spar.ifeval import Constraint, ConstraintCheck
 from tests.unit.refiner_script import DIRECT, PROMPTS, Script, no, yes
 
@@ -309,6 +310,27 @@ async def test_an_original_that_passes_every_check_is_kept_whatever_the_llm_says
     assert script.calls == [] and result.cost.votes_skipped == 1
 
 
+async def test_a_node_whose_children_are_all_worse_is_refined_again() -> None:
+    # r meets 2 of 3; its first three refinements meet 1, 0 and 2-with-a-loop (a guardrail
+    # broken). The second level draws new refinements of r, not of its worse children, and
+    # one of those (r.5) passes. Refining only the worse children never got there.
+    loop = "same words here again " * 5
+    script = Script(refine={"r": lambda k: loop if k == 3 else f"r.{k}"})
+    met = {"r": 2, "r.1": 1, "r.2": 0, loop: 2, "r.5": 3}
+    result = await hybrid_search(script, met).run()
+    assert result.outcome == "refined" and result.best.response == "r.5"
+    assert script.refined().count("r") == 2
+    assert [n.response for n in result.trace] == ["r", "r.5"]
+
+
+async def test_a_child_as_good_as_its_parent_takes_the_next_level() -> None:
+    # r.1 meets as many constraints as r: the search goes on from the children only.
+    script = Script()
+    result = await hybrid_search(script, {"r": 1, "r.1": 1}).run()
+    assert script.refined().count("r") == 1 and "r.1" in script.refined()
+    assert result.outcome == "exhausted" and result.best.id == 0
+
+
 async def test_all_children_worse_than_the_original_return_the_original() -> None:
     met = {"r": 2}  # every refinement meets fewer (0) constraints than the original
     result = await hybrid_search(Script(), met).run()
@@ -341,13 +363,26 @@ async def test_guardrail_breaking_child_never_replaces_the_original() -> None:
 
 
 async def test_unusable_refinements_are_counted_by_reason() -> None:
-    outputs = {1: "r", 2: "<cut>half of a", 3: "   ", 4: "r.x", 5: "r.x"}
+    outputs = {1: "r", 2: "<cut>half of a", 3: "   ", 4: "r.x", 5: "r.x", 6: "<loop>a a a"}
     script = Script(refine={"r": lambda k: outputs.get(k, f"r.{k}")})
     result = await hybrid_search(script, {"r": 1}, budget=Budget(3, 10**6, 60.0)).run()
     u = result.cost.unusable
     assert u["identical_to_parent"] == 1 and u["cut_at_max_tokens"] == 1 and u["empty"] == 1
-    assert u["duplicate"] == 1
+    assert u["duplicate"] == 1 and u["loop"] == 1
     assert result.cost.nodes_expanded == 3  # unusable refinements cost no node
+
+
+async def test_refine_requests_carry_the_loop_stop_and_a_looping_child_is_never_a_node() -> None:
+    stop = LoopStop(6, 64, 3)
+    script = Script(refine={"r": lambda k: "<loop>r fixed" if k == 1 else f"<cut>r.{k}"})
+    search = hybrid_search(script, {"r": 1, "r fixed": 3})
+    search.config = replace(search.config, loop_stop=stop)
+    result = await search.run()
+    refine_requests = [c.request for c in script.calls if c.kind == "refine"]
+    assert refine_requests and all(r.loop_stop == stop for r in refine_requests)
+    # The looping sample would pass every check, yet it is unusable, not a node.
+    assert result.best.id == 0 and result.cost.unusable["loop"] >= 1
+    assert all(n.response != "r fixed" for n in result.tree)
 
 
 class Context:
