@@ -119,26 +119,32 @@ def cost_figure(searches: Sequence[SearchCost]) -> str:
     return _png(fig)
 
 
+def _named_bars(
+    values: Mapping[str, float],
+    colour: str,
+    row_height: float,
+    labels: list[str] | None,
+    fontsize: int,
+) -> Any:
+    """Horizontal bars, one per name in the mapping's order (the first on top); their axes."""
+    names = list(values)
+    ax = _figure(6.0, 0.7 + row_height * len(names)).subplots()
+    bars = ax.barh(names, [values[n] for n in names], color=colour)
+    ax.bar_label(bars, labels=labels, padding=3, fontsize=fontsize)
+    ax.invert_yaxis()
+    _style(ax)
+    return ax
+
+
 def counts_figure(counts: Mapping[str, int]) -> str:
     """The data funnel: prompts → samples → ... → training records."""
-    names = list(counts)
-    fig = _figure(6.0, 0.7 + 0.34 * len(names))
-    ax = fig.subplots()
-    bars = ax.barh(names, [counts[n] for n in names], color="#00838f")
-    ax.bar_label(bars, padding=3, fontsize=9)
-    ax.invert_yaxis()
+    ax = _named_bars(counts, "#00838f", 0.34, None, 9)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    _style(ax)
-    return _png(fig)
+    return _png(ax.figure)
 
 
 def timing_figure(timings: Mapping[str, float]) -> str:
-    names = list(timings)
-    fig = _figure(6.0, 0.7 + 0.3 * len(names))
-    ax = fig.subplots()
-    bars = ax.barh(names, [timings[n] for n in names], color="#5e35b1")
-    ax.bar_label(bars, labels=[f"{timings[n]:,.1f} s" for n in names], padding=3, fontsize=8)
-    ax.invert_yaxis()
+    labels = [f"{t:,.1f} s" for t in timings.values()]
+    ax = _named_bars(timings, "#5e35b1", 0.3, labels, 8)
     ax.set_xlabel("seconds")
-    _style(ax)
-    return _png(fig)
+    return _png(ax.figure)
