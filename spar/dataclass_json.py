@@ -4,7 +4,8 @@ spar keeps its state in dataclasses and writes them as plain JSON (job and itera
 records); this is the one mapping between the two, so a record class declares its fields
 and nothing more. A document maps field names to values: nested dataclasses are objects,
 tuples and lists arrays, datetimes ISO 8601 text (a time without a zone is UTC), and a
-``Literal`` field's value must be one of its names.
+``Literal`` field's value must be one of its names. A record file names its format in a
+``schema`` field (:func:`as_document`, :func:`from_document`).
 
 Reading is strict where a record could be misread: an unknown field is a TypeError, a
 missing field without a default a KeyError (an optional one, ``X | None``, is None), a
@@ -52,6 +53,19 @@ def from_json(cls: type[T], doc: Mapping[str, Any]) -> T:
                 raise KeyError(f"{cls.__name__}.{f.name}")
             values[f.name] = None
     return cls(**values)
+
+
+def as_document(schema: str, record: Any) -> dict[str, Any]:
+    """A record as a JSON document that names its format: ``{"schema": schema, ...fields}``."""
+    return {"schema": schema, **as_json(record)}
+
+
+def from_document(cls: type[T], schema: str, doc: Mapping[str, Any]) -> T:
+    """The record of a document that :func:`as_document` wrote; a ValueError when the
+    document names another schema (or none)."""
+    if doc.get("schema") != schema:
+        raise ValueError(f"schema {str(doc.get('schema'))[:60]!r} is not {schema}")
+    return from_json(cls, {k: v for k, v in doc.items() if k != "schema"})
 
 
 def _optional(hint: Any) -> bool:

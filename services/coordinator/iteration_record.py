@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from services.coordinator.rollout import Version
-from spar.dataclass_json import as_json, from_json
+from spar.dataclass_json import as_document, from_document
 
 ITERATION_SCHEMA = "spar.coordinator.iteration/v1"
 """The ``schema`` field of an iteration record in this format."""
@@ -196,11 +196,9 @@ class IterationRecord:
         return IterationRecord.from_json(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": ITERATION_SCHEMA, **as_json(self)}
+        return as_document(ITERATION_SCHEMA, self)
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> IterationRecord:
         """A record in this schema (a ValueError, TypeError or KeyError when it is not)."""
-        if doc.get("schema") != ITERATION_SCHEMA:
-            raise ValueError(f"schema {str(doc.get('schema'))[:60]!r} is not {ITERATION_SCHEMA}")
-        return from_json(cls, {k: v for k, v in doc.items() if k != "schema"})
+        return from_document(cls, ITERATION_SCHEMA, doc)

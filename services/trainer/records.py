@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args
 
 from services.trainer.hyperparameters import Hyperparameters, Kind
 from services.trainer.submission import Submission
-from spar.dataclass_json import as_json, from_json
+from spar.dataclass_json import as_document, from_document
 
 JOB_SCHEMA = "spar.trainer.job/v1"
 """The ``schema`` field of a job record in this format."""
@@ -81,16 +81,14 @@ class Job:
         return dataclasses.replace(self, progress=dataclasses.replace(self.progress))
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": JOB_SCHEMA, **as_json(self)}
+        return as_document(JOB_SCHEMA, self)
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Job:
         """A record in this schema, or an older trainer's (see the module docstring)."""
         if "schema" not in doc:
             return job_from_protobuf_json(doc)
-        if doc["schema"] != JOB_SCHEMA:
-            raise ValueError(f"schema {str(doc['schema'])[:60]!r} is not {JOB_SCHEMA}")
-        return from_json(cls, {k: v for k, v in doc.items() if k != "schema"})
+        return from_document(cls, JOB_SCHEMA, doc)
 
 
 # -- older trainers' records (protobuf JSON of spar.v1.Job) -------------------------------
