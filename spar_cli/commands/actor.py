@@ -14,9 +14,9 @@ from spar_cli.commands.flags import (
     add_client_flags,
     add_group,
     add_serve_command,
+    connect,
     print_json,
     run_service,
-    security_from,
     settings_from,
 )
 
@@ -38,7 +38,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "top_p": args.top_p,
         "stop": args.stop or (),
     }
-    with ActorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+    with connect(ActorClient, args) as client:
         if args.stream:
             for delta in client.generate_stream(args.prompt, **kwargs):
                 if args.json:
@@ -64,7 +64,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_host(args: argparse.Namespace) -> int:
     from spar.client import AdapterHostClient
 
-    with AdapterHostClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+    with connect(AdapterHostClient, args) as client:
         reply: Message
         if args.host_command == "list":
             reply = client.list_adapters()

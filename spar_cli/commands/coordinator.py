@@ -15,9 +15,9 @@ from spar_cli.commands.flags import (
     add_client_flags,
     add_group,
     add_serve_command,
+    connect,
     print_json,
     run_service,
-    security_from,
     settings_from,
 )
 
@@ -112,7 +112,7 @@ def watch_with_progress(client: Any, it: pb.Iteration, *, show: bool = True) -> 
 def cmd_iterate(args: argparse.Namespace) -> int:
     from spar.client import CoordinatorClient
 
-    with CoordinatorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+    with connect(CoordinatorClient, args) as client:
         it = client.start_iteration(args.prompts or "", args.num_prompts)
         final = watch_with_progress(client, it, show=not args.json)
     if args.json:
@@ -134,7 +134,7 @@ def cmd_iterate(args: argparse.Namespace) -> int:
 def cmd_state(args: argparse.Namespace) -> int:
     from spar.client import CoordinatorClient
 
-    with CoordinatorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+    with connect(CoordinatorClient, args) as client:
         state = client.get_state()
     if args.json:
         print_json(state)
@@ -157,7 +157,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from spar.client import CoordinatorClient
 
-    with CoordinatorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+    with connect(CoordinatorClient, args) as client:
         reply = client.rollback(
             args.role, args.version or "", operator=args.operator, reason=args.reason
         )
@@ -171,7 +171,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def _decide(args: argparse.Namespace, decision: str) -> int:
     from spar.client import CoordinatorClient
 
-    with CoordinatorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+    with connect(CoordinatorClient, args) as client:
         call = client.promote if decision == "promote" else client.reject
         it = call(args.iteration, operator=args.operator, reason=args.reason)
         if not args.no_wait:
@@ -229,7 +229,7 @@ def audit_lines(reply: pb.ListAuditResponse) -> list[str]:
 def cmd_audit(args: argparse.Namespace) -> int:
     from spar.client import CoordinatorClient
 
-    with CoordinatorClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+    with connect(CoordinatorClient, args) as client:
         reply = client.list_audit(args.iteration, args.role or "", args.limit)
     if args.json:
         print_json(reply)

@@ -7,7 +7,7 @@ import asyncio
 import json
 import os
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
@@ -20,6 +20,7 @@ EXIT_ERROR = 1
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
+C = TypeVar("C")
 
 
 def print_json(obj: Any) -> None:
@@ -45,6 +46,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def security_from(args: argparse.Namespace) -> ClientSecurity:
     """TLS credentials and bearer token of a CLI client (SPAR_TLS__*, SPAR_AUTH__*)."""
     return client_security(settings_from(args))
+
+
+def connect(client: Callable[..., C], args: argparse.Namespace) -> C:
+    """A client (``ActorClient``, ...) of the service at --target, with --timeout and the TLS
+    and token settings (the flags of :func:`add_client_flags`)."""
+    return client(args.target, timeout=args.timeout, **security_from(args))
 
 
 def default_target(role: str) -> str:

@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from spar_cli.commands.flags import add_client_flags, add_group, print_json, security_from
+from spar_cli.commands.flags import add_client_flags, add_group, connect, print_json
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -69,9 +69,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         with tqdm(
             total=len(records), desc="eval", unit="prompt", disable=not sys.stderr.isatty()
         ) as bar:
-            async with AsyncActorClient(
-                args.target, timeout=args.timeout, **security_from(args)
-            ) as client:
+            async with connect(AsyncActorClient, args) as client:
                 return await evaluate_actor(
                     client,
                     records,

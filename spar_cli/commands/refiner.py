@@ -15,9 +15,9 @@ from spar_cli.commands.flags import (
     add_client_flags,
     add_group,
     add_serve_command,
+    connect,
     print_json,
     run_service,
-    security_from,
     settings_from,
 )
 
@@ -83,7 +83,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     from spar.client import RefinerClient
 
     constraints = [parse_constraint(c) for c in args.constraint or []]
-    with RefinerClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+    with connect(RefinerClient, args) as client:
         reply = client.judge(
             args.prompt,
             args.response,
@@ -125,7 +125,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
         max_generated_tokens=args.budget_tokens,
         max_wall_time_s=args.budget_seconds,
     )
-    with RefinerClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+    with connect(RefinerClient, args) as client:
         if args.response is None:
             answer = client.answer(
                 args.prompt,

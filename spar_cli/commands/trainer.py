@@ -14,9 +14,9 @@ from spar_cli.commands.flags import (
     add_client_flags,
     add_group,
     add_serve_command,
+    connect,
     print_json,
     run_service,
-    security_from,
     settings_from,
 )
 
@@ -67,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if args.target_modules:
         hyperparameters["target_modules"] = args.target_modules.split(",")
-    with TrainerClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+    with connect(TrainerClient, args) as client:
         data = client.upload_dataset(args.kind, records, name=Path(args.data).name)
         if not args.json:
             print(
@@ -160,7 +160,7 @@ def _print_job(job: Any, as_json: bool) -> None:
 def cmd_job(args: argparse.Namespace) -> int:
     from spar.client import TrainerClient
 
-    with TrainerClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+    with connect(TrainerClient, args) as client:
         if args.train_command == "cancel":
             job = client.cancel_job(args.job_id)
         else:
@@ -174,7 +174,7 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
     from spar.client import TrainerClient
 
-    with TrainerClient(args.target, timeout=args.timeout, **security_from(args)) as client:
+    with connect(TrainerClient, args) as client:
         if args.adapters_command == "show":
             manifest = client.get_manifest(args.name)
             if args.json:
