@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from services.coordinator.journal import append_lines
 
 ACTIONS = ("rollout", "rollback", "reject", "await_approval")
 """What a record is about: a version went live (``rollout``), an operator returned a role
@@ -86,23 +87,26 @@ class AuditLog:
         self._lock = threading.Lock()
         self._tail: tuple[int, str] | None = None  # (last sequence, hash of its line)
 
-    def _lines(self) -> list[str]:
-        """Whole lines of the file (a torn last line of a crash is left out)."""
+    def _parsed(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """(line number, line, record) of the file's whole lines. A torn last line of a
+        crash is left out, and so is a torn line that a later append sealed (the only kind
+        of line that cannot be read)."""
         if not self.path.is_file():
-            return []
+            return
         text = self.path.read_text(encoding="utf-8")
-        lines = text.split("\n")
         # The text after the last newline is a torn write (or empty).
-        return [line for line in lines[:-1] if line.strip()]
+        whole = [line for line in text.split("\n")[:-1] if line.strip()]
+        for number, line in enumerate(whole, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            yield number, line, record
 
     def _last(self) -> tuple[int, str]:
         if self._tail is None:
             seq, digest = 0, ""
-            for line in self._lines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+            for _, line, record in self._parsed():
                 seq, digest = int(record.get("sequence", seq)), _digest(line)
             self._tail = (seq, digest)
         return self._tail
@@ -122,25 +126,11 @@ class AuditLog:
                 "previous_hash": previous_hash,
             }
             line = _line(record)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # O_APPEND: every write lands at the end, whatever else holds the file open.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            try:
-                if os.fstat(fd).st_size > 0 and not self._ends_with_newline():
-                    os.write(fd, b"\n")  # seal a torn line so this record stays whole
-                os.write(fd, (line + "\n").encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_lines(self.path, line + "\n", mode=0o640)
             self._tail = (seq + 1, _digest(line))
         if self.on_append is not None:
             self.on_append(record)
         return record
-
-    def _ends_with_newline(self) -> bool:
-        with self.path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) == b"\n"
 
     def records(
         self, *, iteration: int = 0, role: str = "", limit: int = 0
@@ -148,11 +138,7 @@ class AuditLog:
         """Records, oldest first: of one iteration and/or role when given, the last
         ``limit`` when it is set."""
         out = []
-        for line in self._lines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn line sealed by a later append
+        for _, _, record in self._parsed():
             if iteration and record.get("iteration") != iteration:
                 continue
             if role and record.get("role") != role:
@@ -163,12 +149,7 @@ class AuditLog:
     def verify(self) -> tuple[bool, str]:
         """(True, "") when every record follows the one before it; else (False, where)."""
         expected_seq, previous = 1, ""
-        for number, line in enumerate(self._lines(), 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                # Only a torn line (sealed by the next append) may be unreadable; skip it.
-                continue
+        for number, line, record in self._parsed():
             if record.get("previous_hash") != previous:
                 return False, (
                     f"line {number} (sequence {record.get('sequence')}): previous_hash does "

@@ -60,6 +60,26 @@ def remove_unfinished_writes(root: Path) -> int:
     return removed
 
 
+def append_lines(path: Path, lines: str, mode: int = 0o666) -> None:
+    """Appends whole lines to a JSON Lines file (made with ``mode`` if new) and fsyncs them.
+    A torn last line of a crash is sealed with a newline first, so the new lines stay
+    parseable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # O_APPEND: every write lands at the end, whatever else holds the file open.
+    with open(path, "ab", opener=lambda p, flags: os.open(p, flags, mode)) as f:
+        if f.tell() > 0 and not _ends_with_newline(path):
+            f.write(b"\n")
+        f.write(lines.encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
 class Journal:
     """An append-only JSON Lines file of records that each carry a ``key``."""
 
@@ -82,18 +102,6 @@ class Journal:
         return out
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         lines = "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in records)
-        if not lines:
-            return
-        with self.path.open("a") as f:
-            if f.tell() > 0 and not self._ends_with_newline():
-                f.write("\n")  # seal a torn line so the new record stays parseable
-            f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
-
-    def _ends_with_newline(self) -> bool:
-        with self.path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) == b"\n"
+        if lines:
+            append_lines(self.path, lines)
