@@ -36,18 +36,13 @@ from services.coordinator.report_figures import (
 )
 from services.coordinator.state import StateStore
 from spar.atomic_files import write_atomic
+from spar.evaluation import METRICS
 from spar.v1 import common_pb2
 
 FILE_NAME = "report.html"
 
 #: The metric the headline and "tokens per point" use (the default promotion metric).
 HEADLINE_METRIC = "prompt_level_strict"
-METRICS = (
-    "prompt_level_strict",
-    "prompt_level_loose",
-    "instruction_level_strict",
-    "instruction_level_loose",
-)
 
 # -- the data ------------------------------------------------------------------------
 

@@ -19,12 +19,6 @@ from spar.word_diff import changed_words, render, word_diff
 
 #: The demo's request: one constraint a small model often breaks, a small search.
 DEMO_CONSTRAINT: tuple[str, dict[str, object]] = ("punctuation:no_comma", {})
-METRICS = (
-    "prompt_level_strict",
-    "prompt_level_loose",
-    "instruction_level_strict",
-    "instruction_level_loose",
-)
 
 
 def _has(message: Any, name: str) -> bool:
@@ -122,6 +116,7 @@ def _pct(x: float) -> str:
 def iteration_lines(it: pb.Iteration) -> list[str]:
     """The iteration's outcome: decision, data, search cost and the before/after table."""
     from spar.client.enums import ITERATION_STATE
+    from spar.evaluation import METRICS
 
     state = ITERATION_STATE.label(it.state)
     c, cost = it.counts, it.search_cost
