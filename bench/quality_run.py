@@ -53,6 +53,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from bench.local_servers import stop_server
 from services.coordinator.inputs import SPLIT, eval_prompts
 from spar.atomic_files import write_atomic
 from spar.client import (
@@ -403,11 +404,7 @@ def main() -> int:
     except KeyboardInterrupt:
         log("stopped (SIGTERM or Ctrl-C); what was measured is kept")
     finally:
-        services.terminate()
-        try:
-            services.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            services.kill()
+        stop_server(services)
         text = report(run.doc)
         (args.out / "report.md").write_text(text)
         print(text)

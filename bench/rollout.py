@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from bench.local_servers import free_port
 from services.coordinator.replicas import GrpcReplica
 from services.coordinator.rollout import RolloutReport, Version, rollout
 from services.coordinator.state import StateStore
@@ -71,12 +71,6 @@ async def load(targets: list[str], per_replica: int, stop: asyncio.Event) -> tup
 
     await asyncio.gather(*(client(t) for t in targets for _ in range(per_replica)))
     return ok, failed
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def gpu_count() -> int:

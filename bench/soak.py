@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bench.local_servers import free_port, stop_server
 from spar.soak import (
     RssSeries,
     answer_request,
@@ -42,12 +42,6 @@ from spar.soak import (
 from spar.v1 import refiner_pb2
 
 # -- servers -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(role: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -65,16 +59,6 @@ async def wait_serving(target: str, proc: subprocess.Popen[bytes], timeout: floa
         if time.monotonic() > deadline:
             raise SystemExit(f"{target} not SERVING after {timeout:.0f} s")
         await asyncio.sleep(2)
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def main_async(args: argparse.Namespace) -> int:
