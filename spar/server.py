@@ -241,6 +241,26 @@ class GrpcServer:
         await self.server.stop(grace_s)
 
 
+class PlainServer(Protocol):
+    """A server without an engine (the coordinator, the trainer)."""
+
+    grpc: GrpcServer
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Drains in-flight requests (the settings' grace period) and shuts down."""
+
+
+async def serve_plain(server: PlainServer, role: Role, grace_period_s: float) -> None:
+    """Runs a server until SIGTERM or SIGINT, then stops it."""
+    server.grpc.install_signal_handlers()
+    await server.start()
+    await server.grpc.wait_for_stop_signal()
+    log.info("%s stopping (grace %.0f s)", role, grace_period_s)
+    await server.stop()
+
+
 class EngineReplica(Protocol):
     """A replica whose engine starts after its gRPC port (the actor's, a refiner's)."""
 

@@ -11,7 +11,7 @@ from services.coordinator.metrics import CoordinatorMetrics
 from services.coordinator.service import CoordinatorService
 from spar.config import Settings
 from spar.metrics import Metrics
-from spar.server import GrpcServer
+from spar.server import GrpcServer, serve_plain
 from spar.v1 import coordinator_pb2, coordinator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,4 @@ class CoordinatorServer:
 
 
 async def serve(settings: Settings) -> None:
-    server = CoordinatorServer(settings)
-    server.grpc.install_signal_handlers()
-    await server.start()
-    await server.grpc.wait_for_stop_signal()
-    log.info("coordinator stopping")
-    await server.stop()
+    await serve_plain(CoordinatorServer(settings), "coordinator", settings.grace_period_s)

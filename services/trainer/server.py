@@ -11,7 +11,7 @@ from services.trainer.state import TrainerState
 from services.trainer.store import ArtifactStore
 from spar.config import Settings
 from spar.metrics import Metrics
-from spar.server import GrpcServer
+from spar.server import GrpcServer, serve_plain
 from spar.v1 import trainer_pb2, trainer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,4 @@ class TrainerServer:
 
 
 async def serve(settings: Settings) -> None:
-    server = TrainerServer(settings)
-    server.grpc.install_signal_handlers()
-    await server.start()
-    await server.grpc.wait_for_stop_signal()
-    log.info("trainer stopping (grace %.0f s)", settings.grace_period_s)
-    await server.stop()
+    await serve_plain(TrainerServer(settings), "trainer", settings.grace_period_s)
