@@ -14,8 +14,10 @@ When nothing passes, the answer is the original.
 - **BFS** (default, the paper's): level by level. All expansions of a level run at
   once, and each child's judge request is sent as soon as its parent's refinements
   arrive, so the engine sees the whole level together and batches it. The search
-  stops at the first level with a passing child; otherwise it keeps the ``keep_top``
-  best children (or a value-proportional sample) and goes on. A node whose children all
+  stops at the first passing child: once one expansion of a level yields one, the
+  level's other expansions are cancelled (their generation aborted) and the best passing
+  child judged by then is the answer. Otherwise it keeps the ``keep_top`` best children
+  (or a value-proportional sample) and goes on. A node whose children all
   came out worse by the program checks (fewer constraints met, or a guardrail broken
   where it broke none) competes for the next level beside them: refining it again beats
   refining text further from the goal (a small model's rewrites often are).
@@ -25,7 +27,9 @@ When nothing passes, the answer is the original.
 Outcomes: ``already_passing`` (the original passes; nothing searched), ``refined``,
 ``unchanged`` (no refinement was usable, so nothing could be judged), ``exhausted`` (the
 whole tree was searched without a pass), ``budget`` (the node or token budget ran out
-first), ``deadline`` (the wall-time budget ran out; the tree built so far is reported).
+first), ``deadline`` (the wall-time budget ran out before any node passed; the tree built
+so far is reported). A node that passed before the clock ran out, while its level was
+still running, is still the answer (``refined``).
 
 A refinement is *unusable* when it was cut at max_tokens, is empty, is identical to its
 parent or to another node, or its request cannot fit the model's context even with a
@@ -385,14 +389,36 @@ class TreeSearch:
 
     # -- strategies ------------------------------------------------------------------
 
+    async def _level(self, frontier: list[Node]) -> list[list[Node]] | None:
+        """Expands every node of frontier at once; their judged children, per node.
+
+        Returns None as soon as one expansion yields a passing child (``_found`` is then
+        the best passing child judged so far): the level's other expansions are
+        cancelled, which aborts their generation in the engine. Waiting for them could
+        only trade a passing answer for another passing one with a smaller edit, and it
+        would hold the engine (shared with the other searches) and the client for the
+        level's slowest refinements, which are mostly runaway text cut at max_tokens.
+        """
+        first = len(self.nodes)
+        tasks = [asyncio.ensure_future(self._expand(p)) for p in frontier]
+        try:
+            for done in asyncio.as_completed(tasks):
+                if any(self._passes(c) for c in await done):
+                    self._found = self._best_passing(self.nodes[first:])
+                    return None
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return [task.result() for task in tasks]
+
     async def _bfs(self) -> None:
         frontier = [self.root]
         for _ in range(self.config.max_depth):
-            levels = await asyncio.gather(*(self._expand(p) for p in frontier))
-            children = [c for level in levels for c in level]
-            self._found = self._best_passing(children)
-            if self._found is not None:
+            levels = await self._level(frontier)
+            if levels is None:
                 return
+            children = [c for level in levels for c in level]
             # A node all of whose children came out worse by the checks stays in the
             # running: the next level may draw new refinements of it, instead of refining
             # text that is further from the goal. (One that got no usable child even with
@@ -444,7 +470,10 @@ class TreeSearch:
             async with asyncio.timeout(wall if math.isfinite(wall) else None):
                 outcome = await self._search()
         except TimeoutError:
-            outcome = "deadline"
+            # A passing node judged before the clock ran out (its level had not finished)
+            # is still a refinement that passed the gate.
+            self._found = self._best_passing(self.nodes[1:])
+            outcome = "refined" if self._found is not None else "deadline"
         finally:
             for future in self._cache.values():
                 future.cancel()

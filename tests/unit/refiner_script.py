@@ -62,6 +62,8 @@ class Script:
     judge: dict[str, list[str]] = field(default_factory=dict)
     refine: dict[str, Callable[[int], str]] = field(default_factory=dict)
     delay: float = 0.01
+    delays: dict[str, float] = field(default_factory=dict)
+    """Per subject (the judged response, or the parent of a refinement): its calls' delay."""
     tokens_per_sample: int = 4
     calls: list[Call] = field(default_factory=list)
     in_flight: int = 0
@@ -84,7 +86,7 @@ class Script:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(self.delays.get(response, self.delay))
         finally:
             self.in_flight -= 1
         samples = []

@@ -331,6 +331,33 @@ async def test_a_child_as_good_as_its_parent_takes_the_next_level() -> None:
     assert result.outcome == "exhausted" and result.best.id == 0
 
 
+async def test_a_passing_child_ends_its_level_and_cancels_the_slower_expansions() -> None:
+    # Level 2 expands r.1 and r.2; r.1's refinements come back at once and r.1.1 passes,
+    # while r.2's are still generating (a runaway sample). The search answers with r.1.1
+    # without waiting, and r.2's request is cancelled (aborted in the engine).
+    script = Script(delays={"r.2": 30.0})
+    met = {"r": 1, "r.1": 2, "r.2": 2, "r.3": 0, "r.1.1": 3}
+    result = await hybrid_search(script, met, budget=Budget(100, 10**9, 10.0)).run()
+    assert result.outcome == "refined" and result.best.response == "r.1.1"
+    assert result.wall_time_s < 1.0
+    assert sorted(script.refined()) == ["r", "r.1", "r.2"]
+    await asyncio.sleep(0.05)
+    assert script.in_flight == 0
+
+
+async def test_a_child_that_passed_before_the_deadline_is_the_answer() -> None:
+    # r.1 passes every check and is judged at once; its sibling r.2's LLM vote is still
+    # running when the wall time ends. What passed by then is a refinement, not nothing.
+    script = Script(delays={"r.2": 30.0})
+    met = {"r": 1, "r.1": 3, "r.2": 3}
+    search = hybrid_search(script, met, budget=Budget(100, 10**9, 0.5), votes="always")
+    result = await search.run()
+    assert result.outcome == "refined" and result.best.response == "r.1"
+    assert result.wall_time_s < 0.9
+    await asyncio.sleep(0.05)
+    assert script.in_flight == 0
+
+
 async def test_all_children_worse_than_the_original_return_the_original() -> None:
     met = {"r": 2}  # every refinement meets fewer (0) constraints than the original
     result = await hybrid_search(Script(), met).run()
