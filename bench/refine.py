@@ -14,7 +14,9 @@ In one run, on one CPU vLLM engine with the default model, it compares:
     16,384 tokens, 120 s, refine max_tokens = the answers' 256 + 64, guardrails on), at
     the refiner's default concurrency of 4 searches;
 (b) **baseline**: one rewrite request per case from the verifier's complaints (the same
-    direct prompt and critique), 5 samples (T=0.7), the best of them taken.
+    direct prompt and critique), 5 samples (T=0.7), the best of them taken. It runs
+    ``--baseline-runs`` times (3) over the cases and its rate is the mean: a single run
+    moved by six cases out of 64 between two runs of the same code.
 
 Success: the final answer passes every constraint and breaks no guardrail
 (:mod:`spar.guardrails`, applied to both sides). A regression: the final answer passes
@@ -22,6 +24,7 @@ fewer constraints than the original. "Lost to guardrails": cases where a candida
 passed every constraint but every such candidate broke a guardrail.
 
     .venv/bin/python -m bench.refine [--cases 64] [--rebuild] [--compare-votes 16]
+        [--baseline-runs 3]
         [--engine vllm|hf] [--refiner-adapter DIR] [--cases-file PATH]
 
 ``--refiner-adapter`` loads a LoRA folder (e.g. the refiner warm-up's version from the
@@ -335,13 +338,18 @@ async def main_async(args: argparse.Namespace) -> str:
               f"budget={budget.max_nodes} nodes/{budget.max_generated_tokens} tokens/"
               f"{budget.max_wall_time_s:g} s concurrency={args.concurrency} "
               f"(load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
-        start = time.monotonic()
-        base = await bounded(
-            args.concurrency * 4, [baseline_side(engine, c, prompts, search) for c in cases]
-        )
-        took = time.monotonic() - start
-        print(f"baseline done in {took:.0f} s, {sum(o.tokens for o in base) / took:.0f} "
-              "generated tokens/s", flush=True)  # fmt: skip
+        base: list[Outcome] = []
+        for run in range(args.baseline_runs):
+            start = time.monotonic()
+            outs = await bounded(
+                args.concurrency * 4, [baseline_side(engine, c, prompts, search) for c in cases]
+            )
+            took = time.monotonic() - start
+            base += outs
+            print(f"baseline run {run + 1}/{args.baseline_runs}: "
+                  f"{sum(o.success for o in outs)}/{len(outs)} successes, {took:.0f} s, "
+                  f"{sum(o.tokens for o in outs) / took:.0f} generated tokens/s",
+                  flush=True)  # fmt: skip
         start = time.monotonic()
         spar = await bounded(
             args.concurrency,
@@ -365,7 +373,7 @@ async def main_async(args: argparse.Namespace) -> str:
     print(f"{'side':10s} {'success':>8s} {'wins':>9s} {'regr.':>6s} {'lost(gr)':>9s} "
           f"{'edit':>8s} {'gen tok':>9s} {'tok/succ':>10s}")  # fmt: skip
     s = summary("spar", spar, cases)
-    b = summary("baseline", base, cases)
+    b = summary("baseline", base, list(cases) * args.baseline_runs)
     outcomes = Counter(o.search_outcome for o in spar)
     extra: Counter[str] = Counter()
     for o in spar:
@@ -397,6 +405,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=7, help="prompt synthesis seed (--rebuild)")
     p.add_argument("--rebuild", action="store_true", help="draw the case set again")
     p.add_argument("--concurrency", type=int, default=4, help="searches at once")
+    p.add_argument("--baseline-runs", type=int, default=3,
+                   help="runs of the baseline over the cases (its rate is their mean: one "
+                   "run moves by several cases from run to run)")  # fmt: skip
     p.add_argument("--compare-votes", type=int, default=16,
                    help="cases also searched with judge_votes=always (tokens saved)")  # fmt: skip
     p.add_argument("--kv-cache-gib", type=float, default=2.0)
