@@ -52,6 +52,8 @@ TOPICS = [
 
 @dataclass
 class Level:
+    """One row of the table: one engine path at one concurrency and what it measured."""
+
     model: str
     path: str
     k: int

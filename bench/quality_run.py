@@ -106,6 +106,8 @@ def log(message: str) -> None:
 
 
 class Run:
+    """The run's record (quality.json under ``out``): the steps done, so a restart resumes."""
+
     def __init__(self, out: Path) -> None:
         self.out = out
         self.path = out / "quality.json"

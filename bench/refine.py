@@ -73,6 +73,8 @@ ANSWER_MAX_TOKENS = 256
 
 @dataclass(frozen=True)
 class Case:
+    """One failing case: a synthesised prompt, the model's own answer and its constraints."""
+
     key: str
     instruction: str
     response: str

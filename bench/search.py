@@ -49,6 +49,8 @@ from spar.refine_templates import Prompts
 
 @dataclass(frozen=True)
 class Pair:
+    """One failing (instruction, response) pair and the constraints it was checked against."""
+
     instruction: str
     response: str
     constraints: tuple[Constraint, ...]
@@ -90,6 +92,8 @@ PAIRS = [
 
 @dataclass(frozen=True)
 class Run:
+    """What one search (or the reference procedure) spent and how it ended, on one pair."""
+
     wall_s: float
     generated_tokens: int
     nodes: int
@@ -98,6 +102,8 @@ class Run:
 
 @dataclass(frozen=True)
 class Setup:
+    """The templates, judge, search shape and budget that both sides run with."""
+
     prompts: Prompts
     judge: JudgeConfig
     search: SearchConfig
