@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from lm_eval.tasks.ifeval import utils as lm_eval_ifeval  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
 
 from spar.client import AsyncRefinerClient, search_budget, search_options
@@ -41,6 +40,8 @@ async def refiner(refiner_target: str) -> AsyncIterator[AsyncRefinerClient]:
 
 def independent_check(text: str) -> bool:
     """lm-eval's own IFEval strict check, without spar's wrapper."""
+    from lm_eval.tasks.ifeval import utils as lm_eval_ifeval  # type: ignore[import-untyped]
+
     inp = lm_eval_ifeval.InputExample(
         key=0,
         instruction_id_list=[c[0] for c in CONSTRAINTS],
