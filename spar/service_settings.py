@@ -57,6 +57,13 @@ class RefinerSettings(BaseModel):
     ``SPAR_LIMITS__DEFAULT_MAX_TOKENS``)."""
     refine_extra_tokens: int = 64
     """Room beyond the response's own max_tokens that an automatic refine_max_tokens adds."""
+    refine_growth: float = Field(default=2.0, ge=0)
+    """A refinement may run to at most this many times the refined response's tokens
+    plus 64 (never capped below half of refine_max_tokens), when the program checks
+    decided every failure of that response and none asks for more length (at least N
+    words, sentences or paragraphs; two responses; the prompt repeated). A search level
+    lasts as long as its longest refinement, and the longest are runaway text thrown
+    away at refine_max_tokens. 0 turns the cap off."""
     loop_stop_max_pattern: int = Field(default=64, ge=0)
     """A refinement that ends in a loop is stopped early and not used (``loop``): its
     last tokens are a run of ``loop_stop_min_pattern`` to this many tokens repeated

@@ -164,6 +164,7 @@ def search_config(
         refine_top_p=s.refine_top_p,
         refine_max_tokens=refine_max_tokens(s, response_max_tokens),
         loop_stop=s.loop_stop(),
+        refine_growth=s.refine_growth,
         parse_retries=s.parse_retries,
         # Repeatable selection for the same request; engine sampling is seeded separately.
         seed=zlib.crc32(seed_text.encode()),

@@ -67,6 +67,11 @@ EventKind = Literal["expanded", "judged"]
 
 #: A refinement with less room than this is not worth sending.
 MIN_REFINE_TOKENS = 32
+#: Room a growth-capped refinement gets beyond refine_growth × its parent's tokens.
+GROWTH_MARGIN_TOKENS = 64
+#: Checked constraints whose repair may need a much longer response than its parent
+#: (at least N words, sentences or paragraphs; two responses; the prompt repeated).
+_LENGTHENING = ("length_constraints:", "combination:")
 _VERDICT_LINE = re.compile(r"^.*final\s*judg(?:e)?ment.*$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -98,6 +103,11 @@ class SearchConfig:
     """Tokens per refinement: room for a complete rewrite of the response."""
     loop_stop: LoopStop | None = None
     """Ends a refinement early once it loops (unusable: ``loop``); None: never."""
+    refine_growth: float = 2.0
+    """A refinement of a node whose failures are all program-checked and none asks for
+    length may run to at most this many times the node's tokens (plus
+    GROWTH_MARGIN_TOKENS, and never below half of refine_max_tokens); 0: no cap. See
+    :func:`growth_capped`."""
     parse_retries: int = 1
     """Extra refine requests for refinements that came back unusable."""
     seed: int = 0
@@ -170,6 +180,23 @@ def _checked(node: Node) -> tuple[bool, float]:
 def refine_critique(judgement: Judgement) -> str:
     """The critique a refine prompt gets: program complaints first, no verdict line."""
     return _VERDICT_LINE.sub("", judgement.critique).strip() or "The response misses a requirement."
+
+
+def growth_capped(judgement: Judgement) -> bool:
+    """Whether a refinement of a response so judged may be held to ``refine_growth`` ×
+    its length.
+
+    Why: a level of the search lasts as long as its longest refinement, and the longest
+    are runaway text (rambling, near-loops) that runs to max_tokens and is thrown away;
+    a repair of a short answer does not need to be several times its length. Only where
+    the program decided every failure (not an LLM vote, whose complaint may be "too
+    short") and no failed constraint asks for more length.
+    """
+    if not judgement.hard_fail or judgement.vote_decides:
+        return False
+    return not any(
+        not c.strict and c.instruction_id.startswith(_LENGTHENING) for c in judgement.constraints
+    )
 
 
 def _same(a: str, b: str) -> bool:
@@ -274,6 +301,10 @@ class TreeSearch:
         """The refine request for parent, made to fit the context; None if it cannot."""
         assert parent.judgement is not None
         c = self.config
+        limit = c.refine_max_tokens
+        if self.context is not None and c.refine_growth > 0 and growth_capped(parent.judgement):
+            grown = int(c.refine_growth * self._tokens(parent.response)) + GROWTH_MARGIN_TOKENS
+            limit = min(limit, max(grown, c.refine_max_tokens // 2))
         critique = refine_critique(parent.judgement)
         lines = critique.splitlines()
         # Shorter critiques to fall back on: the first three complaints, then the first.
@@ -286,7 +317,7 @@ class TreeSearch:
                 n=n,
                 temperature=c.refine_temperature,
                 top_p=c.refine_top_p,
-                max_tokens=c.refine_max_tokens,
+                max_tokens=limit,
                 stop=self.prompts.stop,
                 prefill=self.prompts.prefill,
                 loop_stop=c.loop_stop,
@@ -294,7 +325,7 @@ class TreeSearch:
             if self.context is None:
                 return request
             room = self._room(request)
-            if room >= c.refine_max_tokens:
+            if room >= limit:
                 return request
         # Still too long with the shortest critique: generate fewer tokens, as long as a
         # complete rewrite of the parent still fits.

@@ -17,6 +17,7 @@ from services.refiner.search import (
     SearchEvent,
     SearchResult,
     TreeSearch,
+    growth_capped,
     rank,
 )
 from spar.engine.protocol import GenerationRequest, LoopStop
@@ -261,6 +262,7 @@ def hybrid_search(
     budget: Budget | None = None,
     context: object = None,
     refine_max_tokens: int = 16,
+    response: str = "r",
     **judge_config: object,
 ) -> TreeSearch:
     meter = Meter(script, budget or Budget.unlimited())
@@ -270,7 +272,7 @@ def hybrid_search(
         generate=meter.for_phase("judge"), check=checks_by_response(met),
     )  # fmt: skip
     return TreeSearch(
-        "inst", "r", judge=judge, meter=meter, prompts=DIRECT,
+        "inst", response, judge=judge, meter=meter, prompts=DIRECT,
         config=SearchConfig(refine_max_tokens=refine_max_tokens),
         context=context,  # type: ignore[arg-type]
     )  # fmt: skip
@@ -441,3 +443,35 @@ async def test_refine_requests_are_made_to_fit_the_context() -> None:
     assert result.outcome == "unchanged" and result.best.id == 0
     assert result.cost.unusable["over_context"] == 3  # the 3 wanted; no hopeless retry
     assert [c for c in script.calls if c.kind == "refine"] == []
+
+
+async def test_refinements_of_a_short_answer_are_held_to_its_growth() -> None:
+    # One token per character. A 100-token answer that fails checks asking for no length:
+    # its refinements may run to 2 x 100 + 64 = 264 tokens, not 400; a 10-token one to
+    # half of 400 (the floor), not 84; with refine_growth 0, to 400.
+    for response, growth, expected in (("x" * 100, 2.0, 264), ("y" * 10, 2.0, 200),
+                                       ("x" * 100, 0.0, 400)):  # fmt: skip
+        script = Script()
+        search = hybrid_search(script, {}, context=Context(max_model_len=10_000),
+                               refine_max_tokens=400, response=response)  # fmt: skip
+        search.config = replace(search.config, refine_growth=growth, max_depth=1)
+        await search.run()
+        assert [c.max_tokens for c in script.calls if c.kind == "refine"] == [expected]
+
+
+def test_the_growth_cap_holds_only_where_the_program_decided_and_no_length_is_asked() -> None:
+    def judged(*checks: tuple[str, bool], hard_fail: bool = True, vote: bool = False) -> Judgement:
+        return Judgement(
+            "hybrid", "fail", 0.0, "", hard_fail=hard_fail, vote_decides=vote,
+            constraints=tuple(ConstraintCheck(i, ok, ok) for i, ok in checks),
+        )  # fmt: skip
+
+    assert growth_capped(judged(("punctuation:no_comma", False)))
+    # A length requirement that already holds does not lift the cap; a failed one does.
+    assert growth_capped(judged(("length_constraints:number_words", True), ("x", False)))
+    assert not growth_capped(judged(("length_constraints:number_words", False)))
+    assert not growth_capped(judged(("combination:two_responses", False)))
+    assert not growth_capped(judged(("combination:repeat_prompt", False), ("x", True)))
+    # An LLM-decided failure may be "too short": no cap.
+    assert not growth_capped(judged(("x", True), hard_fail=False))
+    assert not growth_capped(judged(("x", False), vote=True))
