@@ -69,9 +69,17 @@ EventKind = Literal["expanded", "judged"]
 MIN_REFINE_TOKENS = 32
 #: Room a growth-capped refinement gets beyond refine_growth × its parent's tokens.
 GROWTH_MARGIN_TOKENS = 64
-#: Checked constraints whose repair may need a much longer response than its parent
-#: (at least N words, sentences or paragraphs; two responses; the prompt repeated).
-_LENGTHENING = ("length_constraints:", "combination:")
+#: Checked constraints whose repair may need a much longer response than its parent:
+#: at least N words, sentences or paragraphs; two responses; the prompt repeated; and
+#: structure the answer must be rebuilt into (N sections, N bullet points). A one-shot
+#: measurement found the one success the cap would have cut: a 26-token non-answer whose
+#: passing rewrite into two sections took 216 tokens.
+_LENGTHENING = (
+    "length_constraints:",
+    "combination:",
+    "detectable_format:multiple_sections",
+    "detectable_format:number_bullet_lists",
+)
 _VERDICT_LINE = re.compile(r"^.*final\s*judg(?:e)?ment.*$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -190,7 +198,8 @@ def growth_capped(judgement: Judgement) -> bool:
     are runaway text (rambling, near-loops) that runs to max_tokens and is thrown away;
     a repair of a short answer does not need to be several times its length. Only where
     the program decided every failure (not an LLM vote, whose complaint may be "too
-    short") and no failed constraint asks for more length.
+    short") and no failed constraint asks for more length or for a structure the answer
+    must be rebuilt into (sections, bullet points).
     """
     if not judgement.hard_fail or judgement.vote_decides:
         return False

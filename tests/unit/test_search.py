@@ -472,6 +472,10 @@ def test_the_growth_cap_holds_only_where_the_program_decided_and_no_length_is_as
     assert not growth_capped(judged(("length_constraints:number_words", False)))
     assert not growth_capped(judged(("combination:two_responses", False)))
     assert not growth_capped(judged(("combination:repeat_prompt", False), ("x", True)))
+    # A structure to rebuild the answer into: the one success a one-shot run saw cut.
+    assert not growth_capped(judged(("detectable_format:multiple_sections", False)))
+    assert not growth_capped(judged(("detectable_format:number_bullet_lists", False)))
+    assert growth_capped(judged(("detectable_format:number_highlighted_sections", False)))
     # An LLM-decided failure may be "too short": no cap.
     assert not growth_capped(judged(("x", True), hard_fail=False))
     assert not growth_capped(judged(("x", False), vote=True))
