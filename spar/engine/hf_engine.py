@@ -149,15 +149,7 @@ class HfEngine(HfEngineBase):
     def _work(self) -> None:
         try:
             with torch.inference_mode():
-                while True:
-                    with self._cond:
-                        while not (self._queue or self._control or self._rows or self._closed):
-                            self._cond.wait()
-                        if self._closed:
-                            return
-                        control, self._control = self._control, []
-                    for run, _ in control:
-                        run()
+                while self._next_round(busy=bool(self._rows)):
                     if not self._rows:
                         with self._cond:
                             self._wait_for_batch_locked(self._capacity)

@@ -74,15 +74,7 @@ class HfGenerateEngine(HfEngineBase):
 
     def _work(self) -> None:
         try:
-            while True:
-                with self._cond:
-                    while not (self._queue or self._control or self._closed):
-                        self._cond.wait()
-                    if self._closed:
-                        return
-                    control, self._control = self._control, []
-                for run, _ in control:
-                    run()
+            while self._next_round():
                 with self._cond:
                     self._wait_for_batch_locked(self._max_rows)
                     if self._closed:

@@ -285,6 +285,20 @@ class HfEngineBase:
     def _work(self) -> None:
         raise NotImplementedError
 
+    def _next_round(self, busy: bool = False) -> bool:
+        """Waits until there is work (queued requests, control calls, or ``busy``: rows the
+        worker still decodes), then runs the control calls, so adapters change only between
+        steps. False once the engine is closed."""
+        with self._cond:
+            while not (self._queue or self._control or busy or self._closed):
+                self._cond.wait()
+            if self._closed:
+                return False
+            control, self._control = self._control, []
+        for run, _ in control:
+            run()
+        return True
+
     def _died(self, exc: BaseException) -> None:
         """The worker failed (a bug or a dead device): fail loudly, not silently."""
         log.exception("the hf engine's worker failed")
