@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from spar.proto_time import duration
 from spar.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
 
 PROMPTS = [
@@ -105,14 +105,12 @@ def answer_request(
     i: int, *, max_tokens: int, budget_tokens: int, max_nodes: int, wall_s: float
 ) -> refiner_pb2.AnswerRequest:
     prompt, constraint = PROMPTS[i % len(PROMPTS)]
-    wall = Duration()
-    wall.FromNanoseconds(int(wall_s * 1e9))
     return refiner_pb2.AnswerRequest(
         prompt=prompt,
         constraints=[common_pb2.VerifiableConstraint(instruction_id=constraint)],
         sampling=common_pb2.SamplingParams(max_tokens=max_tokens, temperature=0.7),
         budget=common_pb2.SearchBudget(
-            max_nodes=max_nodes, max_generated_tokens=budget_tokens, max_wall_time=wall
+            max_nodes=max_nodes, max_generated_tokens=budget_tokens, max_wall_time=duration(wall_s)
         ),
     )
 

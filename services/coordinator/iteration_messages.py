@@ -12,9 +12,7 @@ from datetime import UTC
 from typing import Any, get_args
 
 from google.protobuf import json_format
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.coordinator.iteration_record import (
     Counts,
@@ -30,17 +28,12 @@ from services.coordinator.iteration_record import (
 )
 from services.coordinator.rollout import Version
 from spar.client.enums import ProtoEnum
+from spar.proto_time import as_seconds, duration, timestamp
 from spar.v1 import common_pb2
 from spar.v1 import coordinator_pb2 as S
 
 STATE: ProtoEnum[S.IterationState, State] = ProtoEnum(S.IterationState, get_args(State))
 STAGE: ProtoEnum[S.IterationStage, Stage] = ProtoEnum(S.IterationStage, get_args(Stage))
-
-
-def _duration(seconds: float) -> Duration:
-    d = Duration()
-    d.FromNanoseconds(int(seconds * 1e9))
-    return d
 
 
 def version_message(v: Version | None) -> common_pb2.AdapterVersion:
@@ -78,7 +71,7 @@ def search_cost(m: common_pb2.SearchCost) -> SearchCost:
         judge=PhaseTokens(**_scalars(m.judge, PhaseTokens)),
         refine=PhaseTokens(**_scalars(m.refine, PhaseTokens)),
         generate=PhaseTokens(**_scalars(m.generate, PhaseTokens)),
-        wall_time_s=m.wall_time.ToNanoseconds() / 1e9,
+        wall_time_s=as_seconds(m.wall_time),
         unusable={f.name: v for f, v in m.unusable.ListFields()},
         guardrail_failures={f.name: v for f, v in m.guardrail_failures.ListFields()},
     )  # fmt: skip
@@ -89,7 +82,7 @@ def warmup_report(m: S.WarmupReport) -> WarmupReport:
         **{k: v for k, v in _scalars(m, WarmupReport).items() if k not in ("mix", "version")},
         mix=dict(m.mix),
         version=_version(m.version, m.HasField("version")),
-        duration_s=m.duration.ToNanoseconds() / 1e9,
+        duration_s=as_seconds(m.duration),
     )
 
 
@@ -109,8 +102,7 @@ def record_from_message(m: S.Iteration) -> IterationRecord:
         candidate_eval=eval_metrics(m.candidate_eval) if m.HasField("candidate_eval") else None,
         search_cost=search_cost(m.search_cost) if m.HasField("search_cost") else None,
         timings=[
-            StageTiming(STAGE.get(t.stage, "prompts"), t.duration.ToNanoseconds() / 1e9)
-            for t in m.timings
+            StageTiming(STAGE.get(t.stage, "prompts"), as_seconds(t.duration)) for t in m.timings
         ],
         error=m.error,
         started_at=m.started_at.ToDatetime(UTC) if m.HasField("started_at") else None,
@@ -149,7 +141,7 @@ def search_cost_message(c: SearchCost) -> common_pb2.SearchCost:
     wall = doc.pop("wall_time_s")
     return common_pb2.SearchCost(
         **{k: v for k, v in doc.items() if k not in ("unusable", "guardrail_failures")},
-        wall_time=_duration(wall),
+        wall_time=duration(wall),
         unusable=common_pb2.UnusableRefinements(**c.unusable),
         guardrail_failures=common_pb2.GuardrailFailures(**c.guardrail_failures),
     )
@@ -157,7 +149,7 @@ def search_cost_message(c: SearchCost) -> common_pb2.SearchCost:
 
 def warmup_message(w: WarmupReport) -> S.WarmupReport:
     doc = {k: v for k, v in dataclasses.asdict(w).items() if k not in ("version", "duration_s")}
-    m = S.WarmupReport(**doc, duration=_duration(w.duration_s))
+    m = S.WarmupReport(**doc, duration=duration(w.duration_s))
     if w.version is not None:
         m.version.CopyFrom(version_message(w.version))
     return m
@@ -171,7 +163,7 @@ def iteration_message(r: IterationRecord) -> S.Iteration:
         state=STATE.value(r.state, "state"),
         stage=STAGE.value(r.stage, "stage"),
         counts=S.IterationCounts(**counts, search_outcomes=r.counts.search_outcomes),
-        timings=[S.StageTiming(stage=STAGE.value(t.stage, "stage"), duration=_duration(t.seconds))
+        timings=[S.StageTiming(stage=STAGE.value(t.stage, "stage"), duration=duration(t.seconds))
                  for t in r.timings],
         error=r.error,
         decision=r.decision,
@@ -189,9 +181,7 @@ def iteration_message(r: IterationRecord) -> S.Iteration:
         m.search_cost.CopyFrom(search_cost_message(r.search_cost))
     for name, when in (("started_at", r.started_at), ("finished_at", r.finished_at)):
         if when is not None:
-            ts = Timestamp()
-            ts.FromDatetime(when)
-            getattr(m, name).CopyFrom(ts)
+            getattr(m, name).CopyFrom(timestamp(when))
     if r.warmup is not None:
         m.warmup.CopyFrom(warmup_message(r.warmup))
     return m

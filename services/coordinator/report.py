@@ -37,6 +37,7 @@ from services.coordinator.report_figures import (
 from services.coordinator.state import StateStore
 from spar.atomic_files import write_atomic
 from spar.evaluation import METRICS
+from spar.proto_time import as_seconds
 from spar.v1 import common_pb2
 
 FILE_NAME = "report.html"
@@ -140,7 +141,7 @@ def search_costs(records: Iterable[Mapping[str, Any]]) -> list[SearchCost]:
                 outcome=str(r.get("outcome", "")),
                 nodes=cost.nodes_expanded,
                 generated_tokens=cost.judge.completion_tokens + cost.refine.completion_tokens,
-                seconds=cost.wall_time.ToNanoseconds() / 1e9,
+                seconds=as_seconds(cost.wall_time),
             )
         )
     return out

@@ -17,6 +17,7 @@ from spar.client.enums import SEARCH_OUTCOME
 from spar.config import CoordinatorSettings
 from spar.errors import ResourceExhausted, Unavailable
 from spar.prompt_sets import PromptRecord
+from spar.proto_time import as_seconds, duration
 from spar.v1 import actor_pb2, common_pb2, refiner_pb2
 
 log = logging.getLogger(__name__)
@@ -76,11 +77,11 @@ def sample_record(key: str, reply: actor_pb2.GenerateResponse) -> dict[str, Any]
 
 def search_budget(c: CoordinatorSettings) -> common_pb2.SearchBudget:
     """The budget of each search of the coordinator's settings."""
-    budget = common_pb2.SearchBudget(
-        max_nodes=c.search_max_nodes, max_generated_tokens=c.search_max_tokens
+    return common_pb2.SearchBudget(
+        max_nodes=c.search_max_nodes,
+        max_generated_tokens=c.search_max_tokens,
+        max_wall_time=duration(c.search_max_wall_time_s),
     )
-    budget.max_wall_time.FromNanoseconds(int(c.search_max_wall_time_s * 1e9))
-    return budget
 
 
 def search_record(
@@ -132,6 +133,6 @@ def sum_costs(costs: Iterable[Mapping[str, Any]]) -> common_pb2.SearchCost:
         for name in common_pb2.GuardrailFailures.DESCRIPTOR.fields_by_name:
             mine = getattr(total.guardrail_failures, name)
             setattr(total.guardrail_failures, name, mine + getattr(c.guardrail_failures, name))
-        wall += c.wall_time.ToNanoseconds() / 1e9
-    total.wall_time.FromNanoseconds(int(wall * 1e9))
+        wall += as_seconds(c.wall_time)
+    total.wall_time.CopyFrom(duration(wall))
     return total

@@ -54,6 +54,7 @@ from spar.config import Settings
 from spar.errors import FailedPrecondition
 from spar.ifeval import Constraint
 from spar.prompt_synthesis import check_split
+from spar.proto_time import duration
 from spar.refine_templates import Prompts
 from spar.v1 import coordinator_pb2, trainer_pb2
 
@@ -238,7 +239,7 @@ class Warmup:
                 write_json(self.dir / "train.json", {**state, "rolled_out": True})
         else:
             report.skipped = "no successful refinement or repair to train on"
-        report.duration.FromNanoseconds(int((time.perf_counter() - t0) * 1e9))
+        report.duration.CopyFrom(duration(time.perf_counter() - t0))
         write_json(
             self.dir / "report.json",
             json_format.MessageToDict(report, preserving_proto_field_name=True),

@@ -18,6 +18,7 @@ import grpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from spar.client.enums import JUDGE_KIND, NODE_SELECTION, SEARCH_STRATEGY
+from spar.proto_time import duration
 from spar.v1 import common_pb2
 from spar.v1 import refiner_pb2 as pb
 
@@ -281,7 +282,7 @@ def answer_request(request: ChatCompletionRequest) -> pb.AnswerRequest:
         out.budget.max_nodes = b.max_nodes or 0
         out.budget.max_generated_tokens = b.max_generated_tokens or 0
         if b.max_wall_time_s is not None:
-            out.budget.max_wall_time.FromNanoseconds(int(b.max_wall_time_s * 1e9))
+            out.budget.max_wall_time.CopyFrom(duration(b.max_wall_time_s))
     if options.search is not None:
         s = options.search
         o = out.options

@@ -40,6 +40,7 @@ from spar.engine.protocol import GenerationResult, Message, Sample, Usage
 from spar.errors import InvalidArgument
 from spar.external_judge import ExternalJudge
 from spar.ifeval import Constraint
+from spar.proto_time import duration
 from spar.runtime import EngineRuntime
 from spar.sampling import messages_from
 from spar.security import client_security
@@ -138,10 +139,9 @@ def phase_message(c: PhaseCost) -> common_pb2.PhaseTokens:
     )
 
 
-def _duration(seconds: float) -> Duration:
-    d = Duration()
-    d.FromNanoseconds(int(max(seconds, 0.0) * 1e9))
-    return d
+def _spent(seconds: float) -> Duration:
+    """A time the request spent (never negative on the wire)."""
+    return duration(max(seconds, 0.0))
 
 
 def cost_message(
@@ -158,14 +158,14 @@ def cost_message(
         judge=phase_message(cost.judge),
         refine=phase_message(cost.refine),
         generate=phase_message(cost.generate),
-        wall_time=_duration(wall_time_s),
+        wall_time=_spent(wall_time_s),
         outcome=OUTCOME.value(outcome, "outcome"),
         unusable=common_pb2.UnusableRefinements(**cost.unusable),
         guardrail_failures=common_pb2.GuardrailFailures(**cost.guardrail_failures),
         judgements=cost.judgements,
         votes_skipped=cost.votes_skipped,
-        search_time=_duration(wall_time_s if search_time_s is None else search_time_s),
-        actor_time=_duration(actor_time_s),
+        search_time=_spent(wall_time_s if search_time_s is None else search_time_s),
+        actor_time=_spent(actor_time_s),
     )
 
 

@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any, get_args
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.trainer.datasets import DatasetBuilder, DatasetLimits
 from services.trainer.distributed import Strategy
@@ -26,6 +24,7 @@ from services.trainer.submission import JobRequest
 from spar.client.enums import ProtoEnum
 from spar.config import Settings
 from spar.errors import InvalidArgument
+from spar.proto_time import timestamp
 from spar.v1 import common_pb2
 from spar.v1 import trainer_pb2 as pb
 from spar.v1 import trainer_pb2_grpc as pb_grpc
@@ -184,12 +183,6 @@ def hyperparameters_given(msg: pb.TrainingHyperparameters) -> dict[str, Any]:
     return given
 
 
-def _timestamp(t: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(t)
-    return ts
-
-
 def job_message(job: Job, queue_position: int = 0) -> pb.Job:
     sub = job.submission
     msg = pb.Job(
@@ -210,7 +203,7 @@ def job_message(job: Job, queue_position: int = 0) -> pb.Job:
         ),
         queue_position=queue_position,
         error=job.error,
-        created_at=_timestamp(job.created_at),
+        created_at=timestamp(job.created_at),
         progress=progress_fields(job),
     )
     if job.result is not None:
@@ -221,9 +214,9 @@ def job_message(job: Job, queue_position: int = 0) -> pb.Job:
             )
         )
     if job.started_at is not None:
-        msg.started_at.CopyFrom(_timestamp(job.started_at))
+        msg.started_at.CopyFrom(timestamp(job.started_at))
     if job.finished_at is not None:
-        msg.finished_at.CopyFrom(_timestamp(job.finished_at))
+        msg.finished_at.CopyFrom(timestamp(job.finished_at))
     return msg
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from spar.client.adapter_host import AdapterHostMethods
 from spar.client.base import AsyncClient, Call, Client, streamed, unary, with_given
 from spar.client.enums import JUDGE_KIND, NODE_SELECTION, SEARCH_STRATEGY, TIE_POLICY
+from spar.proto_time import duration
 from spar.v1 import common_pb2, refiner_pb2_grpc
 from spar.v1 import refiner_pb2 as pb
 
@@ -65,7 +66,7 @@ def search_budget(
     """What one search may spend; 0 (or None) takes the server's default."""
     b = common_pb2.SearchBudget(max_nodes=max_nodes, max_generated_tokens=max_generated_tokens)
     if max_wall_time_s is not None:
-        b.max_wall_time.FromNanoseconds(int(max_wall_time_s * 1e9))
+        b.max_wall_time.CopyFrom(duration(max_wall_time_s))
     return b
 
 

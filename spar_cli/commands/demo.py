@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from spar.proto_time import as_seconds
 from spar.security import ClientSecurity
 from spar.v1 import coordinator_pb2 as pb
 from spar.v1 import refiner_pb2
@@ -30,10 +31,6 @@ def _has(message: Any, name: str) -> bool:
     if field.message_type is not None and not field.is_repeated:
         return bool(message.HasField(name))
     return bool(getattr(message, name))
-
-
-def _seconds(duration: Any) -> float:
-    return float(duration.ToNanoseconds()) / 1e9
 
 
 def _indent(text: str, prefix: str) -> str:
@@ -68,11 +65,10 @@ def cost_line(answer: refiner_pb2.AnswerResponse) -> str:
     verdict = VERDICT.label(answer.verdict)
     cost = answer.cost
     tokens = sum(p.completion_tokens for p in (cost.generate, cost.judge, cost.refine))
-    time = f"{_seconds(cost.wall_time):.1f} s"
+    time = f"{as_seconds(cost.wall_time):.1f} s"
     if _has(cost, "actor_time") or _has(cost, "search_time"):
-        time += (
-            f" (actor {_seconds(cost.actor_time):.1f} s, search {_seconds(cost.search_time):.1f} s)"
-        )
+        actor, search = as_seconds(cost.actor_time), as_seconds(cost.search_time)
+        time += f" (actor {actor:.1f} s, search {search:.1f} s)"
     parts = [
         outcome.replace("_", " "),
         f"verdict {verdict}",
@@ -127,7 +123,7 @@ def iteration_lines(it: pb.Iteration) -> list[str]:
         f"{c.searches} searched → {c.refined} refined → {c.dpo_pairs} DPO pairs, "
         f"{c.sft_records} RFT records",
         f"  search:  {cost.nodes_expanded} nodes, {tokens:,} generated tokens, "
-        f"{_seconds(cost.wall_time):.0f} s",
+        f"{as_seconds(cost.wall_time):.0f} s",
     ]
     if it.HasField("candidate_eval") and it.candidate_eval.prompts:
         b, a = it.baseline_eval, it.candidate_eval
