@@ -1,17 +1,20 @@
 """Helpers shared by tests (not fixtures): real PEFT adapters made on the spot, a trainer
 started over a temporary store, a coordinator process, the small training sets the
-trainer tests use, the refined answer a refiner replies with, and streamed chat
-completions read with the openai SDK."""
+trainer tests use, the refined answer a refiner replies with, streamed chat completions
+read with the openai SDK, free ports, HTTP readiness and a server's Prometheus samples."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from spar.config import Settings, TrainerSettings
 from spar.v1 import common_pb2, refiner_pb2
@@ -99,6 +102,44 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""Prometheus samples by sample name and sorted labels."""
+
+
+def metric_samples(text: str) -> Samples:
+    """The samples of Prometheus exposition text."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def scrape(server: Any) -> Samples:
+    """The samples a running server serves on its ``metrics_port`` now."""
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return metric_samples(reply.read().decode())
+
+
+def metric_sum(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` whose labels include ``labels``."""
+    return sum(
+        v
+        for (n, ls), v in samples.items()
+        if n == name and all(dict(ls).get(k) == val for k, val in labels.items())
+    )
+
+
+def answers_ok(url: str) -> bool:
+    """Whether a GET of url answers 200 within 2 s (False while its server is not up)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
 
 
 async def started_coordinator(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import math
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -28,6 +27,7 @@ import yaml
 from dashboard_queries import load_dashboard, queries, substitute
 from deploy_tools import RULES, Tools
 from metric_contract import SERVICES, exporters_needed, load_families, series_index
+from support import answers_ok, free_port
 
 NAMESPACE = "spar-e2e"
 SCRAPE_INTERVAL_S = 1
@@ -288,13 +288,6 @@ def session_services(request: pytest.FixtureRequest) -> Services:
 # -- a real Prometheus -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Prometheus:
     url: str
@@ -334,7 +327,7 @@ async def prometheus_scraping(
         "scrape_configs": [{"job_name": "spar", "honor_labels": True, "static_configs": targets}],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "prometheus.log").open("w")
     proc = subprocess.Popen(
         [
@@ -349,7 +342,9 @@ async def prometheus_scraping(
     )
     prom = Prometheus(f"http://127.0.0.1:{port}", time.time())
     try:
-        await _until(lambda: _ready(prom), 30, "Prometheus did not become ready")
+        await _until(
+            lambda: answers_ok(f"{prom.url}/-/ready"), 30, "Prometheus did not become ready"
+        )
         yield prom
     finally:
         proc.terminate()
@@ -359,14 +354,6 @@ async def prometheus_scraping(
             proc.kill()
             proc.wait()
         log.close()
-
-
-def _ready(prom: Prometheus) -> bool:
-    try:
-        with urllib.request.urlopen(f"{prom.url}/-/ready", timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
 
 
 async def _until(check: Callable[[], bool], timeout: float, message: str) -> None:

@@ -21,7 +21,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support import free_port
 
 from services.trainer.distributed import alive, descendants
 from spar.client import AsyncActorClient, AsyncRefinerClient, search_budget
@@ -48,12 +48,6 @@ PROMPT_FAILURE_S = 5.0
 #: gives it 5 s to stop in order before it exits hard).
 ORPHAN_DEADLINE_S = 10.0
 CONSTRAINTS = [("punctuation:no_comma", {})]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ActorProcess:

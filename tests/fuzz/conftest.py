@@ -3,21 +3,13 @@ session summary of how many fuzz cases were tried."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
-from support import started_trainer
+from support import free_port, started_trainer
 
 from spar.config import CoordinatorSettings, DiscoverySettings, Settings
 from tests.fuzz.fuzz_support import CASES, CODES
-
-
-def _closed_port() -> int:
-    """A loopback port nobody listens on (connections are refused at once)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +30,8 @@ async def fuzz_coordinator(
     """A coordinator whose actor, refiner and trainer are not there, with no replicas."""
     from services.coordinator.server import CoordinatorServer
 
-    nowhere = f"127.0.0.1:{_closed_port()}"
+    # Nobody listens there: connections are refused at once.
+    nowhere = f"127.0.0.1:{free_port()}"
     own = settings.model_copy(deep=True)
     own.coordinator = CoordinatorSettings(
         state_dir=str(tmp_path_factory.mktemp("fuzz-coordinator")),

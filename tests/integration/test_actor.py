@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from support import make_lora
+from support import make_lora, scrape
 
 from spar.client import AsyncActorClient
 from spar.errors import (
@@ -139,13 +137,7 @@ async def test_metrics_scrape(actor: AsyncActorClient, actor_server: object) -> 
     await actor.generate("hi", max_tokens=4)
     with pytest.raises(InvalidArgument):
         await actor.generate("")
-    port = actor_server.metrics_port  # type: ignore[attr-defined]
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(body)
-        for s in family.samples
-    }
+    samples = scrape(actor_server)
 
     def value(name: str, **labels: str) -> float:
         key = (name, tuple(sorted({"service": "actor", **labels}.items())))

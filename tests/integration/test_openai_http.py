@@ -26,8 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client.parser import text_string_to_metric_families
-from support import refined_answer, streamed, streamed_answer, user
+from support import metric_samples, refined_answer, streamed, streamed_answer, user
 from test_tls_services import _cert, _key, _pem_key
 
 from services.refiner.openai_http import OpenAIEndpoint
@@ -452,13 +451,7 @@ async def test_metrics_count_http_requests_by_route_model_and_code(server: Runni
         await client.models.list()
     from prometheus_client import generate_latest
 
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(
-            generate_latest(server.metrics.registry).decode()
-        )
-        for s in family.samples
-    }
+    samples = metric_samples(generate_latest(server.metrics.registry).decode())
 
     def count(route: str, model: str, code: str) -> float:
         labels = {"service": "refiner", "route": route, "model": model, "code": code}

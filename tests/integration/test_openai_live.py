@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import urllib.request
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from support import streamed, streamed_answer, user
+from support import metric_sum, scrape, streamed, streamed_answer, user
 
 from spar.client import AsyncRefinerClient
 
@@ -52,23 +50,6 @@ OUTCOMES = {"already_passing", "refined", "unchanged", "exhausted", "budget", "d
 @pytest.fixture
 def base_url(refiner_server: Any) -> str:
     return f"http://127.0.0.1:{refiner_server.openai_port}/v1"
-
-
-def scrape(server: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(body.decode())
-        for s in family.samples
-    }
-
-
-def total(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return sum(
-        v
-        for (n, ls), v in samples.items()
-        if n == name and all(dict(ls).get(k) == val for k, val in labels.items())
-    )
 
 
 def check_usage(usage: Any, extension: dict[str, Any]) -> None:
@@ -109,10 +90,10 @@ async def test_sync_sdk_refined_answer_counts_every_token(
     assert reply.usage.completion_tokens > ext["usage_by_phase"]["generate"]["completion_tokens"]
     after = scrape(refiner_server)
     # HTTP answers are refined answers: the search-cost metrics count them.
-    assert total(after, "spar_answers_total") == total(before, "spar_answers_total") + 1
+    assert metric_sum(after, "spar_answers_total") == metric_sum(before, "spar_answers_total") + 1
     http = {"route": "/v1/chat/completions", "model": "spar-refined", "code": "200"}
-    assert total(after, "spar_http_requests_total", **http) == (
-        total(before, "spar_http_requests_total", **http) + 1
+    assert metric_sum(after, "spar_http_requests_total", **http) == (
+        metric_sum(before, "spar_http_requests_total", **http) + 1
     )
 
 

@@ -11,12 +11,11 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from support import metric_sum, scrape
 
 from spar.client import AsyncRefinerClient, search_budget, search_options
 from spar.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
@@ -49,23 +48,6 @@ def independent_check(text: str) -> bool:
         kwargs=[c[1] for c in CONSTRAINTS],
     )
     return bool(lm_eval_ifeval.test_instruction_following_strict(inp, text).follow_all_instructions)
-
-
-def scrape(server: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read()
-    out = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def metric(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return sum(
-        v
-        for (n, ls), v in samples.items()
-        if n == name and all(dict(ls).get(k) == val for k, val in labels.items())
-    )
 
 
 async def engines_idle(*servers: Any, timeout: float = 10.0) -> bool:
@@ -170,21 +152,21 @@ async def test_answer_verdict_agrees_with_independent_check(
         assert reply.cost.nodes_expanded <= 4
     assert reply.trace[0].response == reply.original and reply.trace[-1].response == reply.answer
     # The reported cost is exactly what the two engines generated for this call.
-    refiner_generated = metric(after_refiner, "spar_generated_tokens_total") - metric(
+    refiner_generated = metric_sum(after_refiner, "spar_generated_tokens_total") - metric_sum(
         before_refiner, "spar_generated_tokens_total"
     )
-    actor_generated = metric(after_actor, "spar_generated_tokens_total") - metric(
+    actor_generated = metric_sum(after_actor, "spar_generated_tokens_total") - metric_sum(
         before_actor, "spar_generated_tokens_total"
     )
     assert refiner_generated == generated(reply.cost)
     assert actor_generated == reply.cost.generate.completion_tokens > 0
     assert reply.cost.judge.completion_tokens == 0  # the verifier needs no model
     outcome = common_pb2.SearchOutcome.Name(reply.outcome).removeprefix("SEARCH_OUTCOME_").lower()
-    answers = metric(after_refiner, "spar_answers_total", outcome=outcome) - metric(
+    answers = metric_sum(after_refiner, "spar_answers_total", outcome=outcome) - metric_sum(
         before_refiner, "spar_answers_total", outcome=outcome
     )
     assert answers == 1
-    search_tokens = metric(after_refiner, "spar_search_tokens_total") - metric(
+    search_tokens = metric_sum(after_refiner, "spar_search_tokens_total") - metric_sum(
         before_refiner, "spar_search_tokens_total"
     )
     c = reply.cost
@@ -215,15 +197,15 @@ async def test_hybrid_answer_and_cost_of_every_phase(
     assert reply.cost.judgements >= 1
     assert reply.cost.votes_skipped == reply.cost.judgements
     assert reply.cost.judge.completion_tokens == 0 and reply.cost.judge_samples == 0
-    skipped = metric(after, "spar_search_votes_skipped_total", judge="hybrid") - metric(
+    skipped = metric_sum(after, "spar_search_votes_skipped_total", judge="hybrid") - metric_sum(
         before, "spar_search_votes_skipped_total", judge="hybrid"
     )
     assert skipped == reply.cost.votes_skipped
-    delta = metric(after, "spar_generated_tokens_total") - metric(
+    delta = metric_sum(after, "spar_generated_tokens_total") - metric_sum(
         before, "spar_generated_tokens_total"
     )
     assert delta == generated(reply.cost)
-    nodes = metric(after, "spar_search_nodes_total", judge="hybrid") - metric(
+    nodes = metric_sum(after, "spar_search_nodes_total", judge="hybrid") - metric_sum(
         before, "spar_search_nodes_total", judge="hybrid"
     )
     assert nodes == reply.cost.nodes_expanded
@@ -345,8 +327,8 @@ async def test_queue_overflow_is_resource_exhausted(
     running = [asyncio.create_task(search()) for _ in range(3)]
     await asyncio.sleep(0.5)
     samples = scrape(refiner_server)
-    assert metric(samples, "spar_searches_in_flight") == 2
-    assert metric(samples, "spar_search_queue_length") == 1
+    assert metric_sum(samples, "spar_searches_in_flight") == 2
+    assert metric_sum(samples, "spar_search_queue_length") == 1
     start = time.monotonic()
     with pytest.raises(ResourceExhausted, match="MAX_QUEUE"):
         await search()
@@ -357,7 +339,7 @@ async def test_queue_overflow_is_resource_exhausted(
             isinstance(r, pb.RefineResponse) and r.outcome == common_pb2.SEARCH_OUTCOME_DEADLINE
         ), r
     assert await engines_idle(refiner_server)
-    assert metric(scrape(refiner_server), "spar_searches_in_flight") == 0
+    assert metric_sum(scrape(refiner_server), "spar_searches_in_flight") == 0
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

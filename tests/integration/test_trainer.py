@@ -11,14 +11,12 @@ import asyncio
 import json
 import os
 import sys
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from support import JUDGE_RECORDS, PREFERENCE_PAIRS
+from support import JUDGE_RECORDS, PREFERENCE_PAIRS, scrape
 
 from services.trainer.distributed import alive
 from services.trainer.server import TrainerServer
@@ -328,14 +326,7 @@ async def test_queued_job_cancel_and_metrics(
     assert (await client.cancel_job(second.id)).state == pb.JOB_STATE_CANCELLED
     assert (await client.cancel_job(first.id)).state == pb.JOB_STATE_CANCELLED
 
-    body = urllib.request.urlopen(
-        f"http://127.0.0.1:{trainer_server.metrics_port}/metrics", timeout=5
-    )
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(body.read().decode())
-        for s in family.samples
-    }
+    samples = scrape(trainer_server)
 
     def value(name: str, **labels: str) -> float:
         return samples.get((name, tuple(sorted({"service": "trainer", **labels}.items()))), -1.0)
