@@ -18,7 +18,10 @@ from spar.refine_templates import parse_judgement, parse_refinement
 from tests.fuzz.fuzz_support import CASES, FUZZ
 from tests.unit.refiner_script import PROMPTS
 
-MEGABYTES = "lorem ipsum " * 200_000  # 2.4 MB
+# Over a megabyte: far past any answer a model writes, and big enough that a quadratic
+# step in a parser or the search would take minutes. Each case scans it a few dozen
+# times (diffs, guardrails), so twice the size only doubles the time the cases take.
+MEGABYTES = "lorem ipsum " * 100_000  # 1.2 MB
 JUNK = [
     "",
     " \n\t ",
