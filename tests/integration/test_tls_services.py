@@ -422,12 +422,20 @@ async def test_spar_health_and_cli_calls_over_mutual_tls(
         assert proc.returncode is not None
         return proc.returncode, out.decode()
 
-    code, out = await spar("health")
+    # Independent calls, so the four CLI processes start side by side: each spends about
+    # a second importing before it says a word to the server.
+    health, listed, listed_with_tokens, plaintext = await asyncio.gather(
+        spar("health"),
+        spar("adapters", "list", "--json"),
+        spar("adapters", "list", SPAR_AUTH__TOKEN_FILE=str(tmp_path / "tokens")),
+        spar("health", "--plaintext", SPAR_TLS__CA_FILE="", SPAR_TLS__CERT_FILE="",
+             SPAR_TLS__KEY_FILE=""),
+    )  # fmt: skip
+    code, out = health
     assert (code, out.strip()) == (0, "SERVING")
-    code, out = await spar("adapters", "list", "--json")
+    code, out = listed
     assert code == 0, out
-    code, out = await spar("adapters", "list", SPAR_AUTH__TOKEN_FILE=str(tmp_path / "tokens"))
+    code, out = listed_with_tokens
     assert code == 0, out  # the tokens file holds the accepted token on its first line
-    code, out = await spar("health", "--plaintext", SPAR_TLS__CA_FILE="", SPAR_TLS__CERT_FILE="",
-                           SPAR_TLS__KEY_FILE="")  # fmt: skip
+    code, out = plaintext
     assert code == 1 and "UNAVAILABLE" in out and "Traceback" not in out
