@@ -4,7 +4,8 @@ the transport does (routes, SSE, keep-alives, errors, limits, tokens, TLS), fast
 without an engine. tests/integration/test_openai_live.py runs it on the real refiner.
 
 The scripted backend reads the last user message: ``sleep S`` answers after S seconds,
-``raise CODE`` fails with that gRPC code, ``late CODE`` fails after a second.
+``raise CODE`` fails with that gRPC code, ``late CODE`` fails after half a second (after
+the stream has started: it starts after at most keepalive_s).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class ScriptedBackend:
             await asyncio.sleep(float(arg))
         if word in ("raise", "late"):
             if word == "late":
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.5)
             cls = {
                 "INVALID_ARGUMENT": errors.InvalidArgument,
                 "NOT_FOUND": errors.NotFound,
@@ -237,7 +238,7 @@ async def test_async_sdk_streams_role_then_content_then_finish_and_usage(server:
         chunks = await streamed(
             client,
             model="spar-refined",
-            messages=user("sleep 1.2"),
+            messages=user("sleep 0.5"),  # keep-alives (every 0.2 s) come between chunks
             stream_options={"include_usage": True},
             extra_body={"spar": SPAR},
         )
@@ -268,7 +269,8 @@ async def test_sync_sdk_stream_without_include_usage_puts_usage_on_the_finish_ch
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 378
 
 
-async def test_keepalive_comments_hold_the_stream_while_the_search_runs(server: Running) -> None:
+async def test_keepalive_comments_hold_the_stream_while_the_search_runs(start: Any) -> None:
+    server = await start(endpoint_settings(keepalive_s=0.1))
     lines: list[str] = []
     async with (
         httpx.AsyncClient(timeout=30) as client,
@@ -276,7 +278,7 @@ async def test_keepalive_comments_hold_the_stream_while_the_search_runs(server: 
             "POST",
             f"{server.url}/v1/chat/completions",
             json={"model": "spar-refined", "stream": True,
-                  "messages": user("sleep 2")},
+                  "messages": user("sleep 1")},
         ) as response,
     ):  # fmt: skip
         assert response.status_code == 200
@@ -287,7 +289,7 @@ async def test_keepalive_comments_hold_the_stream_while_the_search_runs(server: 
     assert events[0].startswith("data: ") and '"role":"assistant"' in events[0]
     keepalives = [i for i, line in enumerate(events) if line.startswith(":")]
     content = [i for i, line in enumerate(events) if '"content":"refined' in line]
-    assert len(keepalives) >= 4, events  # every 0.2 s for about 2 s
+    assert len(keepalives) >= 4, events  # every 0.1 s for about 1 s
     assert max(keepalives) < content[0], "keep-alives come while the search runs, not after"
     assert events[-1] == "data: [DONE]"
 
