@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_tools import VALUES_CPU, VALUES_PRODUCTION, Tools, install_tools
+from deploy_tools import VALUES_CPU, VALUES_PRODUCTION, Tools, install_tools, parse_manifests
 
 from spar.config import CoordinatorSettings, DiscoverySettings, Settings
 
@@ -19,24 +19,31 @@ def tools() -> Tools:
 
 
 @pytest.fixture(scope="session")
-def default_objects(tools: Tools) -> list[dict[str, Any]]:
-    return tools.render()
-
-
-@pytest.fixture(scope="session")
-def production_objects(tools: Tools) -> list[dict[str, Any]]:
-    return tools.render(VALUES_PRODUCTION)
-
-
-@pytest.fixture(scope="session")
-def cpu_objects(tools: Tools) -> list[dict[str, Any]]:
-    return tools.render(VALUES_CPU)
-
-
-@pytest.fixture(scope="session")
 def values_files() -> dict[str, list[Path]]:
     """The values combinations every validation runs over."""
     return {"defaults": [], "production": [VALUES_PRODUCTION], "cpu": [VALUES_CPU]}
+
+
+@pytest.fixture(scope="session")
+def rendered(tools: Tools, values_files: dict[str, list[Path]]) -> dict[str, str]:
+    """``helm template`` of each values combination (by its name in values_files), once
+    per session: the parsed objects and the schema validation read the same text."""
+    return {which: tools.template(*files).stdout for which, files in values_files.items()}
+
+
+@pytest.fixture(scope="session")
+def default_objects(rendered: dict[str, str]) -> list[dict[str, Any]]:
+    return parse_manifests(rendered["defaults"])
+
+
+@pytest.fixture(scope="session")
+def production_objects(rendered: dict[str, str]) -> list[dict[str, Any]]:
+    return parse_manifests(rendered["production"])
+
+
+@pytest.fixture(scope="session")
+def cpu_objects(rendered: dict[str, str]) -> list[dict[str, Any]]:
+    return parse_manifests(rendered["cpu"])
 
 
 # Module scope: it serves test_dashboard_data.py (with the shared trainer_server of

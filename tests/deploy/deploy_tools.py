@@ -71,8 +71,12 @@ class Tools:
 
     def render(self, *values_files: Path, sets: Sequence[str] = ()) -> list[dict[str, Any]]:
         """The chart's objects for these values (helm template), parsed."""
-        out = self.template(*values_files, sets=sets).stdout
-        return [doc for doc in yaml.safe_load_all(out) if doc]
+        return parse_manifests(self.template(*values_files, sets=sets).stdout)
+
+
+def parse_manifests(text: str) -> list[dict[str, Any]]:
+    """The objects of a multi-document manifest (helm template's output)."""
+    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 def kubernetes_validate(*manifests: Path, version: str) -> subprocess.CompletedProcess[str]:

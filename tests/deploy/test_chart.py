@@ -53,13 +53,11 @@ def test_helm_lint_strict(tools: Tools, values_files: dict[str, list[Path]], whi
 
 
 @pytest.fixture(scope="module")
-def manifests(
-    tools: Tools, values_files: dict[str, list[Path]], tmp_path_factory: pytest.TempPathFactory
-) -> list[Path]:
+def manifests(rendered: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The chart rendered with each values combination, a file each (named after it)."""
     folder = tmp_path_factory.mktemp("manifests")
-    for which, files in values_files.items():
-        (folder / f"{which}.yaml").write_text(tools.template(*files).stdout)
+    for which, text in rendered.items():
+        (folder / f"{which}.yaml").write_text(text)
     return sorted(folder.iterdir())
 
 
