@@ -75,8 +75,10 @@ class Tools:
 
 
 def parse_manifests(text: str) -> list[dict[str, Any]]:
-    """The objects of a multi-document manifest (helm template's output)."""
-    return [doc for doc in yaml.safe_load_all(text) if doc]
+    """The objects of a multi-document manifest (helm template's output). libyaml's safe
+    loader where PyYAML has it: ten times faster than the pure-Python one on a chart."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return [doc for doc in yaml.load_all(text, Loader=loader) if doc]
 
 
 def kubernetes_validate(*manifests: Path, version: str) -> subprocess.CompletedProcess[str]:

@@ -23,6 +23,7 @@ from deploy_tools import (
     find,
     kubernetes_validate,
     one,
+    parse_manifests,
     pod_spec,
 )
 
@@ -699,9 +700,7 @@ def test_long_release_names_fit_kubernetes_limits(tools: Tools) -> None:
         "helm", "template", name, str(CHART), "--namespace", NAMESPACE, "--set",
         "metrics.serviceMonitor.enabled=true",
     ).stdout  # fmt: skip
-    import yaml
-
-    for obj in (o for o in yaml.safe_load_all(out) if o):
+    for obj in parse_manifests(out):
         assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
         if obj["kind"] == "Service":
             assert len(obj["metadata"]["name"]) <= 63
