@@ -7,6 +7,7 @@ The engine is the real vLLM engine with the real default model; starting one cos
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,24 @@ if TYPE_CHECKING:
 # Servers under test (and the spar subprocesses tests start, which inherit the
 # environment) serve plaintext on 127.0.0.1; the TLS tests configure certificates.
 os.environ.setdefault("SPAR_TLS__PLAINTEXT", "true")
+
+
+# Collection imports torch, transformers and the services (some 600,000 objects, nearly
+# all alive until the session ends); each full garbage collection walks all of them
+# again, about 0.1 s apiece, twenty times a run. The collector is off while the test
+# modules import and those objects are frozen (never walked again) once they have: the
+# tests' own objects are collected as usual. They are unfrozen at the end, so that the
+# interpreter's shutdown frees them (nanobind's triton bindings report leaks otherwise).
+gc.disable()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gc.freeze()
+    gc.enable()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    gc.unfreeze()
 
 
 #: Fixtures a test needs an outside tool for (helm, kubectl, promtool, prometheus, chromium).
