@@ -62,9 +62,12 @@ class EngineSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the hf engine runs: CUDA when a GPU is there (auto), else CPU (vLLM picks its
     own platform)."""
-    dtype: str = "float32"
-    """Weights and activations dtype. float32 on CPU (bf16 is 2.5x slower on AVX2). The hf
-    engine uses float32 on CPU and bfloat16 on CUDA unless this is set explicitly."""
+    dtype: str = "auto"
+    """Weights and activations dtype: auto, float32, bfloat16 or float16. auto is bfloat16
+    on GPUs; on a CPU, vLLM runs bfloat16 where the CPU computes it natively (AMX or
+    AVX-512 BF16 flags: 1.6-2x float32's tokens/s, bench/cpu_dtype.py) and float32
+    elsewhere (AVX2 emulates bf16, 2.5x slower); the hf engine runs float32 on any CPU
+    (in bf16 its greedy answers change with the batch)."""
     max_model_len: int = 2048
     """Context length: prompt plus generated tokens of one sample."""
     enforce_eager: bool = True

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from spar.config import EngineSettings, Settings
-from spar.engine.hf_placement import resolve_device, resolve_dtype
 from spar.engine.inputs import require_model_folder
+from spar.engine.placement import resolve_device, resolve_dtype
 from spar.engine.protocol import EngineInfo
 from spar.errors import FailedPrecondition
 
@@ -44,7 +44,9 @@ def load_model(settings: Settings, model_path: Path | None = None) -> LoadedMode
     path = require_model_folder(model_path or settings.model_path())
     e = settings.engine
     device = resolve_device(e.device, torch.cuda.is_available())
-    dtype = resolve_dtype(e, device)
+    # float32 on every CPU under auto: in bfloat16 the hf engines' greedy answers change
+    # with the batch a request shares (padding, other rows), which vLLM's do not.
+    dtype = resolve_dtype(e, device, native_cpu_bf16=False)
     torch.manual_seed(e.seed)
     try:
         model = AutoModelForCausalLM.from_pretrained(

@@ -22,6 +22,7 @@ from typing import Any
 from spar import tcmalloc
 from spar.config import Settings
 from spar.engine.inputs import fit_max_tokens, render_prompt, require_model_folder
+from spar.engine.placement import cpu_native_bf16, resolve_dtype
 from spar.engine.protocol import (
     AdapterRef,
     EngineInfo,
@@ -201,9 +202,11 @@ class VllmEngine:
         path = require_model_folder(model_path or settings.model_path())
         e = settings.engine
         is_cpu = bool(current_platform.is_cpu())
+        dtype = resolve_dtype(e, "cpu" if is_cpu else "cuda", is_cpu and cpu_native_bf16())
+        log.info("vLLM engine: %s in %s", path.name, dtype)
         args = AsyncEngineArgs(
             model=str(path),
-            dtype=e.dtype,
+            dtype=dtype,
             max_model_len=e.max_model_len,
             enforce_eager=e.enforce_eager,
             enable_prefix_caching=e.enable_prefix_caching,

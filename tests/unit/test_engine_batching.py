@@ -15,7 +15,7 @@ from spar.engine.batching import (
     streamable_length,
     take_batch,
 )
-from spar.engine.hf_placement import resolve_device, resolve_dtype
+from spar.engine.placement import native_bf16, resolve_device, resolve_dtype
 from spar.engine.protocol import GenerationRequest, Message
 from spar.errors import FailedPrecondition
 
@@ -97,10 +97,28 @@ def test_resolve_device() -> None:
 
 
 def test_resolve_dtype() -> None:
-    assert resolve_dtype(EngineSettings(), "cpu") == "float32"
-    assert resolve_dtype(EngineSettings(), "cuda") == "bfloat16"
-    assert resolve_dtype(EngineSettings(dtype="auto"), "cuda") == "bfloat16"
-    assert resolve_dtype(EngineSettings(dtype="float32"), "cuda") == "float32"
-    assert resolve_dtype(EngineSettings(dtype="bfloat16"), "cpu") == "bfloat16"
+    auto = EngineSettings()
+    assert auto.dtype == "auto"
+    assert resolve_dtype(auto, "cpu", native_cpu_bf16=False) == "float32"
+    assert resolve_dtype(auto, "cpu", native_cpu_bf16=True) == "bfloat16"
+    assert resolve_dtype(auto, "cuda", native_cpu_bf16=False) == "bfloat16"
+    assert resolve_dtype(EngineSettings(dtype="float32"), "cuda", True) == "float32"
+    assert resolve_dtype(EngineSettings(dtype="float32"), "cpu", True) == "float32"
+    assert resolve_dtype(EngineSettings(dtype="bfloat16"), "cpu", False) == "bfloat16"
     with pytest.raises(FailedPrecondition, match="not a dtype"):
-        resolve_dtype(EngineSettings(dtype="int8"), "cpu")
+        resolve_dtype(EngineSettings(dtype="int8"), "cpu", True)
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu sse2 avx2 avx512f avx512_bf16 amx_tile", True),
+        ("fpu sse2 avx2 avx512f amx_bf16 amx_tile", True),
+        ("fpu sse2 avx2 fma avx512f avx512_vnni", False),  # AVX-512 without BF16
+        ("fpu neon", False),
+    ],
+)
+def test_native_bf16_reads_the_cpu_flags(flags: str, native: bool) -> None:
+    cpuinfo = f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\nbugs\t\t: avx512_bf16\n"
+    assert native_bf16(cpuinfo) is native
+    assert native_bf16("processor : 0\n") is False  # no flags line (not x86 Linux)
