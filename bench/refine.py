@@ -339,6 +339,7 @@ async def main_async(args: argparse.Namespace) -> str:
               f"branch={search.branch} keep_top={search.keep_top} depth={search.max_depth} "
               f"budget={budget.max_nodes} nodes/{budget.max_generated_tokens} tokens/"
               f"{budget.max_wall_time_s:g} s concurrency={args.concurrency} "
+              f"engine={engine.info.extra.get('engine')}/{engine.info.extra.get('dtype')} "
               f"(load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
         base: list[Outcome] = []
         for run in range(args.baseline_runs):

@@ -227,6 +227,7 @@ class VllmEngine:
             max_model_len=e.max_model_len,
             max_lora_rank=e.max_lora_rank,
             device="cpu" if is_cpu else "cuda",
+            extra={"engine": "vllm", "dtype": dtype},
         )
         return cls(llm, tokenizer, info, is_cpu)
 
