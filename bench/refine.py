@@ -10,9 +10,10 @@ same engine seed: the same set, up to engine nondeterminism).
 In one run, on one CPU vLLM engine with the default model, it compares:
 
 (a) **spar**: :class:`TreeSearch` with the hybrid judge and the production defaults
-    (``RefinerSettings()``: direct refine prompt, branch 3, keep 2, depth 3, 12 nodes,
-    16,384 tokens, 120 s, refine max_tokens = the answers' 256 + 64, guardrails on), at
-    the refiner's default concurrency of 4 searches;
+    (``Settings().refiner``, so ``SPAR_REFINER__*`` variables apply: direct refine
+    prompt, branch 3, keep 2, depth 3, 12 nodes, 16,384 tokens, 120 s, refine max_tokens
+    = the answers' 256 + 64, guardrails on), at the refiner's default concurrency of 4
+    searches;
 (b) **baseline**: one rewrite request per case from the verifier's complaints (the same
     direct prompt and critique), 5 samples (T=0.7), the best of them taken. It runs
     ``--baseline-runs`` times (3) over the cases and its rate is the mean: a single run
@@ -328,13 +329,14 @@ async def main_async(args: argparse.Namespace) -> str:
             print(f"built {len(cases)} cases in {time.monotonic() - start:.0f} s -> {cases_file}")
         lines = cases_file.read_text().splitlines()
         cases = [Case.from_json(json.loads(line)) for line in lines][: args.cases]
-        refiner = RefinerSettings()
+        refiner = Settings().refiner  # the defaults, or SPAR_REFINER__* where set
         prompts = Prompts.from_settings("", "", refiner.refine_style)
         search, judge, budget = production_configs(refiner)
         print(f"cases={len(cases)} constraints/case="
               f"{statistics.mean(len(c.constraints) for c in cases):.2f} judge=hybrid "
               f"k={judge.samples}x{judge.max_tokens} votes={judge.votes} "
               f"refine_style={refiner.refine_style} refine_max_tokens={search.refine_max_tokens} "
+              f"refine_T={search.refine_temperature} "
               f"loop_stop={search.loop_stop} "
               f"branch={search.branch} keep_top={search.keep_top} depth={search.max_depth} "
               f"budget={budget.max_nodes} nodes/{budget.max_generated_tokens} tokens/"
