@@ -424,7 +424,7 @@ def test_gpus_shm_and_scheduling(production_objects: Objects, cpu_objects: Objec
         assert "nvidia.com/gpu" not in resources.get("limits", {})
         assert "nvidia.com/gpu" not in resources.get("requests", {})
     actor_env = env_of(containers(one(cpu_objects, "Deployment", f"{FULL}-actor"))[0])
-    assert actor_env["SPAR_ENGINE__DTYPE"] == "float32"
+    assert actor_env["SPAR_ENGINE__DTYPE"] == "auto"
     assert actor_env["SPAR_ENGINE__ENFORCE_EAGER"] == "true"
 
 
