@@ -249,24 +249,27 @@ async def test_dpo_adapter_stages_from_the_store_into_the_actor(
     prompts = [pair["prompt"] for pair in PREFERENCE_PAIRS]
     async with AsyncActorClient(actor_target, timeout=180) as actor:
 
-        async def greedy() -> list[str]:
-            replies = await asyncio.gather(
-                *(actor.generate(p, max_tokens=24, temperature=0.0) for p in prompts)
-            )
+        async def greedy(adapter: str) -> list[str]:
+            # One request at a time: the same batch shape in every round, so the rounds'
+            # greedy answers differ by the adapter alone, never by the batch they shared.
+            replies = [await actor.generate(p, max_tokens=24, temperature=0.0) for p in prompts]
+            assert {r.adapter for r in replies} == {adapter}  # empty: the base model
             return [r.completions[0].text for r in replies]
 
-        base = await greedy()
+        # On the base model whatever an earlier test left active.
+        await actor.activate_adapter("base")
+        base = await greedy("")
         staged = await actor.stage_adapter(name, store_target=f"127.0.0.1:{trainer_server.port}")
         assert staged.loaded and staged.version.digest == trained["dpo"].result.digest
         assert staged.version.role == "actor" and staged.version.iteration == 1
         try:
             await actor.activate_adapter(name)
-            tuned = await greedy()
+            tuned = await greedy(name)
         finally:
             await actor.activate_adapter("base")
             await actor.retire_adapter(name)
         assert tuned != base, "the DPO adapter must change the actor's greedy output"
-        assert await greedy() == base
+        assert await greedy("") == base
 
 
 @pytest.mark.slow
