@@ -85,8 +85,7 @@ def cmd_host(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    actor = add_group(sub, "actor", "the actor service")
-    add_serve_command(actor, "run an actor replica", cmd_serve)
+    add_serve_command(sub, "actor", "run an actor replica", cmd_serve)
 
     gen = sub.add_parser("generate", help="generate with the actor")
     gen.add_argument("prompt")

@@ -13,7 +13,6 @@ from spar.v1 import coordinator_pb2 as pb
 from spar_cli.commands.flags import (
     EXIT_ERROR,
     add_client_flags,
-    add_group,
     add_serve_command,
     connect,
     print_json,
@@ -255,8 +254,7 @@ def _user() -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    coordinator = add_group(sub, "coordinator", "the coordinator service")
-    add_serve_command(coordinator, "run the coordinator", cmd_serve)
+    add_serve_command(sub, "coordinator", "run the coordinator", cmd_serve)
 
     iterate = sub.add_parser("iterate", help="run (or resume) one self-play iteration")
     iterate.add_argument("--prompts", help="IFEval-format or plain jsonl prompt file")

@@ -63,9 +63,12 @@ def add_group(sub: SubParsers, name: str, help: str) -> SubParsers:
     return sub.add_parser(name, help=help).add_subparsers(dest=f"{name}_command", required=True)
 
 
-def add_serve_command(group: SubParsers, help: str, func: Handler) -> argparse.ArgumentParser:
-    """``spar <service> serve`` with the address flags; a service adds its own flags to the
-    parser it returns."""
+def add_serve_command(
+    sub: SubParsers, service: str, help: str, func: Handler
+) -> argparse.ArgumentParser:
+    """``spar <service> serve`` (the group ``spar <service>``, "the <service> service") with
+    the address flags; a service adds its own flags to the parser it returns."""
+    group = add_group(sub, service, f"the {service} service")
     serve = group.add_parser("serve", help=help)
     add_serve_flags(serve)
     serve.set_defaults(func=func)

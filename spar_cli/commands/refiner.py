@@ -13,7 +13,6 @@ from spar.errors import InvalidArgument
 from spar.v1 import common_pb2
 from spar_cli.commands.flags import (
     add_client_flags,
-    add_group,
     add_serve_command,
     connect,
     print_json,
@@ -241,8 +240,7 @@ def _add_search_flags(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    refiner = add_group(sub, "refiner", "the refiner service")
-    serve = add_serve_command(refiner, "run a refiner replica", cmd_serve)
+    serve = add_serve_command(sub, "refiner", "run a refiner replica", cmd_serve)
     serve.add_argument(
         "--actor",
         metavar="HOST:PORT",

@@ -202,8 +202,7 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    trainer = add_group(sub, "trainer", "the trainer service")
-    serve = add_serve_command(trainer, "run the trainer and its artifact store", cmd_serve)
+    serve = add_serve_command(sub, "trainer", "run the trainer and its artifact store", cmd_serve)
     serve.add_argument("--store", help="artifact store folder (SPAR_TRAINER__STORE_DIR)")
     serve.add_argument("--state-dir", help="datasets and job records (SPAR_TRAINER__STATE_DIR)")
 
