@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import format_result
 from spar.config import Settings
 from spar.engine.placement import cpu_native_bf16
 from spar.engine.protocol import Engine, GenerationRequest, Message
@@ -85,9 +86,13 @@ async def main_async(args: argparse.Namespace) -> str:
     for d in DTYPES:
         print(f"{d:10s} {statistics.mean(rates[d]):9.0f}")
     print(f"greedy answers identical in both dtypes: {same}/{len(TOPICS)}")
-    return (
-        f"RESULT cpu_dtype engine={args.engine} float32_tok_s={f32:.0f} "
-        f"bfloat16_tok_s={bf16:.0f} ratio={bf16 / f32:.2f} greedy_same={same}/{len(TOPICS)}"
+    return format_result(
+        "cpu_dtype",
+        engine=args.engine,
+        float32_tok_s=f"{f32:.0f}",
+        bfloat16_tok_s=f"{bf16:.0f}",
+        ratio=f"{bf16 / f32:.2f}",
+        greedy_same=f"{same}/{len(TOPICS)}",
     )
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import format_result
 from bench.train_gpu import materialise
 from spar.config import EngineSettings, Settings
 from spar.engine.hf_engine import HfEngine
@@ -215,7 +216,7 @@ def result_line(levels: list[Level], args: argparse.Namespace) -> str:
         tag = f"{lv.model.replace('-', '_')}_{lv.path.replace('+', '_')}_{lv.k}"
         fields[f"{tag}_tok_s"] = f"{lv.tok_s:.0f}"
     fields.update(device=args.device, max_tokens=args.max_tokens, n=args.n)
-    return "RESULT hf_engine " + " ".join(f"{k}={v}" for k, v in fields.items())
+    return format_result("hf_engine", **fields)
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -52,6 +52,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from bench.common import format_result
 from services.refiner import options
 from services.refiner.core import EngineContext
 from services.refiner.cost import Budget, Meter
@@ -396,11 +397,14 @@ async def main_async(args: argparse.Namespace) -> str:
               f"(saved {theirs - mine}, {1 - mine / max(theirs, 1):.0%}); successes "
               f"{wins} vs {wins_always}")  # fmt: skip
     ratio = s["success_rate"] / b["success_rate"] if b["success_rate"] else float("inf")
-    return (
-        f"RESULT refine success_rate={s['success_rate']:.3f} "
-        f"baseline_rate={b['success_rate']:.3f} ratio={ratio:.2f} "
-        f"regressions={int(s['regressions'])} edit_distance={s['edit_distance']:.3f} "
-        f"tokens_per_success={s['tokens_per_success']:.0f}"
+    return format_result(
+        "refine",
+        success_rate=f"{s['success_rate']:.3f}",
+        baseline_rate=f"{b['success_rate']:.3f}",
+        ratio=f"{ratio:.2f}",
+        regressions=int(s["regressions"]),
+        edit_distance=f"{s['edit_distance']:.3f}",
+        tokens_per_success=f"{s['tokens_per_success']:.0f}",
     )
 
 

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import format_result
 from services.refiner.cost import Budget, BudgetExhausted, Meter
 from services.refiner.judge import Judge, JudgeConfig
 from services.refiner.search import Node, SearchConfig, TreeSearch, refine_critique
@@ -344,9 +345,11 @@ async def main_async(args: argparse.Namespace) -> str:
           f"{sum(r.generated_tokens for r in ref8) / ref8_wall:.1f} tok/s")  # fmt: skip
     print(f"outcomes spar: {sorted(r.outcome for r in spar8)}")
     print(f"outcomes reference: {sorted(r.outcome for r in ref8)}")
-    return (
-        f"RESULT search latency_ratio={latency_ratio:.2f} throughput_ratio={throughput_ratio:.2f} "
-        f"utilisation={utilisation:.2f}"
+    return format_result(
+        "search",
+        latency_ratio=f"{latency_ratio:.2f}",
+        throughput_ratio=f"{throughput_ratio:.2f}",
+        utilisation=f"{utilisation:.2f}",
     )
 
 
