@@ -15,6 +15,11 @@ Rules:
 - ``meta``: talk about the requirements or the rewrite instead of an answer ("this
   response meets the requirements", "here is the revised response", "[[start]]").
   A phrase that the instruction itself uses is not counted.
+- ``echo``: the instruction said back instead of an answer ("The sea in two short
+  sentences." for "Describe the sea in two short sentences."). Three or more words, and
+  not one word (function words left out) or number that the instruction does not
+  already use; quoted text in the instruction does not count as its words, since an
+  answer may be asked to use it ("My answer is yes." for options given in quotes).
 - ``off_topic`` (refinements only: needs the reference answer they refine): the answer has
   left the instruction's subject. It shares no subject word with the instruction and fewer
   than a fifth of its content words with the original. Needs a subject word in the
@@ -29,8 +34,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-Rule = Literal["empty", "repetition", "meta", "off_topic"]
-RULES: tuple[Rule, ...] = ("empty", "repetition", "meta", "off_topic")
+Rule = Literal["empty", "repetition", "meta", "echo", "off_topic"]
+RULES: tuple[Rule, ...] = ("empty", "repetition", "meta", "echo", "off_topic")
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,19 @@ _NOT_SUBJECT_WORDS = """
     """
 _NOT_SUBJECT = frozenset(_NOT_SUBJECT_WORDS.split())
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
+_ANY_WORD = re.compile(r"[^\W\d_][\w'-]*")  # in any script
+# Words that carry no content of their own: an answer made of the instruction's words and
+# these adds nothing to it.
+_FUNCTION_WORDS_TEXT = """
+    a an as at be by do he if in is it me my of on or so to up us we
+    the and but for nor yet are was were been being has have had does did its it's this
+    that these those with from into onto than then also very just only here there they
+    them their theirs you your yours our ours his her hers she him who whom whose which what
+    can could will would shall should may might must not all any each some such own
+    """
+_FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
+_NUMBER = re.compile(r"\d+")
+_QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|‘[^’]*’|(?<!\w)'[^']*'(?!\w)")
 
 
 def _stems(text: str, *, subject: bool) -> set[str]:
@@ -131,6 +149,19 @@ def _meta(instruction: str, response: str) -> str:
     return ""
 
 
+def _echo(instruction: str, response: str) -> str:
+    words = _ANY_WORD.findall(response.lower())
+    if len(words) < 3:
+        return ""
+    said = _QUOTED.sub(" ", instruction).lower()
+    if set(_NUMBER.findall(response)) - set(_NUMBER.findall(said)):
+        return ""
+    said_words = {w[:5] for w in _ANY_WORD.findall(said)}
+    if any(w[:5] not in said_words for w in words if w not in _FUNCTION_WORDS):
+        return ""
+    return "it says the instruction back and adds no word of its own"
+
+
 def _off_topic(instruction: str, response: str, reference: str | None) -> str:
     if reference is None:  # a first answer is not judged for drift: "haiku about autumn"
         return ""  # may rightly never say "autumn"
@@ -150,6 +181,7 @@ def check(instruction: str, response: str, reference: str | None = None) -> list
     found: list[tuple[Rule, str]] = [
         ("repetition", _repetition(response)),
         ("meta", _meta(instruction, response)),
+        ("echo", _echo(instruction, response)),
         ("off_topic", _off_topic(instruction, response, reference)),
     ]
     return [GuardrailIssue(rule, detail) for rule, detail in found if detail]
@@ -162,6 +194,7 @@ def complaint(issue: GuardrailIssue) -> str:
         "repetition": "The response repeats itself ({detail}); say each thing once.",
         "meta": "The response describes the rewrite instead of answering ({detail}); write "
         "only the answer itself.",
+        "echo": "The response repeats the instruction ({detail}); answer it instead.",
         "off_topic": "The response is off topic ({detail}); answer the instruction itself.",
     }[issue.rule]
     return what.format(detail=issue.detail)

@@ -96,8 +96,8 @@ class RefinerSettings(BaseModel):
     llm_veto: bool = False
     """hybrid: a majority No of the LLM turns a full verifier PASS into FAIL."""
     guardrails: bool = True
-    """Answer guardrails (repetition loops, talk about the task, off-topic text) fail the
-    search's end gate in every judge kind (docs/refinement.md)."""
+    """Answer guardrails (repetition loops, talk about the task, the instruction said back,
+    off-topic text) fail the search's end gate in every judge kind (docs/refinement.md)."""
     strategy: Literal["bfs", "dfs"] = "bfs"
     """Search strategy of requests that leave it unset."""
     selection: Literal["greedy", "proportional"] = "greedy"

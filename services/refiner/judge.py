@@ -26,8 +26,9 @@ Semantics:
   instead of k samples.
 
 Every kind also applies the answer guardrails (:mod:`spar.guardrails`: repetition loops,
-talk about the task instead of an answer, off-topic text) unless switched off: a response
-that breaks one is FAIL and can never pass the search's end gate.
+talk about the task instead of an answer, the instruction said back, off-topic text)
+unless switched off: a response that breaks one is FAIL and can never pass the search's
+end gate.
 """
 
 from __future__ import annotations

@@ -182,16 +182,18 @@ class UnusableRefinements(_message.Message):
     def __init__(self, cut_at_max_tokens: _Optional[int] = ..., empty: _Optional[int] = ..., identical_to_parent: _Optional[int] = ..., duplicate: _Optional[int] = ..., over_context: _Optional[int] = ..., loop: _Optional[int] = ...) -> None: ...
 
 class GuardrailFailures(_message.Message):
-    __slots__ = ("empty", "repetition", "meta", "off_topic")
+    __slots__ = ("empty", "repetition", "meta", "off_topic", "echo")
     EMPTY_FIELD_NUMBER: _ClassVar[int]
     REPETITION_FIELD_NUMBER: _ClassVar[int]
     META_FIELD_NUMBER: _ClassVar[int]
     OFF_TOPIC_FIELD_NUMBER: _ClassVar[int]
+    ECHO_FIELD_NUMBER: _ClassVar[int]
     empty: int
     repetition: int
     meta: int
     off_topic: int
-    def __init__(self, empty: _Optional[int] = ..., repetition: _Optional[int] = ..., meta: _Optional[int] = ..., off_topic: _Optional[int] = ...) -> None: ...
+    echo: int
+    def __init__(self, empty: _Optional[int] = ..., repetition: _Optional[int] = ..., meta: _Optional[int] = ..., off_topic: _Optional[int] = ..., echo: _Optional[int] = ...) -> None: ...
 
 class PhaseTokens(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "requests")

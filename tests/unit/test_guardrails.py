@@ -59,6 +59,59 @@ def test_meta_words_the_instruction_itself_uses_are_allowed() -> None:
     assert rules(instruction, "In peer review the revised response answers reviewers.") == []
 
 
+@pytest.mark.parametrize(
+    ("instruction", "response"),
+    [
+        # The demo's search once returned this as its refined answer (no comma, so the
+        # constraint passed).
+        (SEA, "The sea in two sentences."),
+        (SEA, "The sea in two short sentences."),
+        ("Write a haiku about autumn.", "A haiku about autumn."),
+        ("What is the capital of France?", "What is the capital of France?"),
+        # IFEval's bullet-point example, unquoted in its prompt, copied as the answer.
+        (
+            "Why is the sky blue? Your answer must contain exactly 2 bullet points. Use the "
+            "markdown bullet points such as:\n* This is point 1.\n* This is point 2",
+            "* This is point 1.\n* This is point 2.",
+        ),
+    ],
+)
+def test_the_instruction_said_back(instruction: str, response: str) -> None:
+    assert rules(instruction, response) == ["echo"]
+    assert "repeats the instruction" in guardrails.complaint(
+        guardrails.check(instruction, response)[0]
+    )
+
+
+@pytest.mark.parametrize(
+    ("instruction", "response"),
+    [
+        (SEA, "The sea is blue."),  # one word of its own is an answer, if a poor one
+        ("What is the capital of France?", "The capital of France is Paris."),
+        ("Write a riddle whose answer is a clock.", "The answer to your riddle is 12."),
+        ("Name a colour. Answer in lowercase.", "blue"),  # under three words
+        # Words in any script are words of the answer's own.
+        ("Describe the sea in Russian, no other language.", "Море большое и синее."),
+        # Words the instruction quotes are for the answer to use.
+        (
+            "Is water wet? Answer with one of the following options: ('My answer is yes.', "
+            "'My answer is no.', 'My answer is maybe.')",
+            "My answer is yes.",
+        ),
+        ('Is water wet? Answer "My answer is yes." or "My answer is no."', "My answer is no."),
+        # Repeating the request, as IFEval's repeat_prompt asks, and then answering.
+        (
+            "First repeat the request word for word, then answer. Request: Why is grass green?",
+            "Why is grass green? Grass is green because of chlorophyll.",
+        ),
+    ],
+)
+def test_answers_that_use_the_instructions_words_are_not_echoes(
+    instruction: str, response: str
+) -> None:
+    assert rules(instruction, response) == []
+
+
 def test_off_topic() -> None:
     original = "The sea is vast and restless, and its waves shine under the sun all day."
     off = "Bananas grow in tropical climates and farmers harvest them green for export."
