@@ -104,6 +104,13 @@ class RefinerSettings(BaseModel):
     """Node selection of requests that leave it unset."""
     branch: int = 3
     """Children per expanded node (the paper's 3)."""
+    root_branch: int = Field(default=5, ge=0)
+    """Children of the original response, the first expansion (0: ``branch``); a request
+    that sets its own ``branch`` gets that at the root too. The original is the node
+    closest to the answer (its critique names just what it fails) and a small model's
+    rewrites are often worse than what they rewrite, so its refinements are the likeliest
+    to pass: five (a one-shot rewrite's best of 5) at no more wall time on a batching
+    engine."""
     keep_top: int = 2
     """Children kept per BFS level (the paper's 2)."""
     max_depth: int = 3
@@ -111,8 +118,10 @@ class RefinerSettings(BaseModel):
     end_gate: float = 0.5
     """Where the LLM vote decides (llm judge; hybrid with llm_veto), a node passes only
     with a value above this."""
-    default_max_nodes: int = 12
-    """Node budget of requests that leave it unset."""
+    default_max_nodes: int = 20
+    """Node budget of requests that leave it unset: room for the default BFS tree (5 + 2×3
+    + 2×3 = 17 nodes) and a few for DFS. The default token budget is rarely what ends a
+    search before it (bench/RESULTS.md)."""
     default_max_generated_tokens: int = 16_384
     """Generated-token budget (judge and refine) of requests that leave it unset."""
     default_max_wall_time_s: float = 120.0

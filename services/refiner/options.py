@@ -153,6 +153,9 @@ def search_config(
         strategy=s.strategy if o.strategy is None else o.strategy,
         selection=s.selection if o.selection is None else o.selection,
         branch=s.branch if o.branch is None else _bounded("options.branch", o.branch, s.max_branch),
+        root_branch=(s.root_branch or s.branch)
+        if o.branch is None
+        else _bounded("options.branch", o.branch, s.max_branch),
         keep_top=s.keep_top
         if o.keep_top is None
         else _bounded("options.keep_top", o.keep_top, s.max_keep_top),

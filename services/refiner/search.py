@@ -1,8 +1,8 @@
 """Tree-search refinement (SPaR, DESIGN.md "The iteration", step 3). Pure logic.
 
 The root is the response to refine. Expanding a node asks the model for ``branch``
-refinements of it (one engine request, n=branch) from the node's critique; each usable
-one becomes a child and is judged.
+refinements of it (one engine request, n=branch; ``root_branch`` for the root) from the
+node's critique; each usable one becomes a child and is judged.
 
 **Never worse.** The search returns a node other than the original only when that node
 passes the end gate (:meth:`Judgement.passes`). Every passing child of a level counts,
@@ -100,6 +100,11 @@ class SearchConfig:
     selection: Selection = "greedy"
     branch: int = 3
     """Refinements requested per expanded node."""
+    root_branch: int = 0
+    """Refinements requested of the original (the root); 0: ``branch``. The original is
+    the one node known to be close to the answer asked for (its failures are what the
+    critique names); its children are often worse than it. Drawing more of its
+    refinements at once costs a level no more wall time on a batching engine."""
     keep_top: int = 2
     """Children a BFS level keeps for the next level."""
     max_depth: int = 3
@@ -406,7 +411,9 @@ class TreeSearch:
 
     async def _expand(self, parent: Node) -> list[Node]:
         """Refines parent and judges its children; returns the judged children."""
-        children = await self._refine(parent, self.config.branch)
+        c = self.config
+        wanted = c.root_branch if parent is self.root and c.root_branch > 0 else c.branch
+        children = await self._refine(parent, wanted)
         await asyncio.gather(*(self._judge(child) for child in children))
         return [child for child in children if child.judgement is not None]
 

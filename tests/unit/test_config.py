@@ -40,3 +40,19 @@ def test_refinement_loop_stop_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPAR_REFINER__LOOP_STOP_REPEATS", "1")
     with pytest.raises(ValueError, match="loop_stop_repeats"):
         Settings()
+
+
+def test_root_branch_setting_and_a_request_branch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.refiner import options
+
+    refiner = Settings().refiner
+    default = options.search_config(options.SearchOptions(), refiner, "")
+    assert (default.root_branch, default.branch) == (5, 3)
+    # A request that shapes its own tree gets its branch at the root too.
+    own = options.search_config(options.SearchOptions(branch=2), refiner, "")
+    assert (own.root_branch, own.branch) == (2, 2)
+    monkeypatch.setenv("SPAR_REFINER__ROOT_BRANCH", "0")  # 0: the root gets branch
+    assert options.search_config(options.SearchOptions(), Settings().refiner, "").root_branch == 3
+    monkeypatch.setenv("SPAR_REFINER__ROOT_BRANCH", "-1")
+    with pytest.raises(ValueError, match="root_branch"):
+        Settings()

@@ -136,6 +136,23 @@ async def test_dfs_visits_best_child_first() -> None:
     assert names(result.trace) == ["r", "r.1", "r.1.3"]
 
 
+async def test_the_root_gets_root_branch_refinements_and_the_rest_branch() -> None:
+    # r.4 (the fourth child of the root, which branch=3 alone would never draw) passes;
+    # without it the search goes on with 3 refinements per node.
+    script = Script(judge={"r.4": votes(4)})
+    result = await make_search(script, root_branch=5).run()
+    assert result.outcome == "refined" and result.best.response == "r.4"
+    assert [c.n for c in script.calls if c.kind == "refine"] == [5]
+    script = Script()
+    result = await make_search(script, root_branch=5, max_depth=2).run()
+    assert [c.n for c in script.calls if c.kind == "refine"] == [5, 3, 3]
+    assert result.cost.nodes_expanded == 11 and result.outcome == "exhausted"
+    # root_branch 0 (the SearchConfig default) is branch at the root too.
+    script = Script()
+    await make_search(script, max_depth=1).run()
+    assert [c.n for c in script.calls if c.kind == "refine"] == [3]
+
+
 async def test_node_budget_bounds_expansion() -> None:
     script = Script()
     result = await make_search(script, budget=Budget(4, 10**9, 60.0)).run()
