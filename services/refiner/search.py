@@ -503,6 +503,10 @@ class TreeSearch:
             self._found = await self._dfs(self.root)
         if self._found is not None:
             return "refined"
+        if len(self.nodes) == 1 and self.meter.cost.unparseable_refinements:
+            # Refinements came back and none was usable: that, not a budget that granted
+            # fewer than asked (a node budget below the root branch), ended it.
+            return "unchanged"
         if self.meter.exhausted:
             return "budget"
         if len(self.nodes) == 1:

@@ -460,6 +460,14 @@ async def test_refine_requests_are_made_to_fit_the_context() -> None:
     assert result.outcome == "unchanged" and result.best.id == 0
     assert result.cost.unusable["over_context"] == 3  # the 3 wanted; no hopeless retry
     assert [c for c in script.calls if c.kind == "refine"] == []
+    # A node budget below the root branch grants fewer; still nothing usable: unchanged.
+    script = Script()
+    search = hybrid_search(
+        script, {"r": 0}, context=Context(max_model_len=10), budget=Budget(3, 10**9, 60.0)
+    )
+    search.config = replace(search.config, root_branch=5)
+    result = await search.run()
+    assert result.outcome == "unchanged" and result.cost.unusable["over_context"] == 3
 
 
 async def test_refinements_of_a_short_answer_are_held_to_its_growth() -> None:
