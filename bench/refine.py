@@ -380,7 +380,7 @@ async def main_async(args: argparse.Namespace) -> str:
     print(f"{'side':10s} {'success':>8s} {'wins':>9s} {'regr.':>6s} {'lost(gr)':>9s} "
           f"{'edit':>8s} {'gen tok':>9s} {'tok/succ':>10s}")  # fmt: skip
     s = summary("spar", spar, cases)
-    b = summary("baseline", base, list(cases) * args.baseline_runs)
+    b = summary("baseline", base, list(cases) * args.baseline_runs) if base else None
     outcomes = Counter(o.search_outcome for o in spar)
     extra: Counter[str] = Counter()
     for o in spar:
@@ -397,6 +397,14 @@ async def main_async(args: argparse.Namespace) -> str:
         print(f"votes when needed vs always, first {n} cases: judge tokens {mine} vs {theirs} "
               f"(saved {theirs - mine}, {1 - mine / max(theirs, 1):.0%}); successes "
               f"{wins} vs {wins_always}")  # fmt: skip
+    if b is None:  # --baseline-runs 0: the search side alone, no ratio to report
+        return format_result(
+            "refine",
+            success_rate=f"{s['success_rate']:.3f}",
+            regressions=int(s["regressions"]),
+            edit_distance=f"{s['edit_distance']:.3f}",
+            tokens_per_success=f"{s['tokens_per_success']:.0f}",
+        )
     ratio = s["success_rate"] / b["success_rate"] if b["success_rate"] else float("inf")
     return format_result(
         "refine",
@@ -417,7 +425,8 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=4, help="searches at once")
     p.add_argument("--baseline-runs", type=int, default=3,
                    help="runs of the baseline over the cases (its rate is their mean: one "
-                   "run moves by several cases from run to run)")  # fmt: skip
+                   "run moves by several cases from run to run); 0: the search side alone, "
+                   "without baseline_rate and ratio")  # fmt: skip
     p.add_argument("--compare-votes", type=int, default=16,
                    help="cases also searched with judge_votes=always (tokens saved)")  # fmt: skip
     p.add_argument("--kv-cache-gib", type=float, default=2.0)
@@ -436,7 +445,10 @@ def main() -> None:
         default=CASES_FILE,
         help="the case set (built there when missing or with --rebuild)",
     )
-    print(asyncio.run(main_async(p.parse_args())))
+    args = p.parse_args()
+    if args.baseline_runs < 0:
+        p.error(f"--baseline-runs {args.baseline_runs}: give 0 or more")
+    print(asyncio.run(main_async(args)))
 
 
 if __name__ == "__main__":
